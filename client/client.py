@@ -1,0 +1,346 @@
+"""Sync and asyncio clients for the crossbit service (grpc, protobuf and numpy only)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import random
+import sys
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from crossbit.client.errors import CrossbitError, from_rpc_error
+from crossbit.v1 import crossbit_pb2 as pb
+from crossbit.v1 import crossbit_pb2_grpc as pb_grpc
+
+MODALITY = {"image": pb.IMAGE, "text": pb.TEXT}
+RETRYABLE = (grpc.StatusCode.UNAVAILABLE,)
+STREAM_CHUNK = 32
+
+
+@dataclass
+class Hit:
+    """One search result."""
+
+    id: int
+    key: str
+    distance: int  # Hamming distance to the query code
+    score: float  # cosine similarity when re-ranked, else 1 - distance / bits
+    metadata: dict = field(default_factory=dict)
+    modality: str = "image"
+
+
+@dataclass
+class Encoded:
+    bits: int
+    texts: np.ndarray  # uint8 (n, bits // 8)
+    images: np.ndarray
+    text_embeddings: np.ndarray | None = None
+    image_embeddings: np.ndarray | None = None
+
+
+def _image_bytes(image) -> bytes:
+    """Bytes, a path, or a PIL image (encoded as PNG) -> bytes."""
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return bytes(image)
+    if isinstance(image, (str, os.PathLike)):
+        with open(image, "rb") as f:
+            return f.read()
+    if hasattr(image, "save"):  # a PIL image, without importing PIL here
+        out = io.BytesIO()
+        image.save(out, format="PNG")
+        return out.getvalue()
+    raise TypeError(f"expected image bytes, a path or a PIL image, got {type(image).__name__}")
+
+
+def _key_for(image, n: int) -> str:
+    if isinstance(image, (str, os.PathLike)):
+        return os.path.basename(str(image))
+    return ""
+
+
+def _hits(response: pb.SearchResponse) -> list[Hit]:
+    names = {pb.IMAGE: "image", pb.TEXT: "text"}
+    return [Hit(h.id, h.key, h.distance, h.score, dict(h.metadata),
+                names.get(h.modality, "image")) for h in response.hits]
+
+
+def _search_request(text=None, image=None, code=None, top_k=10, radius=None,
+                    modality="image", rerank=None, nprobe=0) -> pb.SearchRequest:
+    given = [x is not None for x in (text, image, code)]
+    if sum(given) != 1:
+        raise ValueError("search needs exactly one of text=, image= or code=")
+    if modality not in MODALITY:
+        raise ValueError(f"modality must be 'image' or 'text', got {modality!r}")
+    request = pb.SearchRequest(top_k=top_k, modality=MODALITY[modality], nprobe=nprobe)
+    if text is not None:
+        if not isinstance(text, str):
+            raise TypeError("text must be a string")
+        request.text = text
+    elif image is not None:
+        request.image = _image_bytes(image)
+    else:
+        request.code = np.asarray(code, dtype=np.uint8).tobytes() \
+            if not isinstance(code, bytes) else code
+    if radius is not None:
+        request.radius = radius
+    if rerank is not None:
+        request.rerank = rerank
+    return request
+
+
+def _image_items(images, keys, metadata) -> Iterator[pb.ImageItem]:
+    for n, image in enumerate(images):
+        key = keys[n] if keys is not None else _key_for(image, n)
+        meta = metadata[n] if metadata is not None else {}
+        yield pb.ImageItem(key=key or "", image=_image_bytes(image),
+                           metadata={str(k): str(v) for k, v in (meta or {}).items()})
+
+
+def _ids_from(response: pb.AddResponse) -> list[int | None]:
+    return [r.id if r.ok else None for r in sorted(response.results, key=lambda r: r.index)]
+
+
+class _Progress:
+    """A tiny progress line on stderr (tqdm is not a client dependency)."""
+
+    def __init__(self, total: int, enabled: bool):
+        self.total, self.done, self.enabled = total, 0, enabled and total > 0
+        self.start = time.monotonic()
+
+    def update(self, n: int) -> None:
+        self.done += n
+        if self.enabled:
+            rate = self.done / max(time.monotonic() - self.start, 1e-9)
+            sys.stderr.write(f"\radding images: {self.done}/{self.total} ({rate:.1f}/s)")
+            sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\n")
+
+
+def _credentials(tls: bool | str | None):
+    if not tls:
+        return None
+    root = None
+    if isinstance(tls, (str, os.PathLike)):
+        with open(tls, "rb") as f:
+            root = f.read()
+    return grpc.ssl_channel_credentials(root_certificates=root)
+
+
+class Client:
+    """A blocking client.
+
+    Args:
+        address: ``host:port`` of the server.
+        token: bearer token when the server requires one.
+        tls: True for TLS with the system roots, or a path to a PEM CA certificate.
+        timeout: default deadline per call, seconds.
+        retries: attempts on UNAVAILABLE (with exponential backoff and jitter).
+    """
+
+    def __init__(self, address: str = "127.0.0.1:50051", token: str | None = None,
+                 tls: bool | str | None = None, timeout: float = 30.0, retries: int = 3,
+                 max_message_bytes: int = 64 << 20):
+        options = [("grpc.max_receive_message_length", max_message_bytes),
+                   ("grpc.max_send_message_length", max_message_bytes)]
+        creds = _credentials(tls)
+        self.channel = grpc.secure_channel(address, creds, options) if creds else \
+            grpc.insecure_channel(address, options)
+        self.stub = pb_grpc.RetrievalStub(self.channel)
+        self.health_stub = health_pb2_grpc.HealthStub(self.channel)
+        self.metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self.timeout = timeout
+        self.retries = retries
+
+    def _call(self, method, request, timeout=None, retry=True):
+        attempts = self.retries if retry else 1
+        for attempt in range(attempts):
+            try:
+                return method(request, timeout=timeout or self.timeout, metadata=self.metadata)
+            except grpc.RpcError as exc:
+                if exc.code() in RETRYABLE and attempt + 1 < attempts:
+                    time.sleep(min(2.0, 0.1 * 2**attempt) * (0.5 + random.random()))
+                    continue
+                raise from_rpc_error(exc) from None
+        raise CrossbitError("unreachable")
+
+    def encode(self, texts: Sequence[str] = (), images: Sequence = (),
+               embeddings: bool = False, timeout: float | None = None) -> Encoded:
+        """Codes (and optionally float embeddings) of texts and images."""
+        if isinstance(texts, str):
+            raise TypeError("texts must be a list of strings")
+        request = pb.EncodeRequest(texts=list(texts), images=[_image_bytes(i) for i in images],
+                                   return_embeddings=embeddings)
+        r = self._call(self.stub.Encode, request, timeout)
+        width = r.bits // 8
+
+        def codes(rows):
+            return np.frombuffer(b"".join(e.code for e in rows), np.uint8).reshape(len(rows), width)
+
+        def floats(rows):
+            return np.array([list(e.embedding) for e in rows], np.float32) if embeddings else None
+
+        return Encoded(r.bits, codes(r.texts), codes(r.images), floats(r.texts), floats(r.images))
+
+    def add_images(self, images: Iterable, keys: Sequence[str] | None = None,
+                   metadata: Sequence[dict] | None = None, progress: bool | None = None,
+                   timeout: float | None = None) -> list[int | None]:
+        """Add images (paths, bytes or PIL images), streamed; returns an id per image (None
+        where the server refused it; :meth:`add_images_detailed` says why)."""
+        return _ids_from(self.add_images_detailed(images, keys, metadata, progress, timeout))
+
+    def add_images_detailed(self, images: Iterable, keys=None, metadata=None,
+                            progress: bool | None = None, timeout: float | None = None
+                            ) -> pb.AddResponse:
+        images = list(images)
+        bar = _Progress(len(images), progress if progress is not None else len(images) > 50)
+
+        def stream():
+            for item in _image_items(images, keys, metadata):
+                yield item
+                bar.update(1)
+
+        try:
+            return self._call(self.stub.AddImagesStream, stream(), timeout, retry=False)
+        finally:
+            bar.close()
+
+    def add_texts(self, texts: Sequence[str], keys: Sequence[str] | None = None,
+                  metadata: Sequence[dict] | None = None,
+                  timeout: float | None = None) -> list[int | None]:
+        if isinstance(texts, str):
+            raise TypeError("texts must be a list of strings")
+        items = [pb.TextItem(text=t, key=(keys[n] if keys else ""),
+                             metadata={str(k): str(v) for k, v in
+                                       ((metadata[n] if metadata else None) or {}).items()})
+                 for n, t in enumerate(texts)]
+        return _ids_from(self._call(self.stub.AddTexts, pb.AddTextsRequest(items=items), timeout))
+
+    def search(self, text: str | None = None, image=None, code=None, top_k: int = 10,
+               radius: int | None = None, modality: str = "image", rerank: bool | None = None,
+               nprobe: int = 0, timeout: float | None = None) -> list[Hit]:
+        """Search by one of text, image (path, bytes, PIL) or code (bytes or uint8 array)."""
+        request = _search_request(text, image, code, top_k, radius, modality, rerank, nprobe)
+        return _hits(self._call(self.stub.Search, request, timeout))
+
+    def search_batch(self, queries: Sequence[dict], timeout: float | None = None) -> list[list[Hit]]:
+        """Many queries in one call; each query is a dict of :meth:`search`'s arguments."""
+        request = pb.SearchBatchRequest(queries=[_search_request(**q) for q in queries])
+        return [_hits(r) for r in self._call(self.stub.SearchBatch, request, timeout).results]
+
+    def delete(self, ids: Sequence[int] = (), keys: Sequence[str] = (),
+               modality: str = "image", timeout: float | None = None) -> int:
+        request = pb.DeleteRequest(ids=list(ids), keys=list(keys), modality=MODALITY[modality])
+        return self._call(self.stub.Delete, request, timeout).deleted
+
+    def stats(self, timeout: float | None = None) -> dict:
+        import json
+
+        s = self._call(self.stub.GetStats, pb.GetStatsRequest(), timeout)
+        return {"images": s.images, "texts": s.texts, "index_kind": s.index_kind, "bits": s.bits,
+                "model": s.model, "gpu": s.gpu, "uptime_s": s.uptime_s,
+                "index_params": json.loads(s.index_params or "{}"), "version": s.version}
+
+    def health(self, service: str = "", timeout: float | None = 5.0) -> str:
+        """``SERVING``, ``NOT_SERVING``... (health needs no token)."""
+        r = self._call(self.health_stub.Check, health_pb2.HealthCheckRequest(service=service),
+                       timeout)
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(r.status)
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        grpc.channel_ready_future(self.channel).result(timeout=timeout)
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class AsyncClient:
+    """The asyncio twin of :class:`Client` (grpc.aio)."""
+
+    def __init__(self, address: str = "127.0.0.1:50051", token: str | None = None,
+                 tls: bool | str | None = None, timeout: float = 30.0, retries: int = 3):
+        creds = _credentials(tls)
+        self.channel = grpc.aio.secure_channel(address, creds) if creds else \
+            grpc.aio.insecure_channel(address)
+        self.stub = pb_grpc.RetrievalStub(self.channel)
+        self.health_stub = health_pb2_grpc.HealthStub(self.channel)
+        self.metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self.timeout, self.retries = timeout, retries
+
+    async def _call(self, method, request, timeout=None, retry=True):
+        attempts = self.retries if retry else 1
+        for attempt in range(attempts):
+            try:
+                return await method(request, timeout=timeout or self.timeout,
+                                    metadata=self.metadata)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() in RETRYABLE and attempt + 1 < attempts:
+                    await asyncio.sleep(min(2.0, 0.1 * 2**attempt) * (0.5 + random.random()))
+                    continue
+                raise from_rpc_error(exc) from None
+        raise CrossbitError("unreachable")
+
+    async def search(self, text=None, image=None, code=None, top_k=10, radius=None,
+                     modality="image", rerank=None, nprobe=0, timeout=None) -> list[Hit]:
+        request = _search_request(text, image, code, top_k, radius, modality, rerank, nprobe)
+        return _hits(await self._call(self.stub.Search, request, timeout))
+
+    async def search_batch(self, queries: Sequence[dict], timeout=None) -> list[list[Hit]]:
+        request = pb.SearchBatchRequest(queries=[_search_request(**q) for q in queries])
+        return [_hits(r) for r in (await self._call(self.stub.SearchBatch, request, timeout)).results]
+
+    async def add_images(self, images, keys=None, metadata=None, timeout=None) -> list[int | None]:
+        items = list(_image_items(list(images), keys, metadata))
+        return _ids_from(await self._call(self.stub.AddImages,
+                                          pb.AddImagesRequest(items=items), timeout))
+
+    async def add_texts(self, texts, keys=None, timeout=None) -> list[int | None]:
+        items = [pb.TextItem(text=t, key=(keys[n] if keys else "")) for n, t in enumerate(texts)]
+        return _ids_from(await self._call(self.stub.AddTexts, pb.AddTextsRequest(items=items),
+                                          timeout))
+
+    async def encode(self, texts=(), images=(), embeddings=False, timeout=None) -> Encoded:
+        request = pb.EncodeRequest(texts=list(texts), images=[_image_bytes(i) for i in images],
+                                   return_embeddings=embeddings)
+        r = await self._call(self.stub.Encode, request, timeout)
+        width = r.bits // 8
+        codes = [np.frombuffer(b"".join(e.code for e in rows), np.uint8).reshape(len(rows), width)
+                 for rows in (r.texts, r.images)]
+        return Encoded(r.bits, codes[0], codes[1])
+
+    async def delete(self, ids=(), keys=(), modality="image", timeout=None) -> int:
+        request = pb.DeleteRequest(ids=list(ids), keys=list(keys), modality=MODALITY[modality])
+        return (await self._call(self.stub.Delete, request, timeout)).deleted
+
+    async def stats(self, timeout=None) -> dict:
+        s = await self._call(self.stub.GetStats, pb.GetStatsRequest(), timeout)
+        return {"images": s.images, "texts": s.texts, "index_kind": s.index_kind, "bits": s.bits}
+
+    async def health(self, service: str = "", timeout=5.0) -> str:
+        r = await self._call(self.health_stub.Check,
+                             health_pb2.HealthCheckRequest(service=service), timeout)
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(r.status)
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()

@@ -1,0 +1,1 @@
+"""crossbit.encoders: image and text encoders, hash heads, losses, datasets, training, evaluation."""

@@ -1,0 +1,76 @@
+"""Backbone features for whole datasets, computed once with progress bars and cached on disk."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from crossbit.encoders.model import HashModel, load_image
+
+log = logging.getLogger(__name__)
+
+
+def _key(kind: str, model_id: str, items: list[str], extra: str = "") -> str:
+    h = hashlib.sha1(json.dumps([kind, model_id, extra, items]).encode())
+    return f"{kind}-{h.hexdigest()[:16]}"
+
+
+def _cached(cache: Path | None, key: str, compute) -> np.ndarray:
+    if cache is None:
+        return compute()
+    path = Path(cache) / f"{key}.npy"
+    if path.exists():
+        log.info("features from cache %s", path)
+        return np.load(path)
+    value = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
+    np.save(tmp, value)
+    os.replace(tmp, path)
+    return value
+
+
+def image_features(model: HashModel, paths: list[str], cache: str | os.PathLike | None = None,
+                   flip: bool = False, batch_size: int = 32, progress: bool = True) -> np.ndarray:
+    """(n, image_feature_dim) float32 backbone features of image files, optionally flipped."""
+    c = model.config
+    model_id = f"{c.image_backbone}:{c.image_weights}"
+
+    def compute() -> np.ndarray:
+        out = []
+        bar = tqdm(total=len(paths), desc=f"image features{' (flipped)' if flip else ''}",
+                   unit="img", disable=not progress)
+        for start in range(0, len(paths), batch_size):
+            batch = [load_image(p) for p in paths[start : start + batch_size]]
+            out.append(model.image_features(batch, flip=flip).cpu().numpy())
+            bar.update(len(batch))
+        bar.close()
+        return np.concatenate(out).astype(np.float32)
+
+    return _cached(cache, _key("img", model_id, paths, f"flip={flip}"), compute)
+
+
+def text_features(model: HashModel, texts: list[str], cache: str | os.PathLike | None = None,
+                  batch_size: int = 128, progress: bool = True) -> np.ndarray:
+    """(n, text_feature_dim) float32 mean-pooled text features; batches sorted by length."""
+
+    def compute() -> np.ndarray:
+        order = np.argsort([len(t) for t in texts], kind="stable")
+        out = np.zeros((len(texts), model.config.text_feature_dim), np.float32)
+        bar = tqdm(total=len(texts), desc="text features", unit="txt", disable=not progress)
+        for start in range(0, len(texts), batch_size):
+            idx = order[start : start + batch_size]
+            with torch.no_grad():
+                out[idx] = model.text_features([texts[i] for i in idx]).cpu().numpy()
+            bar.update(len(idx))
+        bar.close()
+        return out
+
+    return _cached(cache, _key("txt", model.config.text_model, texts), compute)

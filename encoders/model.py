@@ -1,0 +1,277 @@
+"""The dual-encoder hash model: images and texts in, packed binary codes and float embeddings out."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from PIL import Image
+
+from crossbit.encoders.backbones import create_backbone, get_spec, preprocess
+from crossbit.encoders.codes import pack_signs
+from crossbit.encoders.config import ModelConfig
+from crossbit.encoders.heads import HashHead
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL_DIR = Path(__file__).parent / "default_model"
+WEIGHTS_FILE = "heads.safetensors"
+CONFIG_FILE = "config.json"
+BACKBONE_FILE = "image_backbone.safetensors"
+TEXT_DIR = "text_model"
+
+ImageInput = Image.Image | bytes | str | os.PathLike
+
+
+class Encoded(NamedTuple):
+    """Codes (uint8, (n, bits // 8), FAISS layout) and float embeddings (float32, (n, d))."""
+
+    codes: np.ndarray
+    embeddings: np.ndarray
+
+
+def pick_device(device: str | None = None) -> torch.device:
+    """The given device, else CUDA when one is visible, else the CPU (never assumed)."""
+    if device:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_image(item: ImageInput) -> Image.Image:
+    """A PIL image, image bytes or a path -> an RGB PIL image.
+
+    Raises:
+        ValueError: for bytes or files that are not a readable image.
+        FileNotFoundError: for a path that does not exist.
+    """
+    if isinstance(item, Image.Image):
+        return item.convert("RGB")
+    if isinstance(item, (bytes, bytearray, memoryview)):
+        source, name = io.BytesIO(bytes(item)), "image bytes"
+    elif isinstance(item, (str, os.PathLike)):
+        if not os.path.exists(item):
+            raise FileNotFoundError(f"image file not found: {item}")
+        source, name = item, str(item)
+    else:
+        raise TypeError(f"expected a PIL image, bytes or a path, got {type(item).__name__}")
+    try:
+        with Image.open(source) as image:
+            image.load()
+            return image.convert("RGB")
+    except (OSError, Image.DecompressionBombError, SyntaxError) as exc:
+        raise ValueError(f"{name}: not a readable image ({exc})") from None
+
+
+class HashModel:
+    """Image and text encoders with their hash heads.
+
+    Backbones load lazily, on first use of each modality, so a text-only caller
+    never pays for the image backbone.
+    """
+
+    def __init__(self, config: ModelConfig, image_head: HashHead | None = None,
+                 text_head: HashHead | None = None, device: str | None = None):
+        self.config = config
+        self.device = pick_device(device)
+        self.semantics = None
+        if config.semantics:
+            from crossbit.encoders.semantics import ClassSemantics
+
+            self.semantics = ClassSemantics(config.image_feature_dim, config.text_feature_dim)
+            self.semantics.to(self.device)
+        self.image_head = image_head or self._new_head(self.image_input_dim)
+        self.text_head = text_head or self._new_head(config.text_feature_dim)
+        for head in (self.image_head, self.text_head):
+            head.eval().to(self.device)
+        self._backbone = None
+        self._text = None
+        self.image_runtime = None  # optional replacement for the torch backbone (ONNX Runtime)
+
+    def _new_head(self, in_dim: int) -> HashHead:
+        c = self.config
+        return HashHead(in_dim, c.bits, c.hidden, c.dropout, c.embed_dim)
+
+    @property
+    def bits(self) -> int:
+        return self.config.bits
+
+    @property
+    def image_input_dim(self) -> int:
+        """Width of the image head's input: pooled features (+ class semantics)."""
+        extra = self.config.text_feature_dim if self.config.semantics else 0
+        return self.config.image_feature_dim + extra
+
+    def image_inputs(self, features: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """Backbone features -> image head input (class semantics appended when enabled)."""
+        features = torch.as_tensor(features, device=self.device).float()
+        if self.semantics is None:
+            return features
+        return torch.cat([features, self.semantics(features)], dim=1)
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.config.embed_dim or self.config.bits
+
+    # -- lazily built encoders -------------------------------------------------------------
+    @property
+    def backbone(self) -> torch.nn.Module:
+        if self._backbone is None:
+            self._backbone, _ = create_backbone(self.config.image_backbone, self.config.image_weights)
+            self._backbone.to(self.device)
+        return self._backbone
+
+    @property
+    def text_encoder(self):
+        if self._text is None:
+            from crossbit.encoders.text_models import TextEncoder
+
+            self._text = TextEncoder(self.config.text_model).to(self.device)
+        return self._text
+
+    # -- features ------------------------------------------------------------------------
+    @torch.no_grad()
+    def image_features(self, images: Sequence[Image.Image], flip: bool = False) -> torch.Tensor:
+        """Backbone features of decoded images, (n, image_feature_dim) on the model's device."""
+        spec = get_spec(self.config.image_backbone)
+        batch = preprocess(list(images), spec, flip=flip)
+        if self.image_runtime is not None:
+            return torch.from_numpy(self.image_runtime(batch.numpy())).to(self.device)
+        return self.backbone(batch.to(self.device)).float()
+
+    @torch.no_grad()
+    def text_features(self, texts: Sequence[str]) -> torch.Tensor:
+        return self.text_encoder(list(texts)).float()
+
+    @torch.no_grad()
+    def _head_outputs(self, head: HashHead, features: torch.Tensor) -> Encoded:
+        tanh, emb = head(features)
+        float_emb = emb if emb is not None else tanh
+        float_emb = torch.nn.functional.normalize(float_emb, dim=1)
+        return Encoded(pack_signs(tanh.cpu().numpy()), float_emb.cpu().numpy().astype(np.float32))
+
+    def encode_image_features(self, features: torch.Tensor | np.ndarray) -> Encoded:
+        """Codes of images from their backbone features (see :meth:`image_features`)."""
+        with torch.no_grad():
+            return self._head_outputs(self.image_head, self.image_inputs(features))
+
+    def encode_text_features(self, features: torch.Tensor | np.ndarray) -> Encoded:
+        return self._head_outputs(self.text_head, torch.as_tensor(features, device=self.device))
+
+    # -- the public encode calls -----------------------------------------------------------
+    def encode_images(self, images: Iterable[ImageInput], batch_size: int = 32) -> Encoded:
+        """Encode images (PIL images, encoded bytes or file paths).
+
+        Args:
+            images: a list of images; empty in, empty out.
+            batch_size: images per forward pass.
+
+        Returns:
+            :class:`Encoded` with codes (n, bits // 8) uint8 and embeddings (n, d) float32.
+        """
+        if isinstance(images, (str, bytes, Image.Image, os.PathLike)):
+            raise TypeError("encode_images takes a list of images; wrap a single image in a list")
+        images = list(images)
+        if not images:
+            return self._empty()
+        parts = []
+        for start in range(0, len(images), batch_size):
+            decoded = [load_image(item) for item in images[start : start + batch_size]]
+            parts.append(self.encode_image_features(self.image_features(decoded)))
+        return _concat(parts)
+
+    def encode_texts(self, texts: Sequence[str], batch_size: int = 64) -> Encoded:
+        """Encode texts; batches are sorted by length and the input order restored.
+
+        Raises:
+            TypeError: for a bare string or non-string items.
+        """
+        if isinstance(texts, str):
+            raise TypeError("encode_texts takes a list of strings; wrap a single text in a list")
+        texts = list(texts)
+        if not texts:
+            return self._empty()
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise TypeError(f"texts[{i}] is {type(text).__name__}, expected str")
+        order = np.argsort([len(t) for t in texts], kind="stable")
+        parts = []
+        for start in range(0, len(texts), batch_size):
+            chunk = [texts[i] for i in order[start : start + batch_size]]
+            parts.append(self.encode_text_features(self.text_features(chunk)))
+        merged = _concat(parts)
+        inverse = np.empty_like(order)
+        inverse[order] = np.arange(len(order))
+        return Encoded(merged.codes[inverse], merged.embeddings[inverse])
+
+    def _empty(self) -> Encoded:
+        return Encoded(np.zeros((0, self.bits // 8), np.uint8),
+                       np.zeros((0, self.embedding_dim), np.float32))
+
+    # -- persistence ---------------------------------------------------------------------
+    def save(self, directory: str | os.PathLike, with_backbones: bool = False) -> None:
+        """Write the heads as safetensors and the config as JSON into ``directory``.
+
+        Args:
+            with_backbones: also write the (fine-tuned) image backbone and text model
+                beside the heads, and point the config at them (relative paths).
+        """
+        from safetensors.torch import save_file
+
+        from crossbit.encoders.backbones import backbone_state
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        if with_backbones:
+            state = {k: v.detach().cpu().contiguous()
+                     for k, v in backbone_state(self.backbone).items()}
+            save_file(state, str(directory / BACKBONE_FILE))
+            self.text_encoder.model.save_pretrained(directory / TEXT_DIR)
+            self.text_encoder.tokenizer.save_pretrained(directory / TEXT_DIR)
+            self.config.image_weights = BACKBONE_FILE
+            self.config.text_model = TEXT_DIR
+        tensors = {f"image.{k}": v.detach().cpu().contiguous()
+                   for k, v in self.image_head.state_dict().items()}
+        tensors.update({f"text.{k}": v.detach().cpu().contiguous()
+                        for k, v in self.text_head.state_dict().items()})
+        if self.semantics is not None:
+            tensors.update({f"semantic.{k}": v.detach().cpu().contiguous()
+                            for k, v in self.semantics.state_dict().items()})
+        save_file(tensors, str(directory / WEIGHTS_FILE))
+        (directory / CONFIG_FILE).write_text(self.config.to_json() + "\n")
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike | None = None, device: str | None = None) -> HashModel:
+        """Rebuild a model from a directory written by :meth:`save` (the shipped default if None)."""
+        from safetensors.torch import load_file
+
+        directory = Path(directory) if directory is not None else DEFAULT_MODEL_DIR
+        for name in (CONFIG_FILE, WEIGHTS_FILE):
+            if not (directory / name).exists():
+                raise FileNotFoundError(f"{directory / name} missing: not a crossbit model directory")
+        config = ModelConfig.from_json((directory / CONFIG_FILE).read_text())
+        if config.image_weights and not os.path.isabs(config.image_weights):
+            config.image_weights = str(directory / config.image_weights)
+        if (directory / config.text_model).is_dir():
+            config.text_model = str(directory / config.text_model)
+        model = cls(config, device=device)
+        tensors = load_file(str(directory / WEIGHTS_FILE))
+        parts = [("image.", model.image_head), ("text.", model.text_head)]
+        if model.semantics is not None:
+            parts.append(("semantic.", model.semantics))
+        for prefix, head in parts:
+            state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+            head.load_state_dict(state)
+        log.info("model %s: %d bits, %s + %s", directory, config.bits, config.image_backbone,
+                 config.text_model)
+        return model
+
+
+def _concat(parts: list[Encoded]) -> Encoded:
+    return Encoded(np.concatenate([p.codes for p in parts]),
+                   np.concatenate([p.embeddings for p in parts]))

@@ -1,0 +1,274 @@
+"""Training: hash heads on cached frozen-backbone features (CPU) or end-to-end fine-tuning (GPU)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from crossbit.encoders.datasets import Pairs
+from crossbit.encoders.evaluate import evaluate_encoded, recall_sum
+from crossbit.encoders.heads import sign_ste
+from crossbit.encoders.losses import (
+    bit_balance_loss,
+    dcmh_nll,
+    info_nce,
+    quantization_loss,
+    triplet_max_violation,
+)
+from crossbit.encoders.model import Encoded, HashModel, load_image
+
+log = logging.getLogger(__name__)
+
+OBJECTIVES = ("infonce", "triplet", "dcmh")
+
+
+@dataclass
+class TrainConfig:
+    """Training options (saved in the checkpoint's config under ``extra.training``)."""
+
+    objective: str = "infonce"  # infonce | triplet (VSE++ max violation) | dcmh (needs labels)
+    margin: float = 0.2  # triplet margin
+    temperature: float = 0.1  # InfoNCE temperature
+    sign_weight: float = 1.0  # weight of the same ranking loss on straight-through sign codes
+    quant_weight: float = 0.1  # quantization term weight
+    balance_weight: float = 0.1  # bit-balance term weight
+    epochs: int = 60
+    batch_size: int = 128
+    lr: float = 5e-4
+    weight_decay: float = 1e-5
+    patience: int = 8  # epochs without dev improvement before stopping
+    flip: bool = True  # use horizontally flipped image features as augmentation
+    rounds: int = 1  # passes over the images per epoch, each with another random caption
+    pseudo_captions: bool = True  # add each image's class semantics as one more "caption"
+    seed: int = 0
+    finetune: bool = False  # train backbones end to end (the GPU way)
+    backbone_lr_scale: float = 0.05  # backbone learning rate = lr * this, when fine-tuning
+    history: list = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"unknown objective {self.objective!r}; choose one of {OBJECTIVES}")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def compute_loss(cfg: TrainConfig, img: torch.Tensor, txt: torch.Tensor,
+                 img_emb: torch.Tensor | None, txt_emb: torch.Tensor | None,
+                 similarity: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+    """The training objective on one batch of matched (image, text) head outputs."""
+    parts = {}
+    if cfg.objective == "dcmh":
+        if similarity is None:
+            raise ValueError("the dcmh objective needs labels (a multi-label dataset)")
+        parts["rank"] = dcmh_nll(img, txt, similarity)
+    else:
+        def rank(a, b):
+            if cfg.objective == "triplet":
+                return triplet_max_violation(a, b, cfg.margin)
+            return info_nce(a, b, cfg.temperature)
+
+        parts["rank"] = rank(img, txt)
+        if cfg.sign_weight:
+            parts["sign"] = cfg.sign_weight * rank(sign_ste(img), sign_ste(txt))
+        if img_emb is not None:
+            parts["embed"] = rank(img_emb, txt_emb)
+    parts["quant"] = cfg.quant_weight * (quantization_loss(img) + quantization_loss(txt))
+    parts["balance"] = cfg.balance_weight * (bit_balance_loss(img) + bit_balance_loss(txt))
+    total = sum(parts.values())
+    return total, {k: float(v.detach()) for k, v in parts.items()}
+
+
+@dataclass
+class FeatureSet:
+    """Cached backbone features of a dataset."""
+
+    images: np.ndarray  # (n_images, d_img)
+    texts: np.ndarray  # (n_captions, d_txt)
+    caption_image: np.ndarray  # (n_captions,)
+    images_flipped: np.ndarray | None = None
+    labels: np.ndarray | None = None
+
+
+def _epoch_pairs(rng: np.random.Generator, data: FeatureSet) -> np.ndarray:
+    """One random caption per image, in random order: (n_images, 2) rows of (image, caption)."""
+    by_image: dict[int, list[int]] = {}
+    for j, i in enumerate(data.caption_image):
+        by_image.setdefault(int(i), []).append(j)
+    images = rng.permutation(sorted(by_image))
+    return np.array([(i, by_image[i][rng.integers(len(by_image[i]))]) for i in images])
+
+
+def _encode_features(model: HashModel, data: FeatureSet) -> tuple[Encoded, Encoded]:
+    """Codes from head inputs (class semantics already appended to the images)."""
+    images = torch.as_tensor(data.images, device=model.device)
+    return model._head_outputs(model.image_head, images), model.encode_text_features(data.texts)
+
+
+def train_heads(model: HashModel, train: FeatureSet, dev: FeatureSet | None, cfg: TrainConfig,
+                progress: bool = True) -> dict:
+    """Train the two hash heads on cached features, early-stopping on dev recall.
+
+    The model ends with the best dev weights. Returns the best dev report (or the last
+    epoch's losses when there is no dev set).
+    """
+    seed_everything(cfg.seed)
+    device = model.device
+    heads = [model.image_head, model.text_head]
+    for head in heads:
+        head.reset_parameters()
+    model.image_head.set_input_stats(torch.as_tensor(train.images, device=device))
+    model.text_head.set_input_stats(torch.as_tensor(train.texts, device=device))
+    params = [p for h in heads for p in h.parameters()]
+    optim = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = max(1, cfg.rounds * len(np.unique(train.caption_image)) // cfg.batch_size)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(optim, cfg.epochs * steps_per_epoch)
+    rng = np.random.default_rng(cfg.seed)
+    img_all = torch.as_tensor(train.images, device=device)
+    img_flip = torch.as_tensor(train.images_flipped, device=device) \
+        if (cfg.flip and train.images_flipped is not None) else None
+    txt_all = torch.as_tensor(train.texts, device=device)
+    labels = torch.as_tensor(train.labels, dtype=torch.float32, device=device) \
+        if train.labels is not None else None
+    best, best_state, best_report, stale = -1.0, None, {}, 0
+    bar = tqdm(range(cfg.epochs), desc="train", unit="epoch", disable=not progress)
+    for epoch in bar:
+        for h in heads:
+            h.train()
+        pairs = np.concatenate([_epoch_pairs(rng, train) for _ in range(cfg.rounds)])
+        totals: dict[str, float] = {}
+        steps = 0
+        for start in range(0, len(pairs) - cfg.batch_size + 1, cfg.batch_size):
+            batch = pairs[start : start + cfg.batch_size]
+            bi = torch.as_tensor(batch[:, 0], device=device)
+            img_in = img_all[bi]
+            if img_flip is not None:
+                use_flip = torch.as_tensor(rng.random(len(bi)) < 0.5, device=device)
+                img_in = torch.where(use_flip[:, None], img_flip[bi], img_in)
+            img, img_emb = model.image_head(img_in)
+            txt, txt_emb = model.text_head(txt_all[torch.as_tensor(batch[:, 1], device=device)])
+            sim = None
+            if labels is not None:
+                sim = ((labels[bi] @ labels[bi].t()) > 0).float()
+            loss, parts = compute_loss(cfg, img, txt, img_emb, txt_emb, sim)
+            optim.zero_grad()
+            loss.backward()
+            optim.step()
+            sched.step()
+            steps += 1
+            for k, v in parts.items():
+                totals[k] = totals.get(k, 0.0) + v
+        for h in heads:
+            h.eval()
+        entry = {"epoch": epoch + 1, **{k: v / max(steps, 1) for k, v in totals.items()}}
+        if dev is not None:
+            img_codes, txt_codes = _encode_features(model, dev)
+            report = evaluate_encoded(img_codes, txt_codes, dev.caption_image, model.bits,
+                                      dev.labels, curves=False)
+            entry["dev_rsum"] = score = recall_sum(report)
+            entry["dev_float_rsum"] = recall_sum(report["float"])
+            if score > best:
+                best, best_report, stale = score, report, 0
+                best_state = [copy.deepcopy(h.state_dict()) for h in heads]
+            else:
+                stale += 1
+        cfg.history.append(entry)
+        log.info("epoch %d: %s", epoch + 1, json.dumps({k: round(v, 4) for k, v in entry.items()}))
+        bar.set_postfix({k: round(v, 3) for k, v in entry.items() if k != "epoch"})
+        if dev is not None and stale >= cfg.patience:
+            log.info("early stop after epoch %d (best dev R@sum %.1f)", epoch + 1, best)
+            break
+    if best_state is not None:
+        for h, state in zip(heads, best_state):
+            h.load_state_dict(state)
+    return best_report or cfg.history[-1]
+
+
+def finetune(model: HashModel, train: Pairs, dev: Pairs | None, cfg: TrainConfig,
+             max_steps: int | None = None, progress: bool = True) -> dict:
+    """Train backbones and heads end to end on images and captions (use a GPU for real runs).
+
+    Input statistics of the heads are fixed from the first batch's features. Returns the
+    final dev report, or the last losses without a dev set.
+    """
+    seed_everything(cfg.seed)
+    device = model.device
+    backbone, text = model.backbone, model.text_encoder
+    rng = np.random.default_rng(cfg.seed)
+    heads = [model.image_head, model.text_head]
+    head_params = [p for h in heads for p in h.parameters()]
+    optim = torch.optim.Adam([
+        {"params": head_params, "lr": cfg.lr},
+        {"params": list(backbone.parameters()) + list(text.parameters()),
+         "lr": cfg.lr * cfg.backbone_lr_scale},
+    ], weight_decay=cfg.weight_decay)
+    feats = FeatureSet(np.zeros((0, 1)), np.zeros((0, 1)), train.caption_image)
+    step, stats_set = 0, False
+    from crossbit.encoders.backbones import get_spec, preprocess
+
+    spec = get_spec(model.config.image_backbone)
+    for epoch in range(cfg.epochs):
+        pairs = _epoch_pairs(rng, feats)
+        bar = tqdm(range(0, len(pairs) - cfg.batch_size + 1, cfg.batch_size),
+                   desc=f"finetune epoch {epoch + 1}", disable=not progress)
+        for start in bar:
+            batch = pairs[start : start + cfg.batch_size]
+            images = [load_image(train.images[i]) for i in batch[:, 0]]
+            pixels = preprocess(images, spec, flip=cfg.flip and rng.random() < 0.5).to(device)
+            captions = [train.captions[j] for j in batch[:, 1]]
+            backbone.train()
+            text.train()
+            img_f = model.image_inputs(backbone(pixels))
+            txt_f = text(captions)
+            if not stats_set:
+                model.image_head.set_input_stats(img_f.detach())  # (pooled + semantics)
+                model.text_head.set_input_stats(txt_f.detach())
+                stats_set = True
+            for h in heads:
+                h.train()
+            img, img_emb = model.image_head(img_f)
+            txt, txt_emb = model.text_head(txt_f)
+            loss, parts = compute_loss(cfg, img, txt, img_emb, txt_emb)
+            optim.zero_grad()
+            loss.backward()
+            optim.step()
+            step += 1
+            bar.set_postfix(loss=float(loss))
+            if max_steps is not None and step >= max_steps:
+                break
+        if max_steps is not None and step >= max_steps:
+            break
+    backbone.eval()
+    text.eval()
+    for h in heads:
+        h.eval()
+    cfg.history.append({"steps": step, **parts})
+    if dev is None:
+        return cfg.history[-1]
+    images = model.encode_images(dev.images)
+    texts = model.encode_texts(dev.captions)
+    return evaluate_encoded(images, texts, dev.caption_image, model.bits, dev.labels, curves=False)
+
+
+def save_checkpoint(model: HashModel, cfg: TrainConfig, directory: str | Path, report: dict,
+                    data: dict) -> None:
+    """Write heads + config (training options, data and the dev figures under ``extra``)."""
+    training = asdict(cfg)
+    model.config.extra = {"training": training, "data": data,
+                          "dev": {k: report.get(k) for k in ("text_to_image", "image_to_text",
+                                                            "float", "bits", "images", "captions")
+                                  if k in report},
+                          "trained_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
+    model.save(directory)

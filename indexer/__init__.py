@@ -1,0 +1,1 @@
+"""crossbit.indexer: binary FAISS indexes over a durable SQLite store."""

@@ -1,0 +1,465 @@
+"""``open_index``: a durable binary index, SQLite as the truth and a FAISS backend for speed."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from crossbit.indexer.backends import (
+    GPU_MAX_K,
+    KINDS,
+    Backend,
+    IVFBackend,
+    gpu_available,
+    make_backend,
+    set_thread_omp,
+    torch_cuda_available,
+)
+from crossbit.indexer.locks import RWLock
+from crossbit.indexer.store import Item, Store
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT = "index.snapshot"
+STORE = "store.sqlite3"
+MAGIC = b"CROSSBIT-SNAPSHOT-1\n"
+AUTO_IVF_THRESHOLD = 200_000
+MAX_K = 100_000
+
+
+class Results(NamedTuple):
+    """Search results, one row per query, padded with id -1."""
+
+    ids: np.ndarray  # int64 (n, k)
+    distances: np.ndarray  # int32 (n, k) Hamming distances
+
+
+class Reranked(NamedTuple):
+    ids: np.ndarray  # int64 (n, k)
+    distances: np.ndarray  # int32 (n, k)
+    scores: np.ndarray  # float32 (n, k) cosine similarity of float embeddings
+
+
+def check_codes(codes, bits: int, name: str = "codes") -> np.ndarray:
+    """Validate packed codes: uint8, 2-D, bits/8 columns. Returns a contiguous array."""
+    if not isinstance(codes, np.ndarray):
+        raise TypeError(f"{name} must be a numpy uint8 array, got {type(codes).__name__}")
+    if codes.dtype != np.uint8:
+        raise TypeError(f"{name} must have dtype uint8, got {codes.dtype}")
+    if codes.ndim != 2 or codes.shape[1] != bits // 8:
+        raise ValueError(f"{name} must have shape (n, {bits // 8}) for {bits}-bit codes, "
+                         f"got {codes.shape}")
+    return np.ascontiguousarray(codes)
+
+
+def _check_ids(ids, n: int, name: str = "ids") -> np.ndarray:
+    if not isinstance(ids, np.ndarray):
+        ids = np.asarray(ids)
+    if ids.dtype.kind not in "iu":
+        raise TypeError(f"{name} must be integers (int64), got {ids.dtype}")
+    if ids.ndim != 1 or len(ids) != n:
+        raise ValueError(f"{name} must be 1-D with {n} entries, got shape {ids.shape}")
+    if len(ids) and (ids.min() < 0 or ids.max() > np.iinfo(np.int64).max):
+        raise ValueError(f"{name} must be non-negative int64 values")
+    if len(np.unique(ids)) != len(ids):
+        raise ValueError(f"{name} has duplicates")
+    return np.ascontiguousarray(ids, dtype=np.int64)
+
+
+class BinaryIndex:
+    """A collection of binary codes with ids, keys, metadata and float embeddings.
+
+    Every add commits to SQLite before it returns, then enters the in-memory backend.
+    The backend is snapshotted in the background and on close; on open the snapshot is
+    loaded and the store's log replayed past it, or the backend rebuilt from the store.
+    """
+
+    def __init__(self, directory: str | os.PathLike, bits: int, kind: str = "auto",
+                 threads: int | None = None, snapshot_interval: float = 30.0,
+                 synchronous: str = "FULL", **options):
+        if kind not in KINDS:
+            raise ValueError(f"unknown index kind {kind!r}; choose one of {KINDS}")
+        if bits % 8 or bits <= 0:
+            raise ValueError(f"bits must be a positive multiple of 8, got {bits}")
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.bits = bits
+        self.requested_kind = kind
+        self.kind = self._resolve(kind)
+        self.options = self._options(options)
+        self.threads = threads
+        self.store = Store(self.directory / STORE, bits, synchronous)
+        self._lock = RWLock()
+        self._closed = False
+        self._changes = 0
+        self.opened_from = ""
+        self.backend = self._open_backend()
+        self._stop = threading.Event()
+        self._snapshotter = None
+        if snapshot_interval and snapshot_interval > 0:
+            self._snapshotter = threading.Thread(target=self._snapshot_loop,
+                                                 args=(snapshot_interval,), daemon=True,
+                                                 name="crossbit-snapshot")
+            self._snapshotter.start()
+
+    # -- setup ------------------------------------------------------------------------------
+    def _resolve(self, kind: str) -> str:
+        if kind != "auto":
+            return kind
+        if gpu_available() or torch_cuda_available():
+            return "gpu"
+        return "ivf"
+
+    def _options(self, options: dict) -> dict:
+        if self.requested_kind == "auto" and self.kind == "ivf":
+            options = {"train_size": AUTO_IVF_THRESHOLD, **options}
+        return options
+
+    def _new_backend(self) -> Backend:
+        return make_backend(self.kind, self.bits, dict(self.options))
+
+    def _open_backend(self) -> Backend:
+        start = time.perf_counter()
+        backend, seq = self._load_snapshot()
+        if backend is None:
+            backend = self._new_backend()
+            for ids, codes in self.store.iter_codes():
+                backend.add(codes, ids)
+            seq = self.store.max_seq()
+            how = f"rebuilt from the store ({len(backend)} items)"
+        else:
+            replayed = self._replay(backend, seq)
+            how = f"loaded snapshot at seq {seq}, replayed {replayed} changes"
+        self._snapshot_seq = seq
+        self.opened_from = how
+        log.info("index %s (%s, %d bits): %s in %.2fs", self.directory, self.kind, self.bits, how,
+                 time.perf_counter() - start)
+        return backend
+
+    def _load_snapshot(self) -> tuple[Backend | None, int]:
+        path = self.directory / SNAPSHOT
+        if not path.exists():
+            log.info("index %s: no snapshot", self.directory)
+            return None, 0
+        try:
+            data = path.read_bytes()
+            if not data.startswith(MAGIC):
+                raise ValueError("bad magic")
+            header_end = data.index(b"\n", len(MAGIC))
+            header = json.loads(data[len(MAGIC) : header_end])
+            payload = data[header_end + 1 :]
+            if len(payload) != header["size"] or zlib.crc32(payload) != header["crc32"]:
+                raise ValueError("checksum mismatch (truncated or corrupt)")
+            if header["bits"] != self.bits or header["kind"] != self.kind:
+                raise ValueError(f"snapshot is {header['kind']}/{header['bits']} bits, "
+                                 f"index is {self.kind}/{self.bits}")
+            backend = self._new_backend()
+            backend.load_bytes(payload, header["extra"])
+            return backend, int(header["seq"])
+        except Exception as exc:  # any unreadable snapshot: the store has everything
+            log.warning("index %s: snapshot unusable (%s); rebuilding from the store",
+                        self.directory, exc)
+            return None, 0
+
+    def _replay(self, backend: Backend, seq: int) -> int:
+        entries = self.store.log_since(seq)
+        touched = np.unique(np.array([e[2] for e in entries], dtype=np.int64))
+        if len(touched):
+            present = touched[backend.contains(touched)]
+            if len(present):
+                backend.remove(present)
+            ids, codes = self.store.codes_for(touched)
+            if len(ids):
+                backend.add(codes, ids)
+        return len(entries)
+
+    # -- writes -------------------------------------------------------------------------------
+    def add(self, codes: np.ndarray, ids: Sequence[int] | np.ndarray | None = None,
+            keys: Sequence[str | None] | None = None, metadata: Sequence[dict] | None = None,
+            embeddings: np.ndarray | None = None,
+            thumbnails: Sequence[bytes | None] | None = None) -> np.ndarray:
+        """Add (or, for a known key or id, replace) items; committed to SQLite before returning.
+
+        Args:
+            codes: uint8 (n, bits // 8).
+            ids: optional int64 ids; assigned when None.
+            keys: optional string keys (None entries allowed).
+            metadata: optional JSON-serialisable dicts.
+            embeddings: optional float32 (n, d) for re-ranking.
+            thumbnails: optional bytes per item (JPEG).
+
+        Returns:
+            the int64 ids of the items.
+        """
+        self._check_open()
+        codes = check_codes(codes, self.bits)
+        n = len(codes)
+        if ids is not None:
+            ids = _check_ids(ids, n)
+        keys = self._list(keys, n, "keys", (str, type(None)))
+        metadata = self._list(metadata, n, "metadata", (dict, type(None)))
+        if thumbnails is not None:
+            thumbnails = self._list(thumbnails, n, "thumbnails", (bytes, type(None)))
+        if embeddings is not None:
+            embeddings = np.asarray(embeddings, dtype=np.float32)
+            if embeddings.ndim != 2 or len(embeddings) != n:
+                raise ValueError(f"embeddings must have shape ({n}, d), got {embeddings.shape}")
+        if n == 0:
+            return np.zeros(0, dtype=np.int64)
+        for m in metadata:
+            if m is not None:
+                try:
+                    json.dumps(m)
+                except (TypeError, ValueError) as exc:
+                    raise ValueError(f"metadata must be JSON-serialisable: {exc}") from None
+        with self._lock.write():
+            out, replaced = self.store.add(codes, ids, keys, metadata, embeddings, thumbnails)
+            stale = np.array(sorted(set(replaced)), dtype=np.int64)
+            if len(stale):
+                stale = stale[self.backend.contains(stale)]
+                if len(stale):
+                    self.backend.remove(stale)
+            self.backend.add(codes, out)
+            self._changes += n
+            if isinstance(self.backend, IVFBackend) and self.backend.needs_retrain():
+                chunks = list(self.store.iter_codes())
+                self.backend.retrain(np.concatenate([c[0] for c in chunks]),
+                                     np.concatenate([c[1] for c in chunks]))
+        return out
+
+    @staticmethod
+    def _list(values, n: int, name: str, types) -> list:
+        if values is None:
+            return [None] * n
+        if isinstance(values, (str, bytes)):
+            raise TypeError(f"{name} must be a list with one entry per code, not a single value")
+        values = list(values)
+        if len(values) != n:
+            raise ValueError(f"{name} has {len(values)} entries for {n} codes")
+        for i, v in enumerate(values):
+            if not isinstance(v, types):
+                raise TypeError(f"{name}[{i}] has type {type(v).__name__}")
+        return values
+
+    def remove(self, ids: Sequence[int] | np.ndarray) -> int:
+        """Remove items by id. Raises KeyError naming unknown ids (then nothing is removed)."""
+        self._check_open()
+        ids = np.unique(np.asarray(ids).ravel())
+        ids = _check_ids(ids, len(ids))
+        if not len(ids):
+            return 0
+        with self._lock.write():
+            self.store.remove(ids)
+            self.backend.remove(ids)
+            self._changes += len(ids)
+        return len(ids)
+
+    def ids_for_keys(self, keys: Sequence[str]) -> dict[str, int]:
+        """Map keys to ids; unknown keys are absent from the answer."""
+        return self.store.ids_for_keys(list(keys))
+
+    # -- reads --------------------------------------------------------------------------------
+    def _check_k(self, k: int) -> int:
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+            raise TypeError(f"k must be an int, got {type(k).__name__}")
+        limit = getattr(self.backend, "max_k", MAX_K)
+        limit = min(limit, MAX_K)
+        if k <= 0 or k > limit:
+            raise ValueError(f"k must be between 1 and {limit} for a {self.kind} index, got {k}")
+        return int(k)
+
+    def search(self, codes: np.ndarray, k: int, nprobe: int | None = None) -> Results:
+        """The k nearest items of each query code by Hamming distance.
+
+        Returns:
+            :class:`Results`, ids padded with -1 (and distance ``bits + 1``) where fewer
+            than k items exist.
+        """
+        self._check_open()
+        codes = check_codes(codes, self.bits, "query codes")
+        k = self._check_k(k)
+        if nprobe is not None and (not isinstance(nprobe, (int, np.integer)) or nprobe <= 0):
+            raise ValueError(f"nprobe must be a positive int, got {nprobe!r}")
+        set_thread_omp(self.threads)
+        with self._lock.read():
+            ids, distances = self.backend.search(codes, k, nprobe)
+        ids = np.asarray(ids, dtype=np.int64)
+        distances = np.where(ids >= 0, distances, self.bits + 1).astype(np.int32)
+        return Results(ids, distances)
+
+    def search_rerank(self, codes: np.ndarray, embeddings: np.ndarray, k: int,
+                      shortlist: int = 100, nprobe: int | None = None) -> Reranked:
+        """Hamming shortlist of ``shortlist`` items, re-ordered by cosine of the float embeddings.
+
+        Items stored without an embedding keep their Hamming order after those with one.
+        """
+        k = self._check_k(k)
+        embeddings = np.asarray(embeddings, dtype=np.float32)
+        if embeddings.ndim != 2 or len(embeddings) != len(codes):
+            raise ValueError(f"embeddings must have shape ({len(codes)}, d)")
+        first = self.search(codes, min(max(k, shortlist), getattr(self.backend, "max_k", MAX_K)),
+                            nprobe)
+        n = len(codes)
+        out_ids = np.full((n, k), -1, np.int64)
+        out_d = np.full((n, k), self.bits + 1, np.int32)
+        out_s = np.full((n, k), -np.inf, np.float32)
+        wanted = np.unique(first.ids[first.ids >= 0])
+        stored = self.store.embeddings(wanted)
+        query = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+        for q in range(n):
+            valid = first.ids[q] >= 0
+            cand, dist = first.ids[q][valid], first.distances[q][valid]
+            score = np.full(len(cand), -np.inf, np.float32)
+            for j, item in enumerate(cand):
+                vec = stored.get(int(item))
+                if vec is not None and len(vec) == query.shape[1]:
+                    score[j] = float(vec @ query[q] / max(np.linalg.norm(vec), 1e-12))
+            order = np.lexsort((dist, -score))[:k]
+            out_ids[q, : len(order)] = cand[order]
+            out_d[q, : len(order)] = dist[order]
+            out_s[q, : len(order)] = score[order]
+        return Reranked(out_ids, out_d, out_s)
+
+    def range_search(self, codes: np.ndarray, radius: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Hash lookup: per query, (ids, distances) of every item within Hamming ``radius``."""
+        self._check_open()
+        codes = check_codes(codes, self.bits, "query codes")
+        if isinstance(radius, bool) or not isinstance(radius, (int, np.integer)) or \
+                not 0 <= radius <= self.bits:
+            raise ValueError(f"radius must be an int between 0 and {self.bits}, got {radius!r}")
+        set_thread_omp(self.threads)
+        with self._lock.read():
+            return self.backend.range_search(codes, int(radius))
+
+    def items(self, ids: Sequence[int]) -> dict[int, Item]:
+        """Stored key, metadata and time added for the given ids (unknown ids absent)."""
+        return self.store.items(ids)
+
+    def thumbnail(self, item_id: int) -> bytes | None:
+        return self.store.thumbnail(item_id)
+
+    def __len__(self) -> int:
+        return len(self.backend)
+
+    def stats(self) -> dict:
+        """Size, kind (and what ``auto`` chose), backend parameters and persistence state."""
+        return {"kind": self.kind, "requested_kind": self.requested_kind, "bits": self.bits,
+                "items": len(self.backend), "stored": self.store.count(),
+                "exact": bool(self.backend.exact), "params": self.backend.params(),
+                "threads": self.threads, "opened_from": self.opened_from,
+                "snapshot_seq": self._snapshot_seq, "directory": str(self.directory)}
+
+    # -- persistence ----------------------------------------------------------------------------
+    def snapshot(self) -> bool:
+        """Write the backend to disk (temp file, fsync, rename) with the store's high-water mark.
+
+        Returns:
+            True when written, False when the disk refused (logged; the store keeps everything).
+        """
+        with self._lock.write():
+            seq = self.store.max_seq()
+            payload = self.backend.to_bytes()
+            extra = self.backend.snapshot_extra()
+            self._changes = 0
+        header = {"kind": self.kind, "bits": self.bits, "seq": seq, "size": len(payload),
+                  "crc32": zlib.crc32(payload), "extra": extra, "count": len(self.backend),
+                  "written": time.time()}
+        path = self.directory / SNAPSHOT
+        tmp = path.with_suffix(".tmp")
+        try:
+            with open(tmp, "wb") as f:
+                f.write(MAGIC + json.dumps(header).encode() + b"\n")
+                f.write(payload)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+            _fsync_dir(self.directory)
+        except OSError as exc:
+            log.error("index %s: snapshot failed (%s); the store still holds every item",
+                      self.directory, exc)
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass
+            return False
+        self._snapshot_seq = seq
+        self.store.compact_log(seq)
+        log.info("index %s: snapshot at seq %d (%d items)", self.directory, seq, header["count"])
+        return True
+
+    def _snapshot_loop(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            if self._changes:
+                try:
+                    self.snapshot()
+                except Exception:  # keep the thread alive; the next round tries again
+                    log.exception("background snapshot failed")
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError(f"index {self.directory} is closed")
+
+    def close(self) -> None:
+        """Stop the snapshot thread, snapshot if anything changed, close the store."""
+        if self._closed:
+            return
+        self._stop.set()
+        if self._snapshotter is not None:
+            self._snapshotter.join(timeout=60)
+        if self._changes or not (self.directory / SNAPSHOT).exists():
+            try:
+                self.snapshot()
+            except Exception:
+                log.exception("final snapshot failed")
+        self._closed = True
+        self.store.close()
+
+    def __enter__(self) -> BinaryIndex:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def open_index(directory: str | os.PathLike, bits: int, kind: str = "auto", **options) -> BinaryIndex:
+    """Open (or create) a binary index in ``directory``.
+
+    Args:
+        directory: where the SQLite store and the snapshot live.
+        bits: code length (a multiple of 8).
+        kind: ``flat``, ``ivf``, ``hnsw``, ``gpu``, ``milvus`` or ``auto`` (GPU flat with a
+            GPU, else IVF that stays exact flat below 200,000 items).
+        **options: ``threads`` (OpenMP threads per call), ``snapshot_interval`` (seconds),
+            ``synchronous`` (SQLite), and backend options (ivf: ``train_size``, ``nprobe``,
+            ``nlist``; hnsw: ``m``, ``ef_search``; gpu: ``device``; milvus: ``uri``...).
+    """
+    if kind == "milvus":
+        from crossbit.indexer.milvus import MilvusIndex
+
+        return MilvusIndex(directory, bits, **options)
+    return BinaryIndex(directory, bits, kind, **options)
+
+
+__all__ = ["BinaryIndex", "Results", "Reranked", "open_index", "check_codes", "GPU_MAX_K"]

@@ -1,0 +1,296 @@
+"""The SQLite store (WAL mode): the source of truth for every item, with a change log for replay."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+OP_ADD, OP_REMOVE = 1, 2
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS items (
+    id INTEGER PRIMARY KEY,
+    key TEXT UNIQUE,
+    code BLOB NOT NULL,
+    embedding BLOB,
+    metadata TEXT NOT NULL DEFAULT '{}',
+    thumbnail BLOB,
+    added REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS log (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    op INTEGER NOT NULL,
+    id INTEGER NOT NULL
+);
+"""
+
+
+class StoreError(RuntimeError):
+    """The store could not be written (read-only or full disk...); nothing was changed."""
+
+
+@dataclass
+class Item:
+    """One stored item as returned for hits."""
+
+    id: int
+    key: str | None
+    metadata: dict
+    added: float
+
+
+class Store:
+    """Items and a change log in one SQLite file.
+
+    Writes are serialized by a lock and each is one transaction, committed before
+    the call returns. Reads use one connection per thread and run concurrently.
+    """
+
+    def __init__(self, path: str | os.PathLike, bits: int, synchronous: str = "FULL"):
+        self.path = str(path)
+        self.bits = bits
+        self.synchronous = synchronous
+        self._local = threading.local()
+        self._write_lock = threading.Lock()
+        self._conns: list[sqlite3.Connection] = []
+        self._conns_lock = threading.Lock()
+        self._writer = self._connect()
+        with self._writer:
+            self._writer.executescript(SCHEMA)
+            stored = self._writer.execute("SELECT value FROM meta WHERE name='bits'").fetchone()
+            if stored is None:
+                self._writer.execute("INSERT INTO meta VALUES ('bits', ?)", (str(bits),))
+            elif int(stored[0]) != bits:
+                raise ValueError(f"{self.path} holds {stored[0]}-bit codes, not {bits}-bit")
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30.0,
+                               isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={self.synchronous}")
+        with self._conns_lock:
+            self._conns.append(conn)
+        return conn
+
+    @property
+    def _reader(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self._connect()
+        return conn
+
+    def close(self) -> None:
+        with self._conns_lock:
+            for conn in self._conns:
+                try:
+                    conn.close()
+                except sqlite3.Error:
+                    pass
+            self._conns.clear()
+
+    # -- writes -----------------------------------------------------------------------------
+    def add(self, codes: np.ndarray, ids: Sequence[int] | None, keys: Sequence[str | None],
+            metadata: Sequence[dict], embeddings: np.ndarray | None,
+            thumbnails: Sequence[bytes | None] | None) -> tuple[np.ndarray, list[int]]:
+        """Insert or replace items in one transaction.
+
+        An item whose key is already stored replaces it and keeps its id unless an id is
+        given; an item whose id is already stored replaces it.
+
+        Returns:
+            (the ids of the items, the ids that were replaced or removed by this call).
+        """
+        n = len(codes)
+        now = time.time()
+        with self._write_lock:
+            cur = self._writer.cursor()
+            try:
+                cur.execute("BEGIN IMMEDIATE")
+                next_id = (cur.execute("SELECT MAX(id) FROM items").fetchone()[0] or -1) + 1
+                next_id = max(next_id, int(self._meta(cur, "next_id", "0")))
+                out = np.empty(n, dtype=np.int64)
+                replaced: list[int] = []
+                rows = []
+                seen_keys: dict[str, int] = {}
+                for i in range(n):
+                    key = keys[i]
+                    old = None
+                    if key is not None:
+                        if key in seen_keys:
+                            old = seen_keys[key]
+                        else:
+                            row = cur.execute("SELECT id FROM items WHERE key=?", (key,)).fetchone()
+                            old = row[0] if row else None
+                    if ids is not None:
+                        item_id = int(ids[i])
+                    elif old is not None:
+                        item_id = old
+                    else:
+                        item_id = next_id
+                        next_id += 1
+                    if old is not None and old != item_id:
+                        cur.execute("DELETE FROM items WHERE id=?", (old,))
+                        cur.execute("INSERT INTO log(op, id) VALUES (?, ?)", (OP_REMOVE, old))
+                        replaced.append(old)
+                    if cur.execute("SELECT 1 FROM items WHERE id=?", (item_id,)).fetchone():
+                        replaced.append(item_id)
+                    if key is not None:
+                        seen_keys[key] = item_id
+                    emb = None if embeddings is None else \
+                        np.ascontiguousarray(embeddings[i], dtype=np.float32).tobytes()
+                    thumb = None if thumbnails is None else thumbnails[i]
+                    rows.append((item_id, key, codes[i].tobytes(), emb,
+                                 json.dumps(metadata[i] or {}), thumb, now))
+                    cur.execute("INSERT OR REPLACE INTO items VALUES (?, ?, ?, ?, ?, ?, ?)", rows[-1])
+                    cur.execute("INSERT INTO log(op, id) VALUES (?, ?)", (OP_ADD, item_id))
+                    out[i] = item_id
+                next_id = max(next_id, int(out.max()) + 1) if n else next_id
+                cur.execute("INSERT OR REPLACE INTO meta VALUES ('next_id', ?)", (str(next_id),))
+                cur.execute("COMMIT")
+            except sqlite3.Error as exc:
+                _rollback(cur)
+                raise StoreError(f"store {self.path}: write failed ({exc})") from exc
+            except BaseException:
+                _rollback(cur)
+                raise
+        return out, replaced
+
+    def remove(self, ids: Sequence[int]) -> None:
+        """Delete items by id in one transaction.
+
+        Raises:
+            KeyError: naming the ids that are not stored (nothing is deleted then).
+        """
+        ids = [int(i) for i in ids]
+        with self._write_lock:
+            cur = self._writer.cursor()
+            try:
+                cur.execute("BEGIN IMMEDIATE")
+                missing = [i for i in ids
+                           if not cur.execute("SELECT 1 FROM items WHERE id=?", (i,)).fetchone()]
+                if missing:
+                    cur.execute("ROLLBACK")
+                    raise KeyError(f"unknown ids: {missing[:20]}"
+                                   + (f" and {len(missing) - 20} more" if len(missing) > 20 else ""))
+                cur.executemany("DELETE FROM items WHERE id=?", [(i,) for i in ids])
+                cur.executemany("INSERT INTO log(op, id) VALUES (?, ?)", [(OP_REMOVE, i) for i in ids])
+                cur.execute("COMMIT")
+            except sqlite3.Error as exc:
+                _rollback(cur)
+                raise StoreError(f"store {self.path}: write failed ({exc})") from exc
+
+    def compact_log(self, upto: int) -> None:
+        """Forget log entries up to ``upto`` (a snapshot holds them)."""
+        with self._write_lock:
+            try:
+                self._writer.execute("DELETE FROM log WHERE seq <= ?", (upto,))
+            except sqlite3.Error:
+                pass  # only housekeeping: a full or read-only disk must not fail the caller
+
+    # -- reads ------------------------------------------------------------------------------
+    def _meta(self, cur, name: str, default: str) -> str:
+        row = cur.execute("SELECT value FROM meta WHERE name=?", (name,)).fetchone()
+        return row[0] if row else default
+
+    def count(self) -> int:
+        return self._reader.execute("SELECT COUNT(*) FROM items").fetchone()[0]
+
+    def max_seq(self) -> int:
+        return self._reader.execute("SELECT COALESCE(MAX(seq), 0) FROM log").fetchone()[0]
+
+    def log_since(self, seq: int) -> list[tuple[int, int, int]]:
+        return self._reader.execute("SELECT seq, op, id FROM log WHERE seq > ? ORDER BY seq",
+                                    (seq,)).fetchall()
+
+    def codes_for(self, ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """(ids found, their codes) for the given ids; missing ids are left out."""
+        found, codes = [], []
+        conn = self._reader
+        for chunk in _chunks([int(i) for i in ids], 900):
+            marks = ",".join("?" * len(chunk))
+            for item_id, code in conn.execute(
+                    f"SELECT id, code FROM items WHERE id IN ({marks})", chunk):
+                found.append(item_id)
+                codes.append(code)
+        return _as_arrays(found, codes, self.bits)
+
+    def iter_codes(self, batch: int = 100_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """All (ids, codes) in id order, in chunks."""
+        conn = self._reader
+        last = -(2**63)
+        while True:
+            rows = conn.execute("SELECT id, code FROM items WHERE id > ? ORDER BY id LIMIT ?",
+                                (last, batch)).fetchall()
+            if not rows:
+                return
+            last = rows[-1][0]
+            yield _as_arrays([r[0] for r in rows], [r[1] for r in rows], self.bits)
+
+    def ids_for_keys(self, keys: Sequence[str]) -> dict[str, int]:
+        out = {}
+        conn = self._reader
+        for chunk in _chunks(list(keys), 900):
+            marks = ",".join("?" * len(chunk))
+            out.update(conn.execute(f"SELECT key, id FROM items WHERE key IN ({marks})", chunk))
+        return out
+
+    def items(self, ids: Sequence[int]) -> dict[int, Item]:
+        out = {}
+        conn = self._reader
+        for chunk in _chunks([int(i) for i in ids], 900):
+            marks = ",".join("?" * len(chunk))
+            for item_id, key, meta, added in conn.execute(
+                    f"SELECT id, key, metadata, added FROM items WHERE id IN ({marks})", chunk):
+                out[item_id] = Item(item_id, key, json.loads(meta), added)
+        return out
+
+    def embeddings(self, ids: Sequence[int]) -> dict[int, np.ndarray]:
+        out = {}
+        conn = self._reader
+        for chunk in _chunks([int(i) for i in ids], 900):
+            marks = ",".join("?" * len(chunk))
+            for item_id, emb in conn.execute(
+                    f"SELECT id, embedding FROM items WHERE id IN ({marks})", chunk):
+                if emb is not None:
+                    out[item_id] = np.frombuffer(emb, dtype=np.float32)
+        return out
+
+    def thumbnail(self, item_id: int) -> bytes | None:
+        row = self._reader.execute("SELECT thumbnail FROM items WHERE id=?", (int(item_id),)).fetchone()
+        if row is None:
+            raise KeyError(f"unknown id {item_id}")
+        return row[0]
+
+    def page(self, offset: int, limit: int) -> list[Item]:
+        rows = self._reader.execute(
+            "SELECT id, key, metadata, added FROM items ORDER BY id LIMIT ? OFFSET ?",
+            (limit, offset)).fetchall()
+        return [Item(i, k, json.loads(m), a) for i, k, m, a in rows]
+
+
+def _rollback(cur) -> None:
+    try:
+        cur.execute("ROLLBACK")
+    except sqlite3.Error:
+        pass
+
+
+def _chunks(values: list, size: int):
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def _as_arrays(ids: list[int], codes: list[bytes], bits: int) -> tuple[np.ndarray, np.ndarray]:
+    width = bits // 8
+    if not ids:
+        return np.zeros(0, np.int64), np.zeros((0, width), np.uint8)
+    return np.array(ids, dtype=np.int64), \
+        np.frombuffer(b"".join(codes), dtype=np.uint8).reshape(len(ids), width)

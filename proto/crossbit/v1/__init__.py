@@ -1,0 +1,1 @@
+"""crossbit.v1: the gRPC API (generated from crossbit.proto)."""

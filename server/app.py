@@ -1,0 +1,150 @@
+"""Server startup: ``create_server(config) -> (server, port, core)``, ``serve(config)`` until SIGTERM."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from crossbit.server.auth import BearerTokenInterceptor
+from crossbit.server.config import ServerConfig
+from crossbit.server.core import RetrievalCore
+from crossbit.server.metrics import Metrics, MetricsInterceptor
+from crossbit.server.reflection import enable_reflection
+from crossbit.server.servicer import RetrievalServicer
+from crossbit.v1 import crossbit_pb2, crossbit_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+SERVICE = crossbit_pb2.DESCRIPTOR.services_by_name["Retrieval"].full_name
+
+
+def load_model(config: ServerConfig):
+    """The model named by the config (the shipped default when none), ready to encode."""
+    import torch
+
+    from crossbit.encoders.model import HashModel
+    from crossbit.encoders.pipeline import use_onnx_if_possible
+
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    model = HashModel.load(config.model, device=config.device)
+    use_onnx_if_possible(model, config.runtime)
+    return model
+
+
+def open_indexes(config: ServerConfig, bits: int) -> dict:
+    from crossbit.indexer.index import open_index
+
+    options = {"threads": config.faiss_threads, "snapshot_interval": config.snapshot_interval}
+    if config.index in ("ivf", "auto"):
+        options["nprobe"] = config.nprobe
+    if config.index == "milvus":
+        options = {"uri": config.milvus_uri}
+    return {m: open_index(Path(config.data) / f"{m}s", bits, config.index, **options)
+            for m in ("image", "text")}
+
+
+class Running:
+    """A started server with what it needs to stop cleanly."""
+
+    def __init__(self, server, port, core, health_servicer, metrics, extras):
+        self.server, self.port, self.core = server, port, core
+        self.health, self.metrics, self.extras = health_servicer, metrics, extras
+        self._stopped = threading.Event()
+
+    def stop(self, grace: float | None = 5.0) -> None:
+        """Refuse new calls, let calls in flight finish within ``grace``, snapshot, close."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        self.health.enter_graceful_shutdown()
+        self.server.stop(grace).wait()
+        for extra in self.extras:
+            try:
+                extra()
+            except Exception:
+                log.exception("stopping a helper failed")
+        self.core.close()
+        log.info("server on port %d stopped", self.port)
+
+
+def create_server(config: ServerConfig, model=None) -> Running:
+    """Build and start a server (binding ``config.port``; 0 picks a free port).
+
+    Args:
+        config: the settings.
+        model: an already loaded model (tests share one); loaded from the config otherwise.
+    """
+    model = model if model is not None else load_model(config)
+    metrics = Metrics()
+    indexes = open_indexes(config, model.bits)
+    core = RetrievalCore(model, indexes, config, metrics,
+                         model_name=str(config.model or "default"))
+    for modality, index in indexes.items():
+        metrics.index_items.labels(modality).set(len(index))
+    interceptors = [MetricsInterceptor(metrics)]
+    if config.auth_token:
+        interceptors.insert(0, BearerTokenInterceptor(config.auth_token))
+    options = [("grpc.max_receive_message_length", config.max_message_bytes),
+               ("grpc.max_send_message_length", config.max_message_bytes),
+               ("grpc.so_reuseport", 0)]
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=config.workers,
+                                                    thread_name_prefix="crossbit-rpc"),
+                         interceptors=interceptors, options=options,
+                         maximum_concurrent_rpcs=config.workers * 8)
+    crossbit_pb2_grpc.add_RetrievalServicer_to_server(RetrievalServicer(core), server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    enable_reflection([SERVICE, health.SERVICE_NAME, "grpc.reflection.v1alpha.ServerReflection"],
+                      server)
+    address = f"{config.host}:{config.port}"
+    if config.tls_cert:
+        credentials = grpc.ssl_server_credentials(
+            [(Path(config.tls_key).read_bytes(), Path(config.tls_cert).read_bytes())])
+        port = server.add_secure_port(address, credentials)
+    else:
+        port = server.add_insecure_port(address)
+    if port == 0:
+        core.close()
+        raise OSError(f"could not bind {address}")
+    server.start()
+    for name in ("", SERVICE):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    extras = []
+    if config.metrics_port is not None:
+        http_server, _ = metrics.serve(config.metrics_port, config.host)
+        extras.append(http_server.shutdown)
+    if config.web_port is not None:
+        from crossbit.server.web import start_web
+
+        extras.append(start_web(core, config))
+    log.info("crossbit listening on %s:%d (%s, %d bits, index %s)", config.host, port,
+             "TLS" if config.tls_cert else "plaintext", model.bits, core.stats()["index_kind"])
+    return Running(server, port, core, health_servicer, metrics, extras)
+
+
+def serve(config: ServerConfig, ready=None) -> None:
+    """Run until SIGTERM or SIGINT, then shut down gracefully."""
+    running = create_server(config)
+    scheme = "grpcs" if config.tls_cert else "grpc"
+    print(f"crossbit serving {scheme}://{config.host}:{running.port}"
+          + (f"  web http://{config.host}:{config.web_port}" if config.web_port else "")
+          + (f"  metrics http://{config.host}:{config.metrics_port}/metrics"
+             if config.metrics_port is not None else ""), flush=True)
+    done = threading.Event()
+
+    def on_signal(signum, frame):
+        log.info("signal %d: shutting down (grace %.0fs)", signum, config.grace_s)
+        done.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    if ready is not None:
+        ready(running)
+    done.wait()
+    running.stop(config.grace_s)

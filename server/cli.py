@@ -1,0 +1,315 @@
+"""The ``crossbit`` command line: serve, index, search, stats, train, evaluate, export-onnx, demo.
+
+Heavy modules (torch, faiss) load only inside the commands that need them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+FLICKR_ENV = "CROSSBIT_FLICKR8K"
+
+
+def _client_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--server", default=os.environ.get("CROSSBIT_SERVER", "127.0.0.1:50051"),
+                   help="host:port of a running server (env CROSSBIT_SERVER; default %(default)s)")
+    p.add_argument("--token", default=os.environ.get("CROSSBIT_TOKEN"),
+                   help="bearer token, when the server requires one (env CROSSBIT_TOKEN)")
+    p.add_argument("--tls", default=None, metavar="CA.pem",
+                   help="use TLS, trusting this CA certificate file")
+    p.add_argument("--timeout", type=float, default=60.0, help="deadline per call in seconds")
+
+
+def _add_serve(sub) -> None:
+    from crossbit.server.config import ServerConfig
+
+    p = sub.add_parser("serve", help="run the gRPC service",
+                       description="Run the gRPC service on the shipped default model (or "
+                       "--model). Settings come from --config FILE (JSON/TOML), then CROSSBIT_* "
+                       "environment variables (e.g. CROSSBIT_PORT), then these flags. "
+                       "SIGTERM shuts down gracefully: in-flight calls finish, the index is "
+                       "snapshotted.")
+    p.add_argument("--config", help="JSON or TOML file with settings (names as below, with _)")
+    defaults = ServerConfig()
+    helps = {
+        "host": "address to bind", "port": "gRPC port (0 = any free port)",
+        "data": "data directory (SQLite stores, snapshots)", "model": "model directory",
+        "index": "index kind: auto, flat, ivf, hnsw, gpu, milvus",
+        "milvus_uri": "Milvus server URI or milvus-lite file (with --index milvus)",
+        "runtime": "image backbone runtime: auto, onnx, torch", "device": "torch device",
+        "web_port": "serve the web page and JSON API on this port",
+        "metrics_port": "serve Prometheus metrics on this port",
+        "auth_token": "require 'authorization: Bearer TOKEN' on every RPC but health",
+        "tls_cert": "PEM certificate (TLS with --tls-key)", "tls_key": "PEM private key",
+    }
+    for name, value in vars(defaults).items():
+        flag = "--" + name.replace("_", "-")
+        text = helps.get(name, name.replace("_", " "))
+        if isinstance(value, bool):
+            p.add_argument(flag, dest=name, default=None, action=argparse.BooleanOptionalAction,
+                           help=f"{text} (default {value})")
+        else:
+            kind = type(value) if value is not None else str
+            if name in ("web_port", "metrics_port"):
+                kind = int
+            p.add_argument(flag, dest=name, type=kind, default=None,
+                           help=f"{text} (default {value})")
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train a hash model",
+                       description="Train hash heads on frozen-backbone features cached on disk "
+                       "(CPU, minutes) or fine-tune the backbones end to end (--finetune, GPU).")
+    p.add_argument("--captions", required=True,
+                   help="dataset file: captions CSV (image,caption), COCO captions JSON, "
+                   "Karpathy JSON, or multi-label CSV (image,text,labels)")
+    p.add_argument("--images", required=True, help="folder the image names are relative to")
+    p.add_argument("--format", choices=["csv", "coco", "karpathy", "multilabel"], default="csv")
+    p.add_argument("--split", help="csv: file of training image names; karpathy: split name")
+    p.add_argument("--val-images", type=int, default=500,
+                   help="images held out of the training data for early stopping")
+    p.add_argument("--out", required=True, help="output model directory")
+    p.add_argument("--bits", type=int, default=64, help="code length: 16, 32, 64, 128, 256")
+    p.add_argument("--backbone", default="efficientnet-lite0", help="efficientnet-lite0, resnet18")
+    p.add_argument("--backbone-weights", help="local weights file for the backbone")
+    p.add_argument("--text-model", default="minilm-l6",
+                   help="minilm-l6 or a local Hugging Face BERT directory")
+    p.add_argument("--objective", choices=["infonce", "triplet", "dcmh"], default="infonce",
+                   help="infonce; triplet = the seeds' max-violation ranking loss; dcmh = labels")
+    p.add_argument("--margin", type=float, default=0.2)
+    p.add_argument("--epochs", type=int, default=60)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--hidden", type=int, default=1024)
+    p.add_argument("--dropout", type=float, default=0.3)
+    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--embed-dim", type=int, default=0,
+                   help="extra float embedding for re-ranking (0 = re-rank on tanh outputs)")
+    p.add_argument("--patience", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--finetune", action="store_true", help="train the backbones too (GPU)")
+    p.add_argument("--cache", default=".cache/features", help="feature cache folder")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="skip rows with missing images or empty captions (counted)")
+    p.add_argument("--device", help="torch device (default: CUDA if visible)")
+    p.add_argument("--json", help="also write the validation report here")
+
+
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="score a model on a dataset",
+                       description="Recall@1/5/10, median rank, precision@K and mAP in both "
+                       "directions over the Hamming ranking (ties: expected value under random "
+                       "order) and over the float embeddings; PR curve over Hamming radius; "
+                       "encoding and search speed. Writes JSON and PNG plots.")
+    p.add_argument("--captions", required=True, help="dataset file (see train --format)")
+    p.add_argument("--images", required=True, help="image folder")
+    p.add_argument("--format", choices=["csv", "coco", "karpathy", "multilabel"], default="csv")
+    p.add_argument("--split", help="csv: file of image names to evaluate on; karpathy: split")
+    p.add_argument("--model", help="model directory (default: the shipped model)")
+    p.add_argument("--json", required=True, help="where to write the report")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.add_argument("--no-speed", action="store_true", help="skip the speed measurement")
+    p.add_argument("--cache", help="feature cache folder (default: none)")
+    p.add_argument("--runtime", choices=["auto", "onnx", "torch"], default="auto")
+    p.add_argument("--device")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="crossbit",
+        description="Cross-modal retrieval over binary codes: type a sentence, get the photos.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_serve(sub)
+    p = sub.add_parser("index", help="add a folder of images to a running server",
+                       description="Stream every image under DIR to the server (keys are paths "
+                       "relative to DIR; adding a key again replaces it).")
+    p.add_argument("dir", help="folder of images (searched recursively)")
+    _client_args(p)
+    p = sub.add_parser("search", help="search a running server by text or image",
+                       description='Search by text (crossbit search "two dogs in the snow") or '
+                       "by image (--image FILE).")
+    p.add_argument("text", nargs="?", help="the query text")
+    p.add_argument("--image", help="query image file instead of text")
+    p.add_argument("-k", "--top-k", type=int, default=10)
+    p.add_argument("--modality", choices=["image", "text"], default="image",
+                   help="what to return: images (default) or texts")
+    p.add_argument("--radius", type=int, help="hash lookup: only hits within this distance")
+    p.add_argument("--no-rerank", action="store_true", help="plain Hamming order")
+    p.add_argument("--json", action="store_true", help="print hits as JSON")
+    _client_args(p)
+    p = sub.add_parser("stats", help="show a running server's index and model")
+    _client_args(p)
+    _add_train(sub)
+    _add_evaluate(sub)
+    p = sub.add_parser("export-onnx", help="export the image backbone to ONNX",
+                       description="Export the image backbone for ONNX Runtime (used "
+                       "automatically on the CPU; this writes it where you want it).")
+    p.add_argument("--backbone", default="efficientnet-lite0")
+    p.add_argument("--out", required=True)
+    p = sub.add_parser("demo", help="index sample photos and run a few searches",
+                       description="Start a server on the default model with a temporary data "
+                       "directory, index scikit-image's public-domain sample photos, run text "
+                       "searches and print the hits.")
+    p.add_argument("--keep", action="store_true", help="keep serving after the searches")
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--web-port", type=int)
+    return parser
+
+
+def cmd_serve(args) -> int:
+    from crossbit.server.app import serve
+    from crossbit.server.config import ServerConfig, load_config
+    from crossbit.server.logs import setup_logging
+
+    overrides = {k: v for k, v in vars(args).items() if k in ServerConfig.__dataclass_fields__}
+    config = load_config(args.config, overrides=overrides)
+    setup_logging(config.log_format, config.log_level)
+    serve(config)
+    return 0
+
+
+def _client(args):
+    from crossbit.client import Client
+
+    return Client(args.server, token=args.token, tls=args.tls, timeout=args.timeout)
+
+
+def cmd_index(args) -> int:
+    root = Path(args.dir)
+    if not root.is_dir():
+        print(f"crossbit index: {root} is not a folder", file=sys.stderr)
+        return 2
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        print(f"crossbit index: no images under {root}", file=sys.stderr)
+        return 1
+    with _client(args) as client:
+        response = client.add_images_detailed(
+            files, keys=[str(p.relative_to(root)) for p in files],
+            metadata=[{"path": str(p)} for p in files], progress=True)
+    print(f"added {response.added} of {len(files)} images; {response.failed} refused")
+    for r in response.results:
+        if not r.ok:
+            print(f"  {files[r.index]}: {r.error_code}: {r.error}")
+    return 0 if response.failed == 0 else 1
+
+
+def _print_hits(hits, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps([vars(h) for h in hits], indent=2))
+        return
+    if not hits:
+        print("no hits")
+    for rank, h in enumerate(hits, 1):
+        meta = {k: v for k, v in h.metadata.items() if k != "path"}
+        print(f"{rank:3d}. id={h.id:<8d} dist={h.distance:<4d} score={h.score:.3f}  "
+              f"{h.key}" + (f"  {meta}" if meta else ""))
+
+
+def cmd_search(args) -> int:
+    if (args.text is None) == (args.image is None):
+        print('crossbit search: give a text ("a dog on a beach") or --image FILE',
+              file=sys.stderr)
+        return 2
+    with _client(args) as client:
+        hits = client.search(text=args.text, image=args.image, top_k=args.top_k,
+                             modality=args.modality, radius=args.radius,
+                             rerank=False if args.no_rerank else None)
+    _print_hits(hits, args.json)
+    return 0
+
+
+def cmd_stats(args) -> int:
+    with _client(args) as client:
+        print(json.dumps(client.stats(), indent=2))
+    return 0
+
+
+def cmd_train(args) -> int:
+    import logging
+
+    from crossbit.encoders.config import ModelConfig
+    from crossbit.encoders.pipeline import load_pairs, train_model
+    from crossbit.encoders.train import TrainConfig
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    pairs = load_pairs(args.format, args.captions, args.images, args.split, args.skip_bad)
+    model_config = ModelConfig(bits=args.bits, image_backbone=args.backbone,
+                               image_weights=args.backbone_weights, text_model=args.text_model,
+                               hidden=args.hidden, dropout=args.dropout, embed_dim=args.embed_dim)
+    train_config = TrainConfig(objective=args.objective, margin=args.margin, epochs=args.epochs,
+                               batch_size=args.batch_size, lr=args.lr, patience=args.patience,
+                               weight_decay=args.weight_decay, seed=args.seed,
+                               finetune=args.finetune)
+    report = train_model(model_config, train_config, pairs, args.val_images, args.out,
+                         args.cache, args.device)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2, default=float) + "\n")
+    if "text_to_image" in report:
+        from crossbit.encoders.evaluate import format_report
+
+        print("validation (held-out training images):")
+        print(format_report(report))
+    print(f"model written to {args.out}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    import logging
+
+    from crossbit.encoders.evaluate import format_report, run_evaluation
+    from crossbit.encoders.model import HashModel
+    from crossbit.encoders.pipeline import load_pairs, use_onnx_if_possible
+
+    logging.basicConfig(level=logging.WARNING)
+    pairs = load_pairs(args.format, args.captions, args.images, args.split)
+    model = HashModel.load(args.model, device=args.device)
+    use_onnx_if_possible(model, args.runtime)
+    report = run_evaluation(model, pairs, args.json, plots=not args.no_plots, cache=args.cache,
+                            speed=not args.no_speed)
+    print(format_report(report))
+    print(f"report written to {args.json}")
+    return 0
+
+
+def cmd_export_onnx(args) -> int:
+    from crossbit.encoders.onnx_runtime import export_backbone
+
+    print(f"wrote {export_backbone(args.backbone, args.out)}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from crossbit.server.demo import run_demo
+
+    return run_demo(port=args.port, keep=args.keep, web_port=args.web_port)
+
+
+COMMANDS = {"serve": cmd_serve, "index": cmd_index, "search": cmd_search, "stats": cmd_stats,
+            "train": cmd_train, "evaluate": cmd_evaluate, "export-onnx": cmd_export_onnx,
+            "demo": cmd_demo}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # a clear one-line error for users; the trace with CROSSBIT_DEBUG=1
+        if os.environ.get("CROSSBIT_DEBUG") == "1":
+            raise
+        name = type(exc).__module__.split(".")[0]
+        if name == "crossbit" or isinstance(exc, (OSError, ValueError, KeyError, TypeError)):
+            print(f"crossbit {args.command}: error: {exc}", file=sys.stderr)
+            return 1
+        raise
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,115 @@
+"""Server configuration: defaults, then an optional JSON/TOML file, then CROSSBIT_* variables, then flags."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+MB = 1 << 20
+
+
+@dataclass
+class ServerConfig:
+    """Every setting of ``crossbit serve`` (flag ``--max-batch`` <-> env ``CROSSBIT_MAX_BATCH``)."""
+
+    host: str = "127.0.0.1"  # address to bind ("0.0.0.0" for all interfaces)
+    port: int = 50051  # gRPC port; 0 picks a free one
+    data: str = "data"  # directory for the stores and snapshots
+    model: str | None = None  # model directory; None = the shipped default
+    index: str = "auto"  # index kind: auto, flat, ivf, hnsw, gpu, milvus
+    nprobe: int = 16  # default IVF lists visited per query
+    milvus_uri: str | None = None  # milvus kind: a server URI or a local milvus-lite file
+    device: str | None = None  # torch device for the encoders; None = CUDA if visible, else CPU
+    runtime: str = "auto"  # image backbone runtime: auto (ONNX on CPU), onnx, torch
+    workers: int = 32  # gRPC worker threads (concurrent calls served)
+    faiss_threads: int = 1  # OpenMP threads per FAISS call (see DESIGN.md)
+    max_batch: int = 64  # micro-batching: most items per forward pass
+    max_wait_ms: float = 3.0  # micro-batching: longest wait for a batch to fill
+    default_top_k: int = 10  # top_k when a request leaves it 0
+    max_top_k: int = 1000  # largest top_k accepted
+    rerank: bool = True  # re-rank the Hamming shortlist by float embeddings by default
+    rerank_shortlist: int = 100  # shortlist size for re-ranking
+    max_message_bytes: int = 64 * MB  # largest gRPC message received
+    max_image_bytes: int = 20 * MB  # largest encoded image accepted
+    max_pixels: int = 40_000_000  # largest decoded image (width * height); bombs refused before decoding
+    max_text_chars: int = 2000  # longest text accepted
+    max_batch_items: int = 1024  # most items or queries in one request
+    thumbnails: bool = True  # keep a small JPEG thumbnail per image in the store
+    thumbnail_size: int = 160  # longest side of thumbnails, pixels
+    snapshot_interval: float = 30.0  # seconds between background index snapshots
+    tls_cert: str | None = None  # PEM certificate file: enables TLS with tls_key
+    tls_key: str | None = None  # PEM private key file
+    auth_token: str | None = None  # bearer token required on every RPC but health
+    metrics_port: int | None = None  # Prometheus metrics over HTTP on this port
+    web_port: int | None = None  # the web page and JSON API on this port
+    grace_s: float = 10.0  # SIGTERM: time given to calls in flight
+    log_format: str = "json"  # json (structured) or text
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("TLS needs both tls_cert and tls_key")
+        if self.runtime not in ("auto", "onnx", "torch"):
+            raise ValueError(f"runtime must be auto, onnx or torch, got {self.runtime!r}")
+        for name in ("max_batch", "max_top_k", "max_batch_items", "workers", "default_top_k"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+
+    def public(self) -> dict:
+        """The settings without secrets, for logs and stats."""
+        data = dataclasses.asdict(self)
+        if data["auth_token"]:
+            data["auth_token"] = "***"
+        return data
+
+
+def _coerce(type_text: str, value: str):
+    base = str(type_text).replace(" | None", "")
+    if base == "bool":
+        if value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if value.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"not a boolean: {value!r}")
+    if base == "int":
+        return int(value)
+    if base == "float":
+        return float(value)
+    return value
+
+
+def load_config(file: str | os.PathLike | None = None, env: dict | None = None,
+                overrides: dict | None = None) -> ServerConfig:
+    """Build a config: defaults < file (JSON or TOML) < CROSSBIT_* environment < overrides.
+
+    Raises:
+        ValueError: for unknown keys or values of the wrong type, naming the source.
+    """
+    known = {f.name: f for f in fields(ServerConfig)}
+    values: dict = {}
+    if file:
+        path = Path(file)
+        text = path.read_text()
+        data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise ValueError(f"{path}: unknown settings {unknown}")
+        values.update(data)
+    env = os.environ if env is None else env
+    for name, f in known.items():
+        raw = env.get(f"CROSSBIT_{name.upper()}")
+        if raw is not None and raw != "":
+            try:
+                values[name] = _coerce(f.type, raw)
+            except ValueError as exc:
+                raise ValueError(f"CROSSBIT_{name.upper()}: {exc}") from None
+    for name, value in (overrides or {}).items():
+        if name not in known:
+            raise ValueError(f"unknown setting {name!r}")
+        if value is not None:
+            values[name] = value
+    return ServerConfig(**values)

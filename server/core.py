@@ -1,0 +1,366 @@
+"""The service core: encode, add, search and delete over the model and the indexes (no gRPC here)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from crossbit.server.batching import MicroBatcher
+from crossbit.server.config import ServerConfig
+from crossbit.server.errors import LimitError, NotFoundError, UnavailableError
+from crossbit.server.images import decode_image, make_thumbnail
+
+log = logging.getLogger(__name__)
+
+MODALITIES = ("image", "text")
+MAX_KEY_CHARS = 1024
+MAX_METADATA_BYTES = 64 * 1024
+
+
+@dataclass
+class NewItem:
+    """One item to add: image bytes or a text, with an optional key, id and metadata."""
+
+    payload: bytes | str
+    key: str = ""
+    id: int | None = None
+    metadata: dict = field(default_factory=dict)
+
+
+@dataclass
+class AddOutcome:
+    index: int
+    ok: bool
+    id: int = -1
+    key: str = ""
+    error: str = ""
+    code: str = ""  # status name of the error (INVALID_ARGUMENT, RESOURCE_EXHAUSTED)
+
+
+@dataclass
+class Query:
+    text: str | None = None
+    image: bytes | None = None
+    code: bytes | None = None
+    top_k: int = 0
+    radius: int | None = None
+    modality: str = "image"
+    rerank: bool | None = None
+    nprobe: int = 0
+
+
+@dataclass
+class Hit:
+    id: int
+    key: str
+    distance: int
+    score: float
+    metadata: dict
+    modality: str
+
+
+@dataclass
+class SearchResult:
+    hits: list[Hit]
+    bits: int
+    encode_ms: float = 0.0
+    search_ms: float = 0.0
+    reranked: bool = False
+
+
+def _deadline(timeout: float | None) -> float | None:
+    return None if timeout is None else time.monotonic() + timeout
+
+
+def _remaining(deadline: float | None) -> float | None:
+    if deadline is None:
+        return None
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("deadline exceeded")
+    return left
+
+
+class RetrievalCore:
+    """Everything the gRPC servicer and the web API call. Raises ValueError (bad input),
+    LimitError (over a limit), KeyError/NotFoundError, TimeoutError, StoreError."""
+
+    def __init__(self, model, indexes: dict, config: ServerConfig, metrics=None,
+                 model_name: str = "default"):
+        self.model = model
+        self.indexes = indexes
+        self.config = config
+        self.metrics = metrics
+        self.model_name = model_name
+        self.started = time.time()
+        self.closing = False
+        self.text_batcher = MicroBatcher(self._encode_text_batch, config.max_batch,
+                                         config.max_wait_ms, "text-encoder",
+                                         self._observe("text"))
+        self.image_batcher = MicroBatcher(self._encode_image_batch, config.max_batch,
+                                          config.max_wait_ms, "image-encoder",
+                                          self._observe("image"))
+
+    def _observe(self, name: str):
+        if self.metrics is None:
+            return None
+        return lambda size: self.metrics.batch_size.labels(name).observe(size)
+
+    @property
+    def bits(self) -> int:
+        return self.model.bits
+
+    # -- encoding ------------------------------------------------------------------------------
+    def _encode_text_batch(self, texts: list[str]) -> list:
+        enc = self.model.encode_texts(texts, batch_size=max(len(texts), 1))
+        return list(zip(enc.codes, enc.embeddings))
+
+    def _encode_image_batch(self, images: list) -> list:
+        enc = self.model.encode_images(images, batch_size=max(len(images), 1))
+        return list(zip(enc.codes, enc.embeddings))
+
+    def check_text(self, text) -> str:
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a string, got {type(text).__name__}")
+        if not text.strip():
+            raise ValueError("text is empty")
+        if len(text) > self.config.max_text_chars:
+            raise LimitError(f"text is {len(text)} characters; the limit is "
+                             f"{self.config.max_text_chars}")
+        return text
+
+    def decode(self, data: bytes):
+        return decode_image(data, self.config.max_image_bytes, self.config.max_pixels)
+
+    def _check_batch(self, n: int, what: str) -> None:
+        if n > self.config.max_batch_items:
+            raise LimitError(f"{n} {what} in one request; the limit is "
+                             f"{self.config.max_batch_items}")
+
+    def encode(self, texts: Sequence[str], images: Sequence[bytes],
+               timeout: float | None = None) -> tuple[list, list]:
+        """Codes and embeddings of texts and images, in order; any bad input fails the call."""
+        self._check_batch(len(texts) + len(images), "texts and images")
+        deadline = _deadline(timeout)
+        texts = [self.check_text(t) for t in texts]
+        decoded = []
+        for i, data in enumerate(images):
+            try:
+                decoded.append(self.decode(data))
+            except ValueError as exc:
+                raise type(exc)(f"images[{i}]: {exc}") from None
+        text_out = self.text_batcher(texts, _remaining(deadline)) if texts else []
+        image_out = self.image_batcher(decoded, _remaining(deadline)) if decoded else []
+        return text_out, image_out
+
+    # -- adding --------------------------------------------------------------------------------
+    def _check_item(self, item: NewItem) -> None:
+        if not isinstance(item.key, str) or len(item.key) > MAX_KEY_CHARS:
+            raise ValueError(f"key must be a string of at most {MAX_KEY_CHARS} characters")
+        if item.id is not None and item.id < 0:
+            raise ValueError(f"id must be >= 0, got {item.id}")
+        if not isinstance(item.metadata, dict):
+            raise TypeError("metadata must be a map of strings")
+        if len(json.dumps(item.metadata)) > MAX_METADATA_BYTES:
+            raise LimitError(f"metadata is over {MAX_METADATA_BYTES} bytes")
+
+    def add(self, modality: str, items: Sequence[NewItem],
+            timeout: float | None = None) -> list[AddOutcome]:
+        """Add images or texts; a bad item fails alone, with its reason in its outcome."""
+        if self.closing:
+            raise UnavailableError("the server is shutting down")
+        index = self._index(modality)
+        self._check_batch(len(items), "items")
+        deadline = _deadline(timeout)
+        outcomes = [AddOutcome(i, False, key=item.key) for i, item in enumerate(items)]
+        prepared, thumbs, futures = [], [], []
+        for i, item in enumerate(items):
+            try:
+                self._check_item(item)
+                if modality == "image":
+                    image = self.decode(item.payload)
+                    thumbs.append(make_thumbnail(image, self.config.thumbnail_size)
+                                  if self.config.thumbnails else None)
+                    futures.append(self.image_batcher.submit(image))
+                else:
+                    text = self.check_text(item.payload)
+                    thumbs.append(None)
+                    futures.append(self.text_batcher.submit(text))
+                prepared.append(i)
+            except (ValueError, TypeError) as exc:
+                outcomes[i].error = str(exc)
+                outcomes[i].code = "RESOURCE_EXHAUSTED" if isinstance(exc, LimitError) \
+                    else "INVALID_ARGUMENT"
+        encoded = [f.result(timeout=_remaining(deadline)) for f in futures]
+        if not prepared:
+            return outcomes
+        # one store transaction per id style (caller ids vs assigned ids)
+        for with_ids in (True, False):
+            group = [n for n, i in enumerate(prepared) if (items[i].id is not None) == with_ids]
+            if not group:
+                continue
+            rows = [prepared[n] for n in group]
+            codes = np.stack([encoded[n][0] for n in group])
+            embeddings = np.stack([encoded[n][1] for n in group])
+            metadata = []
+            for i in rows:
+                meta = dict(items[i].metadata)
+                if modality == "text":
+                    meta.setdefault("text", items[i].payload)
+                metadata.append(meta)
+            try:
+                ids = index.add(codes,
+                                ids=[items[i].id for i in rows] if with_ids else None,
+                                keys=[items[i].key or None for i in rows], metadata=metadata,
+                                embeddings=embeddings, thumbnails=[thumbs[n] for n in group])
+            except ValueError as exc:  # e.g. duplicate ids within the request
+                for i in rows:
+                    outcomes[i].error, outcomes[i].code = str(exc), "INVALID_ARGUMENT"
+                continue
+            for i, item_id in zip(rows, ids):
+                outcomes[i].ok, outcomes[i].id = True, int(item_id)
+        if self.metrics is not None:
+            self.metrics.index_items.labels(modality).set(len(index))
+        return outcomes
+
+    # -- searching -----------------------------------------------------------------------------
+    def _index(self, modality: str):
+        if modality not in MODALITIES:
+            raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
+        return self.indexes[modality]
+
+    def _check_query(self, q: Query) -> None:
+        given = [x is not None for x in (q.text, q.image, q.code)]
+        if sum(given) != 1:
+            raise ValueError("a query needs exactly one of text, image or code")
+        if not isinstance(q.top_k, int) or q.top_k < 0 or q.top_k > self.config.max_top_k:
+            raise ValueError(f"top_k must be between 1 and {self.config.max_top_k} "
+                             f"(0 means {self.config.default_top_k}), got {q.top_k}")
+        if q.radius is not None and not 0 <= q.radius <= self.bits:
+            raise ValueError(f"radius must be between 0 and {self.bits}, got {q.radius}")
+        if q.nprobe < 0 or q.nprobe > 65536:
+            raise ValueError(f"nprobe must be between 0 and 65536, got {q.nprobe}")
+        if q.code is not None and len(q.code) != self.bits // 8:
+            raise ValueError(f"code must be {self.bits // 8} bytes for {self.bits}-bit codes, "
+                             f"got {len(q.code)}")
+        self._index(q.modality)
+
+    def search(self, query: Query, timeout: float | None = None) -> SearchResult:
+        return self.search_many([query], timeout)[0]
+
+    def search_many(self, queries: Sequence[Query], timeout: float | None = None) -> list[SearchResult]:
+        """Answer queries; codes are encoded in shared batches and searched in one index call
+        per group of compatible queries."""
+        self._check_batch(len(queries), "queries")
+        deadline = _deadline(timeout)
+        for n, q in enumerate(queries):
+            try:
+                self._check_query(q)
+                if q.text is not None:
+                    self.check_text(q.text)
+            except ValueError as exc:
+                raise type(exc)(f"queries[{n}]: {exc}" if len(queries) > 1 else str(exc)) from None
+        start = time.perf_counter()
+        futures = {}
+        for n, q in enumerate(queries):
+            if q.text is not None:
+                futures[n] = self.text_batcher.submit(q.text)
+            elif q.image is not None:
+                futures[n] = self.image_batcher.submit(self.decode(q.image))
+        codes = np.zeros((len(queries), self.bits // 8), np.uint8)
+        embeddings: dict[int, np.ndarray] = {}
+        for n, q in enumerate(queries):
+            if n in futures:
+                code, emb = futures[n].result(timeout=_remaining(deadline))
+                codes[n], embeddings[n] = code, emb
+            else:
+                codes[n] = np.frombuffer(q.code, dtype=np.uint8)
+        encode_ms = 1000 * (time.perf_counter() - start)
+        results: list[SearchResult | None] = [None] * len(queries)
+        groups: dict[tuple, list[int]] = {}
+        for n, q in enumerate(queries):
+            rerank = (self.config.rerank if q.rerank is None else q.rerank) and n in embeddings
+            k = q.top_k or self.config.default_top_k
+            groups.setdefault((q.modality, k, q.nprobe or None, q.radius, rerank), []).append(n)
+        for (modality, k, nprobe, radius, rerank), members in groups.items():
+            _remaining(deadline)
+            t0 = time.perf_counter()
+            hits = self._search_group(modality, codes[members], k, nprobe, radius, rerank,
+                                      [embeddings.get(n) for n in members])
+            ms = 1000 * (time.perf_counter() - t0)
+            for n, h in zip(members, hits):
+                results[n] = SearchResult(h, self.bits, encode_ms if n in futures else 0.0,
+                                          ms, rerank)
+        return results
+
+    def _search_group(self, modality, codes, k, nprobe, radius, rerank, embeddings):
+        index = self._index(modality)
+        if radius is not None:
+            found = index.range_search(codes, radius)
+            rows = [(ids[:k], dist[:k], None) for ids, dist in found]
+        elif rerank:
+            res = index.search_rerank(codes, np.stack(embeddings), k,
+                                      shortlist=max(k, self.config.rerank_shortlist),
+                                      nprobe=nprobe)
+            rows = list(zip(res.ids, res.distances, res.scores))
+        else:
+            res = index.search(codes, k, nprobe=nprobe)
+            rows = [(i, d, None) for i, d in zip(res.ids, res.distances)]
+        wanted = {int(i) for ids, _, _ in rows for i in ids if i >= 0}
+        items = index.items(sorted(wanted))
+        out = []
+        for ids, dist, scores in rows:
+            hits = []
+            for j, (item_id, d) in enumerate(zip(ids, dist)):
+                item = items.get(int(item_id))
+                if item_id < 0 or item is None:  # padding, or deleted since the search
+                    continue
+                score = float(scores[j]) if scores is not None and np.isfinite(scores[j]) \
+                    else 1.0 - float(d) / self.bits
+                hits.append(Hit(int(item_id), item.key or "", int(d), score, item.metadata,
+                                modality))
+            out.append(hits)
+        return out
+
+    # -- deleting and stats ---------------------------------------------------------------------
+    def delete(self, ids: Sequence[int], keys: Sequence[str], modality: str = "image") -> int:
+        """Delete by ids and keys; any unknown one fails the call and nothing is deleted."""
+        if self.closing:
+            raise UnavailableError("the server is shutting down")
+        index = self._index(modality)
+        self._check_batch(len(ids) + len(keys), "ids and keys")
+        if not ids and not keys:
+            raise ValueError("give ids or keys to delete")
+        found = index.ids_for_keys(list(keys)) if keys else {}
+        missing = [k for k in keys if k not in found]
+        if missing:
+            raise NotFoundError(f"unknown keys: {missing[:20]}")
+        all_ids = sorted({int(i) for i in ids} | set(found.values()))
+        try:
+            deleted = index.remove(all_ids)
+        except KeyError as exc:
+            raise NotFoundError(str(exc.args[0]) if exc.args else "unknown ids") from None
+        if self.metrics is not None:
+            self.metrics.index_items.labels(modality).set(len(index))
+        return deleted
+
+    def stats(self) -> dict:
+        image_stats = self.indexes["image"].stats()
+        return {"images": len(self.indexes["image"]), "texts": len(self.indexes["text"]),
+                "index_kind": image_stats["kind"], "bits": self.bits, "model": self.model_name,
+                "gpu": self.model.device.type == "cuda" or image_stats["kind"] == "gpu",
+                "uptime_s": time.time() - self.started,
+                "index_params": {"image": image_stats, "text": self.indexes["text"].stats()}}
+
+    def close(self) -> None:
+        """Stop the batchers (after what is queued) and close the indexes (snapshot)."""
+        self.closing = True
+        self.text_batcher.close()
+        self.image_batcher.close()
+        for index in self.indexes.values():
+            index.close()

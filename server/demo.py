@@ -1,0 +1,91 @@
+"""``crossbit demo``: a server on the default model, sample photos indexed, a few text searches."""
+
+from __future__ import annotations
+
+import io
+import tempfile
+import time
+
+# scikit-image's bundled sample photos (public domain), with the caption a person would give
+SAMPLES = {
+    "astronaut": "an astronaut in a space suit with an american flag",
+    "coffee": "a cup of coffee on a saucer",
+    "chelsea": "a cat looking up",
+    "rocket": "a rocket on a launch pad",
+    "hubble_deep_field": "galaxies in deep space",
+    "immunohistochemistry": "a microscope image of stained cells",
+    "retina": "a photograph of an eye retina",
+    "colorwheel": "a color wheel",
+    "camera": "a man with a camera on a tripod",
+    "coins": "old coins on a table",
+    "moon": "the surface of the moon",
+    "page": "a page of printed text",
+    "horse": "the silhouette of a horse",
+}
+QUERIES = ["a cat", "a cup of coffee", "a rocket launch", "an astronaut", "a man taking a photo",
+           "coins"]
+
+
+def sample_photos() -> dict[str, bytes]:
+    """JPEG bytes of the sample photos that load without a download."""
+    import numpy as np
+    import skimage.data
+    from PIL import Image
+
+    out = {}
+    for name in SAMPLES:
+        try:
+            array = getattr(skimage.data, name)()
+        except Exception:  # a sample that needs a download: skip it
+            continue
+        if array.dtype == bool:
+            array = array.astype(np.uint8) * 255
+        image = Image.fromarray(array).convert("RGB")
+        buf = io.BytesIO()
+        image.save(buf, format="JPEG", quality=90)
+        out[name] = buf.getvalue()
+    return out
+
+
+def run_demo(port: int = 0, keep: bool = False, web_port: int | None = None) -> int:
+    from crossbit.client import Client
+    from crossbit.server.app import create_server
+    from crossbit.server.config import ServerConfig
+    from crossbit.server.logs import setup_logging
+
+    setup_logging("text", "WARNING")
+    with tempfile.TemporaryDirectory(prefix="crossbit-demo-") as data:
+        print("loading the default model and starting the server...", flush=True)
+        start = time.perf_counter()
+        config = ServerConfig(port=port, data=data, web_port=web_port, index="flat")
+        running = create_server(config)
+        print(f"server on 127.0.0.1:{running.port} in {time.perf_counter() - start:.1f}s "
+              f"({running.core.bits}-bit codes)")
+        try:
+            with Client(f"127.0.0.1:{running.port}") as client:
+                photos = sample_photos()
+                start = time.perf_counter()
+                ids = client.add_images(list(photos.values()), keys=list(photos),
+                                        metadata=[{"caption": SAMPLES[n]} for n in photos])
+                print(f"indexed {sum(i is not None for i in ids)} sample photos from "
+                      f"scikit-image in {time.perf_counter() - start:.1f}s\n")
+                for query in QUERIES:
+                    start = time.perf_counter()
+                    hits = client.search(text=query, top_k=3)
+                    ms = 1000 * (time.perf_counter() - start)
+                    print(f'"{query}"  ({ms:.0f} ms)')
+                    for rank, h in enumerate(hits, 1):
+                        print(f"   {rank}. {h.key:22s} hamming {h.distance:3d}  score {h.score:.3f}")
+                print("\nstats:", {k: v for k, v in client.stats().items() if k != "index_params"})
+            if keep:
+                print(f"\nserving on 127.0.0.1:{running.port}"
+                      + (f", web page http://127.0.0.1:{web_port}" if web_port else "")
+                      + "; Ctrl-C to stop")
+                try:
+                    while True:
+                        time.sleep(3600)
+                except KeyboardInterrupt:
+                    pass
+        finally:
+            running.stop(2.0)
+    return 0

@@ -1,0 +1,83 @@
+"""Errors of the service core, and their one mapping to gRPC status codes at the boundary."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+
+import grpc
+
+from crossbit.indexer.store import StoreError
+
+log = logging.getLogger(__name__)
+
+
+class LimitError(ValueError):
+    """A request is over a configured limit (size, pixels, batch, top_k): RESOURCE_EXHAUSTED."""
+
+
+class NotFoundError(KeyError):
+    """Ids or keys that are not stored: NOT_FOUND."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; this one reads as plain text
+        return str(self.args[0]) if self.args else "not found"
+
+
+class UnavailableError(RuntimeError):
+    """The service cannot do this now (shutting down, store not writable): UNAVAILABLE."""
+
+
+def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    """The status code and message a client gets for an exception raised by the core."""
+    if isinstance(exc, LimitError):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)
+    if isinstance(exc, (ValueError, TypeError)):
+        return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
+    if isinstance(exc, KeyError):
+        return grpc.StatusCode.NOT_FOUND, str(exc.args[0]) if exc.args else "not found"
+    if isinstance(exc, TimeoutError):
+        return grpc.StatusCode.DEADLINE_EXCEEDED, str(exc) or "deadline exceeded"
+    if isinstance(exc, (StoreError, UnavailableError)):
+        return grpc.StatusCode.UNAVAILABLE, str(exc)
+    return grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__}); see the server log"
+
+
+def _abort(context, exc: BaseException, method: str) -> None:
+    code, message = status_for(exc)
+    if code == grpc.StatusCode.INTERNAL:
+        log.exception("%s failed", method)
+    else:
+        log.info("%s: %s: %s", method, code.name, message)
+    context.abort(code, message)
+
+
+def grpc_errors(method):
+    """Decorate a servicer method so no exception reaches a client as UNKNOWN."""
+    name = method.__name__
+
+    if inspect.isgeneratorfunction(method):
+        @functools.wraps(method)
+        def stream(self, request, context):
+            try:
+                yield from method(self, request, context)
+            except Exception as exc:
+                if _is_abort(exc):
+                    raise
+                _abort(context, exc, name)
+        return stream
+
+    @functools.wraps(method)
+    def unary(self, request, context):
+        try:
+            return method(self, request, context)
+        except Exception as exc:
+            if _is_abort(exc):
+                raise
+            _abort(context, exc, name)
+    return unary
+
+
+def _is_abort(exc: BaseException) -> bool:
+    # context.abort() raises a bare Exception subclass from grpc's internals
+    return type(exc).__module__.startswith("grpc")
