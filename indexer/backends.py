@@ -173,8 +173,8 @@ class IVFBackend(Backend):
         ivf = faiss.IndexBinaryIVF(faiss.IndexBinaryFlat(self.bits), self.bits, nlist)
         ivf.nprobe = self.default_nprobe
         sample = codes
-        if len(codes) > 256 * nlist:
-            pick = np.random.default_rng(0).choice(len(codes), 256 * nlist, replace=False)
+        if len(codes) > 64 * nlist:  # FAISS asks 39..256 per list; 64 keeps training short
+            pick = np.random.default_rng(0).choice(len(codes), 64 * nlist, replace=False)
             sample = codes[np.sort(pick)]
         ivf.train(sample)
         ivf.add_with_ids(codes, ids)

@@ -116,6 +116,11 @@ class Store:
                 cur.execute("BEGIN IMMEDIATE")
                 next_id = (cur.execute("SELECT MAX(id) FROM items").fetchone()[0] or -1) + 1
                 next_id = max(next_id, int(self._meta(cur, "next_id", "0")))
+                if ids is None and all(k is None for k in keys):
+                    out = self._insert_new(cur, codes, next_id, metadata, embeddings,
+                                           thumbnails, now)
+                    cur.execute("COMMIT")
+                    return out, []
                 out = np.empty(n, dtype=np.int64)
                 replaced: list[int] = []
                 rows = []
@@ -162,6 +167,23 @@ class Store:
                 _rollback(cur)
                 raise
         return out, replaced
+
+    def _insert_new(self, cur, codes, first_id, metadata, embeddings, thumbnails, now):
+        """Bulk path for items without keys or ids: all new, ids assigned in sequence."""
+        n = len(codes)
+        out = np.arange(first_id, first_id + n, dtype=np.int64)
+        width = codes.shape[1]
+        flat = np.ascontiguousarray(codes).tobytes()
+        emb = None if embeddings is None else np.ascontiguousarray(embeddings, dtype=np.float32)
+        rows = ((int(out[i]), None, flat[i * width:(i + 1) * width],
+                 None if emb is None else emb[i].tobytes(),
+                 json.dumps(metadata[i]) if metadata[i] else "{}",
+                 None if thumbnails is None else thumbnails[i], now) for i in range(n))
+        cur.executemany("INSERT INTO items VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+        cur.executemany("INSERT INTO log(op, id) VALUES (?, ?)",
+                        ((OP_ADD, int(i)) for i in out))
+        cur.execute("INSERT OR REPLACE INTO meta VALUES ('next_id', ?)", (str(first_id + n),))
+        return out
 
     def remove(self, ids: Sequence[int]) -> None:
         """Delete items by id in one transaction.

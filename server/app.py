@@ -49,6 +49,14 @@ def open_indexes(config: ServerConfig, bits: int) -> dict:
             for m in ("image", "text")}
 
 
+def warm_up(model) -> None:
+    """One text and one image through the encoders, so the first caller does not pay for it."""
+    from PIL import Image
+
+    model.encode_texts(["warm up"])
+    model.encode_images([Image.new("RGB", (32, 32))])
+
+
 class Running:
     """A started server with what it needs to stop cleanly."""
 
@@ -81,6 +89,7 @@ def create_server(config: ServerConfig, model=None) -> Running:
         model: an already loaded model (tests share one); loaded from the config otherwise.
     """
     model = model if model is not None else load_model(config)
+    warm_up(model)
     metrics = Metrics()
     indexes = open_indexes(config, model.bits)
     core = RetrievalCore(model, indexes, config, metrics,
