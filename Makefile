@@ -5,18 +5,19 @@ BIN := $(VENV)/bin
 FLICKR8K ?= ../shared/datasets/flickr8k
 FAISS ?= cpu
 PORT ?= 50051
+WEB_PORT ?= 8080
 DATA ?= data
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test lint proto proto-check serve demo train-default evaluate-default bench clean
+.PHONY: help setup test lint proto proto-check serve demo train-default evaluate-default bench reliability clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-18s %s\n", $$1, $$2}'
 
-setup: ## create .venv and install crossbit with FAISS (FAISS=cpu or gpu) and the test tools
+setup: ## create .venv and install crossbit with FAISS (FAISS=cpu or gpu), milvus-lite and the test tools
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
-	$(BIN)/pip install -e ".[$(FAISS),test]"
+	$(BIN)/pip install -e ".[$(FAISS),milvus,test]"
 
 test: ## run the test suite (under 10 minutes on 2 cores)
 	$(BIN)/python -m pytest -q
@@ -31,11 +32,11 @@ proto: ## regenerate the gRPC code from proto/crossbit/v1/crossbit.proto
 proto-check: proto ## fail if the committed generated code is not current
 	git diff --exit-code -- proto/
 
-serve: ## run the service on the shipped default model (PORT, DATA; web page on PORT+30)
-	$(BIN)/crossbit serve --data $(DATA) --port $(PORT) --log-format text
+serve: ## run the service on the shipped default model (PORT, DATA; web page on WEB_PORT)
+	$(BIN)/crossbit serve --data $(DATA) --port $(PORT) --web-port $(WEB_PORT) --log-format text
 
-demo: ## start a server, index sample photos, run a few text searches
-	$(BIN)/crossbit demo
+demo: ## start a server, index sample photos, run text searches, keep the web page up (Ctrl-C)
+	$(BIN)/crossbit demo --web-port $(WEB_PORT) --keep
 
 train-default: ## retrain the shipped 64-bit model from Flickr8k (FLICKR8K=path)
 	@test -d $(FLICKR8K) || { echo "Flickr8k not found at $(FLICKR8K): set FLICKR8K=path"; exit 1; }
@@ -47,9 +48,20 @@ evaluate-default: ## score the shipped model on Flickr8k dev (writes bench/resul
 	$(BIN)/crossbit evaluate --captions $(FLICKR8K)/captions.csv --images $(FLICKR8K)/images \
 		--split $(FLICKR8K)/dev.txt --json bench/results/flickr8k_dev_default.json --cache .cache/features
 
-bench: ## run the benchmarks (figures printed and written under bench/results/)
+bench: ## run the benchmarks (figures printed and written under bench/results/; about an hour)
 	$(BIN)/python bench/model_bits.py --flickr8k $(FLICKR8K)
-	$(BIN)/python bench/index_bench.py
+	$(BIN)/python bench/rerank_bench.py --flickr8k $(FLICKR8K)
+	$(BIN)/python bench/index_bench.py --flickr8k $(FLICKR8K) --sizes 1000000 10000000
+	$(BIN)/python bench/grpc_bench.py --flickr8k $(FLICKR8K)
+	$(BIN)/python bench/milvus_bench.py --flickr8k $(FLICKR8K)
+	$(BIN)/python bench/gpu_bench.py
+
+reliability: ## long fault, fuzz and soak runs (figures in bench/results/, see RELIABILITY.md)
+	rm -f bench/results/reliability.jsonl
+	CROSSBIT_RELIABILITY_ROUNDS=20 CROSSBIT_FUZZ_EXAMPLES=400 \
+		CROSSBIT_RELIABILITY_JSON=bench/results/reliability.jsonl \
+		$(BIN)/python -m pytest -q tests/test_reliability.py
+	$(BIN)/python bench/soak.py --seconds 60
 
 clean: ## remove caches (not the venv)
 	rm -rf .pytest_cache .ruff_cache build *.egg-info

@@ -86,6 +86,18 @@ def throughput(search, queries, batch: int, repeat: int = 3) -> float:
     return batch / median
 
 
+def interleaved(a, b, queries, batch: int, rounds: int = 9) -> tuple[float, float]:
+    """Median seconds of a(q) and b(q), alternating runs so that machine noise hits both alike."""
+    q = np.ascontiguousarray(np.resize(queries, (batch, queries.shape[1])))
+    ta, tb = [], []
+    for _ in range(rounds):
+        for fn, out in ((a, ta), (b, tb)):
+            start = time.perf_counter()
+            fn(q)
+            out.append(time.perf_counter() - start)
+    return float(np.median(ta)), float(np.median(tb))
+
+
 def recall_at_10(ids, distances_true_kth, true_dist_of):
     hits = [np.mean(true_dist_of(q, ids[q]) <= distances_true_kth[q]) for q in range(len(ids))]
     return float(np.mean(hits))
@@ -137,8 +149,14 @@ def bench_size(n: int, bits: int, args, out: dict) -> None:
             row["flat"][f"qps_batch{batch}_faiss_direct"] = throughput(
                 lambda q: raw.search(q, 10), queries, batch)
         f = row["flat"]
-        f["overhead_ratio_batch1"] = f["batch1"]["p50_ms"] / f["batch1_faiss_direct"]["p50_ms"]
-        f["overhead_ratio_batch32"] = f["qps_batch32_faiss_direct"] / f["qps_batch32"]
+        for batch in (1, 32):
+            if batch == 1:
+                faiss.omp_set_num_threads(1)
+            t_index, t_faiss = interleaved(lambda q: flat.search(q, 10),
+                                           lambda q: raw.search(q, 10), queries, batch,
+                                           rounds=101 if batch == 1 else 15)
+            faiss.omp_set_num_threads(os.cpu_count())
+            f[f"overhead_ratio_batch{batch}"] = t_index / t_faiss
         print(f"flat: p50 {f['batch1']['p50_ms']:.2f} ms p99 {f['batch1']['p99_ms']:.2f} ms; "
               f"{f['qps_batch32']:,.0f} q/s @32, {f['qps_batch1024']:,.0f} q/s @1024; index/FAISS "
               f"time ratio {f['overhead_ratio_batch1']:.3f} @1, {f['overhead_ratio_batch32']:.3f} @32",
@@ -153,6 +171,8 @@ def bench_size(n: int, bits: int, args, out: dict) -> None:
         print(f"reopen with {n:,} items: {row['reopen_s']:.2f} s", flush=True)
         shutil.rmtree(work / "flat")
         raw.reset()
+        if args.no_ivf:
+            return
         # IVF: trained once on all codes
         from crossbit.indexer.backends import IVFBackend
 
@@ -203,6 +223,7 @@ def main(argv=None) -> int:
     p.add_argument("--nlist", type=int, default=4096)
     p.add_argument("--hnsw-max", type=int, default=1_000_000)
     p.add_argument("--workdir", default=None)
+    p.add_argument("--no-ivf", action="store_true", help="flat only (quick overhead check)")
     p.add_argument("--out", default="bench/results/index_bench.json")
     args = p.parse_args(argv)
     out: dict = {}

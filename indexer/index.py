@@ -345,7 +345,20 @@ class BinaryIndex:
         return self.store.items(ids)
 
     def thumbnail(self, item_id: int) -> bytes | None:
+        """The stored thumbnail (None when the item has none). KeyError for an unknown id."""
         return self.store.thumbnail(item_id)
+
+    def codes(self, ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """(ids found, their stored codes)."""
+        return self.store.codes_for(ids)
+
+    def embeddings(self, ids: Sequence[int]) -> dict[int, np.ndarray]:
+        """Stored float embeddings by id (items without one are absent)."""
+        return self.store.embeddings(ids)
+
+    def page(self, offset: int, limit: int) -> list[Item]:
+        """Items in id order, ``limit`` of them from ``offset``."""
+        return self.store.page(offset, limit)
 
     def __len__(self) -> int:
         return len(self.backend)

@@ -114,9 +114,12 @@ class Store:
             cur = self._writer.cursor()
             try:
                 cur.execute("BEGIN IMMEDIATE")
-                next_id = (cur.execute("SELECT MAX(id) FROM items").fetchone()[0] or -1) + 1
-                next_id = max(next_id, int(self._meta(cur, "next_id", "0")))
-                if ids is None and all(k is None for k in keys):
+                # assigned ids count up from their own counter; ids given by callers (any
+                # int64, up to 2**63 - 1) do not move it, collisions are skipped
+                next_id = int(self._meta(cur, "next_id", "0"))
+                if ids is None and all(k is None for k in keys) and not cur.execute(
+                        "SELECT 1 FROM items WHERE id >= ? AND id < ? LIMIT 1",
+                        (next_id, next_id + n)).fetchone():
                     out = self._insert_new(cur, codes, next_id, metadata, embeddings,
                                            thumbnails, now)
                     cur.execute("COMMIT")
@@ -124,6 +127,7 @@ class Store:
                 out = np.empty(n, dtype=np.int64)
                 replaced: list[int] = []
                 rows = []
+                taken: set[int] = set()
                 seen_keys: dict[str, int] = {}
                 for i in range(n):
                     key = keys[i]
@@ -139,8 +143,12 @@ class Store:
                     elif old is not None:
                         item_id = old
                     else:
+                        while next_id in taken or cur.execute(
+                                "SELECT 1 FROM items WHERE id=?", (next_id,)).fetchone():
+                            next_id += 1
                         item_id = next_id
                         next_id += 1
+                    taken.add(item_id)
                     if old is not None and old != item_id:
                         cur.execute("DELETE FROM items WHERE id=?", (old,))
                         cur.execute("INSERT INTO log(op, id) VALUES (?, ?)", (OP_REMOVE, old))
@@ -157,7 +165,6 @@ class Store:
                     cur.execute("INSERT OR REPLACE INTO items VALUES (?, ?, ?, ?, ?, ?, ?)", rows[-1])
                     cur.execute("INSERT INTO log(op, id) VALUES (?, ?)", (OP_ADD, item_id))
                     out[i] = item_id
-                next_id = max(next_id, int(out.max()) + 1) if n else next_id
                 cur.execute("INSERT OR REPLACE INTO meta VALUES ('next_id', ?)", (str(next_id),))
                 cur.execute("COMMIT")
             except sqlite3.Error as exc:

@@ -151,6 +151,20 @@ def build_parser() -> argparse.ArgumentParser:
                        "automatically on the CPU; this writes it where you want it).")
     p.add_argument("--backbone", default="efficientnet-lite0")
     p.add_argument("--out", required=True)
+    p = sub.add_parser("load", help="load-test a server on this machine (like ghz)",
+                       description="Send a bounded number of requests (-n) for a bounded time "
+                       "(-z) from -c concurrent clients to a crossbit server on loopback, then "
+                       "report count, requests/s, the latency distribution and status codes.")
+    p.add_argument("--rpc", choices=["search", "search-code", "search-batch", "encode",
+                                     "add-images"], default="search")
+    p.add_argument("-c", "--concurrency", type=int, default=8)
+    p.add_argument("-n", "--total", type=int, default=1000, help="most requests to send")
+    p.add_argument("-z", "--duration", type=float, default=30.0, help="most seconds to run")
+    p.add_argument("--batch", type=int, default=32, help="queries per SearchBatch")
+    p.add_argument("--stream-images", type=int, default=32, help="images per AddImagesStream")
+    p.add_argument("--json", help="also write the summary here")
+    p.add_argument("--server", default=os.environ.get("CROSSBIT_SERVER", "127.0.0.1:50051"))
+    p.add_argument("--token", default=os.environ.get("CROSSBIT_TOKEN"))
     p = sub.add_parser("demo", help="index sample photos and run a few searches",
                        description="Start a server on the default model with a temporary data "
                        "directory, index scikit-image's public-domain sample photos, run text "
@@ -284,6 +298,12 @@ def cmd_export_onnx(args) -> int:
     return 0
 
 
+def cmd_load(args) -> int:
+    from crossbit.server.load import main_load
+
+    return main_load(args)
+
+
 def cmd_demo(args) -> int:
     from crossbit.server.demo import run_demo
 
@@ -292,7 +312,7 @@ def cmd_demo(args) -> int:
 
 COMMANDS = {"serve": cmd_serve, "index": cmd_index, "search": cmd_search, "stats": cmd_stats,
             "train": cmd_train, "evaluate": cmd_evaluate, "export-onnx": cmd_export_onnx,
-            "demo": cmd_demo}
+            "load": cmd_load, "demo": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -327,6 +327,44 @@ class RetrievalCore:
             out.append(hits)
         return out
 
+    def like(self, item_id: int, modality: str = "image", top_k: int = 0,
+             target: str | None = None, timeout: float | None = None) -> SearchResult:
+        """"More like this": search with a stored item's own code (and float embedding)."""
+        index = self._index(modality)
+        found, codes = index.codes([int(item_id)])
+        if not len(found):
+            raise NotFoundError(f"unknown {modality} id {item_id}")
+        query = Query(code=codes[0].tobytes(), top_k=top_k, modality=target or modality)
+        self._check_query(query)
+        k = query.top_k or self.config.default_top_k
+        embedding = index.embeddings([int(item_id)]).get(int(item_id))
+        start = time.perf_counter()
+        rerank = self.config.rerank and embedding is not None
+        hits = self._search_group(query.modality, codes[:1], k, None, None, rerank,
+                                  [embedding])[0]
+        return SearchResult(hits, self.bits, 0.0, 1000 * (time.perf_counter() - start), rerank)
+
+    def item(self, item_id: int, modality: str = "image") -> dict:
+        """Key, metadata and time added of one item."""
+        found = self._index(modality).items([int(item_id)]).get(int(item_id))
+        if found is None:
+            raise NotFoundError(f"unknown {modality} id {item_id}")
+        return {"id": found.id, "key": found.key or "", "metadata": found.metadata,
+                "added": found.added, "modality": modality}
+
+    def thumbnail(self, item_id: int, modality: str = "image") -> bytes | None:
+        try:
+            return self._index(modality).thumbnail(int(item_id))
+        except KeyError:
+            raise NotFoundError(f"unknown {modality} id {item_id}") from None
+
+    def page(self, offset: int, limit: int, modality: str = "image") -> list[dict]:
+        """Items in id order, for browsing."""
+        if offset < 0 or not 1 <= limit <= self.config.max_top_k:
+            raise ValueError(f"offset must be >= 0 and limit between 1 and {self.config.max_top_k}")
+        return [{"id": i.id, "key": i.key or "", "metadata": i.metadata, "modality": modality}
+                for i in self._index(modality).page(offset, limit)]
+
     # -- deleting and stats ---------------------------------------------------------------------
     def delete(self, ids: Sequence[int], keys: Sequence[str], modality: str = "image") -> int:
         """Delete by ids and keys; any unknown one fails the call and nothing is deleted."""

@@ -13,7 +13,8 @@ import pytest
 
 from crossbit.server.cli import build_parser, main
 
-COMMANDS = ["serve", "index", "search", "stats", "train", "evaluate", "export-onnx", "demo"]
+COMMANDS = ["serve", "index", "search", "stats", "train", "evaluate", "export-onnx", "load",
+            "demo"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

@@ -238,3 +238,13 @@ def test_torch_hamming_backend_matches_faiss_flat(tmp_path):
     assert np.array_equal(dist, ref.distances)
     true = popcount_distances(queries, codes)
     assert all(true[q, ids[q]].tolist() == dist[q].tolist() for q in range(40))
+
+
+def test_caller_ids_do_not_exhaust_assigned_ids(tmp_path):
+    codes = np.zeros((3, 8), np.uint8)
+    with open_index(tmp_path, 64, "flat", snapshot_interval=0) as index:
+        assert list(index.add(codes[:1], ids=[2**63 - 1])) == [2**63 - 1]
+        assert list(index.add(codes[:1], ids=[1])) == [1]
+        assert list(index.add(codes[:2])) == [0, 2]  # the counter skips the taken id 1
+        assert list(index.add(codes[:2], keys=["x", "y"])) == [3, 4]
+        assert len(index) == 6

@@ -1,0 +1,182 @@
+"""The web page and its JSON API (Starlette on uvicorn), calling the same core as the gRPC servicer."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from pathlib import Path
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from crossbit.server.auth import token_ok
+from crossbit.server.config import ServerConfig
+from crossbit.server.core import Query, RetrievalCore, SearchResult
+from crossbit.server.errors import status_for
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).parent / "static"
+HTTP_STATUS = {"INVALID_ARGUMENT": 400, "UNAUTHENTICATED": 401, "NOT_FOUND": 404,
+               "RESOURCE_EXHAUSTED": 413, "INTERNAL": 500, "UNAVAILABLE": 503,
+               "DEADLINE_EXCEEDED": 504}
+PLACEHOLDER = (b'<svg xmlns="http://www.w3.org/2000/svg" width="160" height="120">'
+               b'<rect width="160" height="120" fill="#e5e7eb"/><text x="80" y="64" '
+               b'font-family="sans-serif" font-size="12" text-anchor="middle" fill="#6b7280">'
+               b'no thumbnail</text></svg>')
+
+
+def error_response(exc: BaseException) -> JSONResponse:
+    """The same meaning as the gRPC status, as JSON: {"error": {"code", "message"}}."""
+    code, message = status_for(exc)
+    if code.name == "INTERNAL":
+        log.exception("web API call failed", exc_info=exc)
+    return JSONResponse({"error": {"code": code.name, "message": message}},
+                        status_code=HTTP_STATUS.get(code.name, 500))
+
+
+def _int(request: Request, name: str, default: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def _flag(request: Request, name: str) -> bool | None:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return None
+    return raw.lower() in ("1", "true", "yes", "on")
+
+
+def result_json(result: SearchResult, started: float) -> dict:
+    return {"hits": [{"id": h.id, "key": h.key, "distance": h.distance, "score": h.score,
+                      "metadata": h.metadata, "modality": h.modality} for h in result.hits],
+            "bits": result.bits, "encode_ms": result.encode_ms, "search_ms": result.search_ms,
+            "reranked": result.reranked, "total_ms": 1000 * (time.perf_counter() - started)}
+
+
+def build_app(core: RetrievalCore, config: ServerConfig) -> Starlette:
+    """The Starlette app: the page at /, the JSON API under /api/."""
+
+    def guarded(handler):
+        async def endpoint(request: Request):
+            if config.auth_token and not token_ok(request.headers.get("authorization"),
+                                                  config.auth_token):
+                return JSONResponse({"error": {"code": "UNAUTHENTICATED", "message":
+                                               "missing or wrong bearer token"}}, 401)
+            try:
+                return await handler(request)
+            except Exception as exc:  # mapped once, like the gRPC boundary
+                return error_response(exc)
+        return endpoint
+
+    async def page(request: Request):
+        return FileResponse(STATIC / "index.html")
+
+    async def search(request: Request):
+        started = time.perf_counter()
+        modality = request.query_params.get("modality", "image")
+        k = _int(request, "k", config.default_top_k)
+        like = request.query_params.get("like")
+        if like is not None:
+            source = request.query_params.get("source", "image")
+            result = await run_in_threadpool(core.like, int(like), source, k, modality)
+            return JSONResponse(result_json(result, started))
+        text = request.query_params.get("q")
+        if text is None:
+            raise ValueError("give q=<text> or like=<id>")
+        query = Query(text=text, top_k=k, modality=modality, rerank=_flag(request, "rerank"),
+                      nprobe=_int(request, "nprobe", 0))
+        result = await run_in_threadpool(core.search, query, 30.0)
+        return JSONResponse(result_json(result, started))
+
+    async def search_image(request: Request):
+        started = time.perf_counter()
+        content_type = request.headers.get("content-type", "")
+        if content_type.startswith("multipart/form-data"):
+            form = await request.form(max_part_size=config.max_image_bytes)
+            upload = form.get("image")
+            if upload is None or isinstance(upload, str):
+                raise ValueError("send the image as the form field 'image'")
+            data = await upload.read()
+        else:
+            data = await request.body()
+        query = Query(image=data, top_k=_int(request, "k", config.default_top_k),
+                      modality=request.query_params.get("modality", "image"),
+                      rerank=_flag(request, "rerank"))
+        result = await run_in_threadpool(core.search, query, 30.0)
+        return JSONResponse(result_json(result, started))
+
+    async def item(request: Request):
+        modality = request.query_params.get("modality", "image")
+        found = core.item(int(request.path_params["item_id"]), modality)
+        found["thumbnail"] = f"/api/items/{found['id']}/thumbnail?modality={modality}"
+        return JSONResponse(found)
+
+    async def thumbnail(request: Request):
+        data = core.thumbnail(int(request.path_params["item_id"]),
+                              request.query_params.get("modality", "image"))
+        if data is None:
+            return Response(PLACEHOLDER, media_type="image/svg+xml")
+        return Response(data, media_type="image/jpeg",
+                        headers={"cache-control": "private, max-age=3600"})
+
+    async def items(request: Request):
+        modality = request.query_params.get("modality", "image")
+        offset, limit = _int(request, "offset", 0), _int(request, "limit", 24)
+        rows = core.page(offset, limit, modality)
+        return JSONResponse({"items": rows, "offset": offset, "limit": limit,
+                             "total": core.stats()["images" if modality == "image" else "texts"]})
+
+    async def stats(request: Request):
+        return JSONResponse(core.stats())
+
+    routes = [
+        Route("/", page),
+        Route("/api/search", guarded(search)),
+        Route("/api/search/image", guarded(search_image), methods=["POST"]),
+        Route("/api/items", guarded(items)),
+        Route("/api/items/{item_id:int}", guarded(item)),
+        Route("/api/items/{item_id:int}/thumbnail", guarded(thumbnail)),
+        Route("/api/stats", guarded(stats)),
+    ]
+    return Starlette(routes=routes)
+
+
+class _Server(uvicorn.Server):
+    def install_signal_handlers(self) -> None:  # the main program owns signals
+        pass
+
+
+def start_web(core: RetrievalCore, config: ServerConfig):
+    """Serve the page on ``config.web_port`` in a background thread; returns a stop function."""
+    app = build_app(core, config)
+    uv_config = uvicorn.Config(app, host=config.host, port=config.web_port, log_level="warning",
+                               access_log=False,
+                               ssl_certfile=config.tls_cert, ssl_keyfile=config.tls_key)
+    server = _Server(uv_config)
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True,
+                              name="crossbit-web")
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if not server.started:
+        raise OSError(f"web page could not start on {config.host}:{config.web_port}")
+    log.info("web page on http://%s:%d", config.host, config.web_port)
+
+    def stop():
+        server.should_exit = True
+        thread.join(timeout=10)
+
+    return stop
