@@ -47,15 +47,35 @@ def free_port() -> int:
 
 
 def start_server(data: Path, port: int) -> subprocess.Popen:
+    """``crossbit serve`` in its own process; its log is drained into ``proc.log`` as it comes."""
     proc = subprocess.Popen([sys.executable, "-m", "crossbit", "serve", "--data", str(data),
                              "--port", str(port), "--index", "flat", "--snapshot-interval", "0.5"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1"})
+    proc.log = []
+    threading.Thread(target=lambda: proc.log.extend(iter(proc.stderr.readline, "")),
+                     daemon=True).start()
     line = proc.stdout.readline()
     if f":{port}" not in line:
         proc.kill()
-        raise RuntimeError("server did not start: " + line + proc.stderr.read()[-3000:])
+        proc.wait()
+        raise RuntimeError("server did not start: " + line + "".join(proc.log)[-3000:])
     return proc
+
+
+def stop_server(proc: subprocess.Popen, timeout: float = 90) -> str:
+    """SIGTERM, wait; on a hang, dump every thread (faulthandler) into the failure message."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        proc.wait(timeout=30)
+        time.sleep(0.5)
+        log = "".join(proc.log)[-6000:]
+        raise AssertionError(f"server ignored SIGTERM for {timeout}s:\n{log}") from None
+    time.sleep(0.2)
+    return "".join(proc.log)
 
 
 def test_sigkill_during_ingestion_loses_nothing_acknowledged(tmp_path, photos):
@@ -99,8 +119,7 @@ def test_sigkill_during_ingestion_loses_nothing_acknowledged(tmp_path, photos):
             assert params["items"] == params["stored"]  # store and index agree on the count
             assert c.search(image=images[0], top_k=1)[0].distance == 0
     finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=60)
+        stop_server(server)
     from crossbit.indexer.index import open_index
 
     with open_index(data / "images", 64, "flat", snapshot_interval=0) as index:
@@ -116,8 +135,7 @@ def test_corrupt_snapshot_rebuilt_and_logged(tmp_path, photos):
     server = start_server(data, port)
     with Client(f"127.0.0.1:{port}") as c:
         c.add_images(list(photos.values())[:5], keys=[f"p{i}" for i in range(5)])
-    server.send_signal(signal.SIGTERM)
-    server.wait(timeout=60)
+    stop_server(server)
     snapshot = data / "images" / "index.snapshot"
     snapshot.write_bytes(snapshot.read_bytes()[:40])  # truncated
     server = start_server(data, port)
@@ -125,9 +143,7 @@ def test_corrupt_snapshot_rebuilt_and_logged(tmp_path, photos):
         with Client(f"127.0.0.1:{port}") as c:
             assert c.stats()["images"] == 5
     finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=60)
-    log = server.stderr.read()
+        log = stop_server(server)
     assert "snapshot unusable" in log and "rebuilt from the store" in log
     record("corrupt_snapshot", rebuilt=True)
 

@@ -296,3 +296,26 @@ def test_client_imports_neither_torch_nor_faiss():
             "bad = [m for m in ('torch', 'faiss', 'transformers') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_async_client(server, photos):
+    import asyncio
+
+    from crossbit.client import AsyncClient
+
+    async def run():
+        async with AsyncClient(f"127.0.0.1:{server.port}") as c:
+            ids = await c.add_images([photos["coffee"], photos["moon"]], keys=["coffee", "moon"])
+            assert all(i is not None for i in ids)
+            hits, batch = await asyncio.gather(
+                c.search(image=photos["moon"], top_k=1),
+                c.search_batch([{"text": "coffee"}, {"code": b"\x00" * 8}]))
+            assert hits[0].key == "moon" and len(batch) == 2
+            assert (await c.encode(texts=["a"])).texts.shape == (1, 8)
+            assert await c.health() == "SERVING"
+            assert (await c.stats())["images"] == 2
+            assert await c.delete(keys=["moon"]) == 1
+            with pytest.raises(NotFound):
+                await c.delete(ids=[12345])
+
+    asyncio.run(run())
