@@ -46,6 +46,8 @@ def main(argv=None) -> int:
                                                         "../shared/datasets/flickr8k"))
     p.add_argument("--seconds", type=float, default=20.0, help="length of each load run")
     p.add_argument("--out", default="bench/results/grpc_bench.json")
+    p.add_argument("--text-runtime", default="torch", choices=["torch", "int8"])
+    p.add_argument("--only-text", action="store_true", help="text search only")
     args = p.parse_args(argv)
 
     from crossbit.client import Client
@@ -62,7 +64,9 @@ def main(argv=None) -> int:
     result: dict = {"codes": source, "n": args.n, "bits": 64, "index": "flat",
                     "machine": f"{platform.machine()}, {os.cpu_count()} cores",
                     "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
-    config = ServerConfig(port=0, data=str(data), index="flat", snapshot_interval=0)
+    config = ServerConfig(port=0, data=str(data), index="flat", snapshot_interval=0,
+                          text_runtime=args.text_runtime)
+    result["text_runtime"] = args.text_runtime
     model = load_model(config)
     running = create_server(config, model=model)
     address = f"127.0.0.1:{running.port}"
@@ -74,6 +78,9 @@ def main(argv=None) -> int:
             result["text_search"][f"c{c}"] = s = r.summary()
             print(f"text search c={c}: {s['rps']:.0f} q/s, p50 {s['latency_ms']['p50']:.1f} ms, "
                   f"p99 {s['latency_ms']['p99']:.1f} ms, codes {s['status_codes']}", flush=True)
+        if args.only_text:
+            Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+            return 0
         # 2. search by code: gRPC vs in-process on the same index object
         index = running.core.indexes["image"]
         with Client(address) as client:

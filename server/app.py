@@ -34,6 +34,8 @@ def load_model(config: ServerConfig):
     torch.set_num_threads(max(1, torch.get_num_threads()))
     model = HashModel.load(config.model, device=config.device)
     use_onnx_if_possible(model, config.runtime)
+    if config.text_runtime == "int8":
+        model.quantize_text()
     return model
 
 

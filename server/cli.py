@@ -42,6 +42,8 @@ def _add_serve(sub) -> None:
         "index": "index kind: auto, flat, ivf, hnsw, gpu, milvus",
         "milvus_uri": "Milvus server URI or milvus-lite file (with --index milvus)",
         "runtime": "image backbone runtime: auto, onnx, torch", "device": "torch device",
+        "text_runtime": "text encoder: torch, or int8 (about 3.8x faster on CPU, about 2 "
+                        "points lower recall)",
         "web_port": "serve the web page and JSON API on this port",
         "metrics_port": "serve Prometheus metrics on this port",
         "auth_token": "require 'authorization: Bearer TOKEN' on every RPC but health",

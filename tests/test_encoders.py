@@ -153,3 +153,13 @@ def test_other_losses():
     theta = 0.5 * f @ g.T
     expected = float((torch.log1p(torch.exp(theta)) - s * theta).mean())
     assert float(dcmh_nll(f, g, s)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_int8_text_encoder_is_close():
+    texts = ["a dog runs on the beach", "two children playing football", "a red car", "snow"]
+    fp32 = HashModel.load()
+    int8 = HashModel.load()
+    int8.quantize_text()
+    a, b = fp32.encode_texts(texts), int8.encode_texts(texts)
+    assert b.codes.shape == a.codes.shape
+    assert (np.unpackbits(a.codes) == np.unpackbits(b.codes)).mean() > 0.8
