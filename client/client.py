@@ -59,7 +59,8 @@ def _image_bytes(image) -> bytes:
     raise TypeError(f"expected image bytes, a path or a PIL image, got {type(image).__name__}")
 
 
-def _key_for(image, n: int) -> str:
+def _key_for(image) -> str:
+    """A default key: the file name for paths, none for bytes and PIL images."""
     if isinstance(image, (str, os.PathLike)):
         return os.path.basename(str(image))
     return ""
@@ -97,7 +98,7 @@ def _search_request(text=None, image=None, code=None, top_k=10, radius=None,
 
 def _image_items(images, keys, metadata) -> Iterator[pb.ImageItem]:
     for n, image in enumerate(images):
-        key = keys[n] if keys is not None else _key_for(image, n)
+        key = keys[n] if keys is not None else _key_for(image)
         meta = metadata[n] if metadata is not None else {}
         yield pb.ImageItem(key=key or "", image=_image_bytes(image),
                            metadata={str(k): str(v) for k, v in (meta or {}).items()})

@@ -102,10 +102,10 @@ class FeatureSet:
     labels: np.ndarray | None = None
 
 
-def _epoch_pairs(rng: np.random.Generator, data: FeatureSet) -> np.ndarray:
+def _epoch_pairs(rng: np.random.Generator, caption_image: np.ndarray) -> np.ndarray:
     """One random caption per image, in random order: (n_images, 2) rows of (image, caption)."""
     by_image: dict[int, list[int]] = {}
-    for j, i in enumerate(data.caption_image):
+    for j, i in enumerate(caption_image):
         by_image.setdefault(int(i), []).append(j)
     images = rng.permutation(sorted(by_image))
     return np.array([(i, by_image[i][rng.integers(len(by_image[i]))]) for i in images])
@@ -147,7 +147,7 @@ def train_heads(model: HashModel, train: FeatureSet, dev: FeatureSet | None, cfg
     for epoch in bar:
         for h in heads:
             h.train()
-        pairs = np.concatenate([_epoch_pairs(rng, train) for _ in range(cfg.rounds)])
+        pairs = np.concatenate([_epoch_pairs(rng, train.caption_image) for _ in range(cfg.rounds)])
         totals: dict[str, float] = {}
         steps = 0
         for start in range(0, len(pairs) - cfg.batch_size + 1, cfg.batch_size):
@@ -214,13 +214,12 @@ def finetune(model: HashModel, train: Pairs, dev: Pairs | None, cfg: TrainConfig
         {"params": list(backbone.parameters()) + list(text.parameters()),
          "lr": cfg.lr * cfg.backbone_lr_scale},
     ], weight_decay=cfg.weight_decay)
-    feats = FeatureSet(np.zeros((0, 1)), np.zeros((0, 1)), train.caption_image)
     step, stats_set = 0, False
     from crossbit.encoders.backbones import get_spec, preprocess
 
     spec = get_spec(model.config.image_backbone)
     for epoch in range(cfg.epochs):
-        pairs = _epoch_pairs(rng, feats)
+        pairs = _epoch_pairs(rng, train.caption_image)
         bar = tqdm(range(0, len(pairs) - cfg.batch_size + 1, cfg.batch_size),
                    desc=f"finetune epoch {epoch + 1}", disable=not progress)
         for start in bar:
