@@ -85,7 +85,7 @@ class BinaryIndex:
 
     def __init__(self, directory: str | os.PathLike, bits: int, kind: str = "auto",
                  threads: int | None = None, snapshot_interval: float = 30.0,
-                 synchronous: str = "FULL", **options):
+                 synchronous: str = "FULL", embedding_cache: int = 200_000, **options):
         if kind not in KINDS:
             raise ValueError(f"unknown index kind {kind!r}; choose one of {KINDS}")
         if bits % 8 or bits <= 0:
@@ -98,6 +98,11 @@ class BinaryIndex:
         self.options = self._options(options)
         self.threads = threads
         self.store = Store(self.directory / STORE, bits, synchronous)
+        # re-ranking reads the shortlist's float embeddings; keep recent ones in memory
+        # (None marks an item stored without one). Bounded; an arbitrary entry goes first.
+        self._emb_cache: dict[int, np.ndarray | None] = {}
+        self._emb_cache_size = int(embedding_cache)
+        self._emb_lock = threading.Lock()
         self._lock = RWLock()
         self._closed = False
         self._changes = 0
@@ -223,6 +228,7 @@ class BinaryIndex:
                     raise ValueError(f"metadata must be JSON-serialisable: {exc}") from None
         with self._lock.write():
             out, replaced = self.store.add(codes, ids, keys, metadata, embeddings, thumbnails)
+            self._forget_embeddings(list(out) + list(replaced))
             stale = np.array(sorted(set(replaced)), dtype=np.int64)
             if len(stale):
                 stale = stale[self.backend.contains(stale)]
@@ -260,6 +266,7 @@ class BinaryIndex:
         with self._lock.write():
             self.store.remove(ids)
             self.backend.remove(ids)
+            self._forget_embeddings(ids)
             self._changes += len(ids)
         return len(ids)
 
@@ -313,7 +320,7 @@ class BinaryIndex:
         out_d = np.full((n, k), self.bits + 1, np.int32)
         out_s = np.full((n, k), -np.inf, np.float32)
         wanted = np.unique(first.ids[first.ids >= 0])
-        stored = self.store.embeddings(wanted)
+        stored = self.embeddings(wanted)
         query = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
         for q in range(n):
             valid = first.ids[q] >= 0
@@ -353,8 +360,27 @@ class BinaryIndex:
         return self.store.codes_for(ids)
 
     def embeddings(self, ids: Sequence[int]) -> dict[int, np.ndarray]:
-        """Stored float embeddings by id (items without one are absent)."""
-        return self.store.embeddings(ids)
+        """Stored float embeddings by id (items without one are absent), through a memory cache."""
+        ids = [int(i) for i in ids]
+        with self._emb_lock:
+            cached = {i: self._emb_cache[i] for i in ids if i in self._emb_cache}
+        missing = [i for i in ids if i not in cached]
+        if missing:
+            found = self.store.embeddings(missing)
+            fresh = {i: found.get(i) for i in missing}
+            cached.update(fresh)
+            if self._emb_cache_size > 0:
+                with self._emb_lock:
+                    for i, vec in fresh.items():
+                        if len(self._emb_cache) >= self._emb_cache_size:
+                            self._emb_cache.pop(next(iter(self._emb_cache)))
+                        self._emb_cache[i] = vec
+        return {i: v for i, v in cached.items() if v is not None}
+
+    def _forget_embeddings(self, ids) -> None:
+        with self._emb_lock:
+            for i in ids:
+                self._emb_cache.pop(int(i), None)
 
     def page(self, offset: int, limit: int) -> list[Item]:
         """Items in id order, ``limit`` of them from ``offset``."""

@@ -248,3 +248,18 @@ def test_caller_ids_do_not_exhaust_assigned_ids(tmp_path):
         assert list(index.add(codes[:2])) == [0, 2]  # the counter skips the taken id 1
         assert list(index.add(codes[:2], keys=["x", "y"])) == [3, 4]
         assert len(index) == 6
+
+
+def test_embedding_cache_follows_upserts_and_removals(tmp_path):
+    codes = np.zeros((3, 8), np.uint8)
+    with open_index(tmp_path, 64, "flat", snapshot_interval=0, embedding_cache=2) as index:
+        ids = index.add(codes, keys=["a", "b", "c"], embeddings=np.eye(3, dtype=np.float32))
+        assert np.allclose(index.embeddings([ids[0]])[ids[0]], [1, 0, 0])
+        index.add(codes[:1], keys=["a"], embeddings=np.array([[0, 0, 1]], np.float32))
+        assert np.allclose(index.embeddings([ids[0]])[ids[0]], [0, 0, 1])  # not the stale one
+        assert set(index.embeddings(ids)) == set(ids.tolist())  # more ids than the cache holds
+        assert len(index._emb_cache) <= 2
+        index.remove([int(ids[1])])
+        assert int(ids[1]) not in index.embeddings(ids)
+        plain = index.add(codes[:1])  # no embedding: remembered as none, not fetched again
+        assert index.embeddings(plain) == {} and index._emb_cache.get(int(plain[0]), 0) is None
