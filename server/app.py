@@ -26,12 +26,9 @@ SERVICE = crossbit_pb2.DESCRIPTOR.services_by_name["Retrieval"].full_name
 
 def load_model(config: ServerConfig):
     """The model named by the config (the shipped default when none), ready to encode."""
-    import torch
-
     from crossbit.encoders.model import HashModel
     from crossbit.encoders.pipeline import use_onnx_if_possible
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     model = HashModel.load(config.model, device=config.device)
     use_onnx_if_possible(model, config.runtime)
     if config.text_runtime == "int8":
