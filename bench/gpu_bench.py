@@ -163,6 +163,55 @@ def bench_encoders(text_model_dir, out):
     print(json.dumps(out), flush=True)
 
 
+def bench_text_e2e(text_model_dir, out, n_codes=1_000_000, bits=64):
+    """In-process text query path on the GPU: tokenize, MiniLM-L6 architecture, hash head,
+    sign, torch Hamming top-10 over ``n_codes`` codes. No gRPC (the service's dependencies
+    were not carried to the GPU machine)."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from crossbit.encoders.codes import pack_signs
+    from crossbit.encoders.heads import HashHead
+    from crossbit.indexer.backends import TorchHammingBackend
+
+    device = torch.device("cuda")
+    cfg_dir = Path(text_model_dir)
+    model = BertModel(BertConfig.from_pretrained(cfg_dir)).to(device).eval()
+    tok = AutoTokenizer.from_pretrained(cfg_dir)
+    head = HashHead(384, bits).to(device).eval()
+    rng = np.random.default_rng(0)
+    index = TorchHammingBackend(bits, device="cuda")
+    index.add(codes_around_centres(n_codes, bits, rng), np.arange(n_codes, dtype=np.int64))
+    captions = ["two dogs playing in the snow", "a man rides a bicycle down a dirt path",
+                "a child in a red coat climbs a rock", "people walking on a busy street"]
+
+    def query(texts):
+        with torch.no_grad():
+            batch = {k: v.to(device) for k, v in tok(texts, return_tensors="pt",
+                                                     padding=True).items()}
+            hidden = model(**batch).last_hidden_state
+            mask = batch["attention_mask"].unsqueeze(-1).float()
+            pooled = (hidden * mask).sum(1) / mask.sum(1)
+            tanh, _ = head(pooled)
+            return index.search(pack_signs(tanh.cpu().numpy()), 10)
+
+    for batch in (1, 32, 256):
+        texts = [captions[i % len(captions)] for i in range(batch)]
+        query(texts)
+        sync()
+        times = []
+        for _ in range(20 if batch < 256 else 5):
+            start = time.perf_counter()
+            query(texts)
+            sync()
+            times.append(time.perf_counter() - start)
+        out[f"text_queries_per_s_batch{batch}"] = batch / float(np.median(times))
+        out[f"text_query_ms_p50_batch{batch}"] = 1000 * float(np.median(times))
+    out["text_e2e_note"] = (f"in-process, no gRPC; MiniLM-L6 architecture with random weights, "
+                            f"random hash head, {n_codes:,} x {bits}-bit codes on the GPU")
+    print(json.dumps(out), flush=True)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000])
@@ -171,6 +220,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=os.path.join(os.environ.get("OUT", "bench/results"),
                                                  "gpu_bench.json"))
     p.add_argument("--faiss-threads", type=int, default=os.cpu_count())
+    p.add_argument("--only-text-e2e", action="store_true")
     args = p.parse_args(argv)
     import torch
 
@@ -181,6 +231,10 @@ def main(argv=None) -> int:
               "cpu": f"{platform.machine()}, {os.cpu_count()} cores",
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "python": sys.version.split()[0], "search": [], "encoders": {}}
+    if args.only_text_e2e:
+        bench_text_e2e(args.text_model, result["encoders"])
+        Path(args.out).write_text(json.dumps(result, indent=2))
+        return 0
     for n in args.sizes:
         for bits in args.bits:
             bench_search(n, bits, result["search"], args.faiss_threads)
