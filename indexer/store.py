@@ -239,17 +239,19 @@ class Store:
         return self._reader.execute("SELECT seq, op, id FROM log WHERE seq > ? ORDER BY seq",
                                     (seq,)).fetchall()
 
+    def _where_in(self, columns: str, field: str, values: Sequence) -> Iterator[tuple]:
+        """Rows of ``SELECT columns FROM items WHERE field IN (values)``, in chunks of 900
+        (SQLite's limit on bound parameters)."""
+        conn = self._reader
+        for start in range(0, len(values), 900):
+            chunk = list(values[start : start + 900])
+            marks = ",".join("?" * len(chunk))
+            yield from conn.execute(f"SELECT {columns} FROM items WHERE {field} IN ({marks})", chunk)
+
     def codes_for(self, ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         """(ids found, their codes) for the given ids; missing ids are left out."""
-        found, codes = [], []
-        conn = self._reader
-        for chunk in _chunks([int(i) for i in ids], 900):
-            marks = ",".join("?" * len(chunk))
-            for item_id, code in conn.execute(
-                    f"SELECT id, code FROM items WHERE id IN ({marks})", chunk):
-                found.append(item_id)
-                codes.append(code)
-        return _as_arrays(found, codes, self.bits)
+        rows = list(self._where_in("id, code", "id", [int(i) for i in ids]))
+        return _as_arrays([r[0] for r in rows], [r[1] for r in rows], self.bits)
 
     def iter_codes(self, batch: int = 100_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """All (ids, codes) in id order, in chunks."""
@@ -264,33 +266,17 @@ class Store:
             yield _as_arrays([r[0] for r in rows], [r[1] for r in rows], self.bits)
 
     def ids_for_keys(self, keys: Sequence[str]) -> dict[str, int]:
-        out = {}
-        conn = self._reader
-        for chunk in _chunks(list(keys), 900):
-            marks = ",".join("?" * len(chunk))
-            out.update(conn.execute(f"SELECT key, id FROM items WHERE key IN ({marks})", chunk))
-        return out
+        return dict(self._where_in("key, id", "key", list(keys)))
 
     def items(self, ids: Sequence[int]) -> dict[int, Item]:
-        out = {}
-        conn = self._reader
-        for chunk in _chunks([int(i) for i in ids], 900):
-            marks = ",".join("?" * len(chunk))
-            for item_id, key, meta, added in conn.execute(
-                    f"SELECT id, key, metadata, added FROM items WHERE id IN ({marks})", chunk):
-                out[item_id] = Item(item_id, key, json.loads(meta), added)
-        return out
+        return {item_id: Item(item_id, key, json.loads(meta), added)
+                for item_id, key, meta, added in
+                self._where_in("id, key, metadata, added", "id", [int(i) for i in ids])}
 
     def embeddings(self, ids: Sequence[int]) -> dict[int, np.ndarray]:
-        out = {}
-        conn = self._reader
-        for chunk in _chunks([int(i) for i in ids], 900):
-            marks = ",".join("?" * len(chunk))
-            for item_id, emb in conn.execute(
-                    f"SELECT id, embedding FROM items WHERE id IN ({marks})", chunk):
-                if emb is not None:
-                    out[item_id] = np.frombuffer(emb, dtype=np.float32)
-        return out
+        return {item_id: np.frombuffer(emb, dtype=np.float32)
+                for item_id, emb in self._where_in("id, embedding", "id", [int(i) for i in ids])
+                if emb is not None}
 
     def thumbnail(self, item_id: int) -> bytes | None:
         row = self._reader.execute("SELECT thumbnail FROM items WHERE id=?", (int(item_id),)).fetchone()
@@ -310,11 +296,6 @@ def _rollback(cur) -> None:
         cur.execute("ROLLBACK")
     except sqlite3.Error:
         pass
-
-
-def _chunks(values: list, size: int):
-    for start in range(0, len(values), size):
-        yield values[start : start + size]
 
 
 def _as_arrays(ids: list[int], codes: list[bytes], bits: int) -> tuple[np.ndarray, np.ndarray]:
