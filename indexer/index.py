@@ -75,6 +75,42 @@ def _check_ids(ids, n: int, name: str = "ids") -> np.ndarray:
     return np.ascontiguousarray(ids, dtype=np.int64)
 
 
+def check_embeddings(embeddings, n: int) -> np.ndarray:
+    """Query embeddings as float32 (n, d), or a ValueError."""
+    embeddings = np.asarray(embeddings, dtype=np.float32)
+    if embeddings.ndim != 2 or len(embeddings) != n:
+        raise ValueError(f"embeddings must have shape ({n}, d)")
+    return embeddings
+
+
+def rerank(first: Results, embeddings: np.ndarray, stored: dict[int, np.ndarray], k: int,
+           bits: int) -> Reranked:
+    """Re-order each query's Hamming shortlist by cosine of the float embeddings.
+
+    Items without a stored embedding (or of another width) score -inf and keep their
+    Hamming order after the others; the result keeps the ``k`` best, padded with id -1.
+    """
+    embeddings = check_embeddings(embeddings, len(first.ids))
+    n = len(first.ids)
+    out_ids = np.full((n, k), -1, np.int64)
+    out_d = np.full((n, k), bits + 1, np.int32)
+    out_s = np.full((n, k), -np.inf, np.float32)
+    query = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+    for q in range(n):
+        valid = first.ids[q] >= 0
+        cand, dist = first.ids[q][valid], first.distances[q][valid]
+        score = np.full(len(cand), -np.inf, np.float32)
+        for j, item in enumerate(cand):
+            vec = stored.get(int(item))
+            if vec is not None and len(vec) == query.shape[1]:
+                score[j] = float(vec @ query[q] / max(np.linalg.norm(vec), 1e-12))
+        order = np.lexsort((dist, -score))[:k]
+        out_ids[q, : len(order)] = cand[order]
+        out_d[q, : len(order)] = dist[order]
+        out_s[q, : len(order)] = score[order]
+    return Reranked(out_ids, out_d, out_s)
+
+
 class BinaryIndex:
     """A collection of binary codes with ids, keys, metadata and float embeddings.
 
@@ -310,31 +346,11 @@ class BinaryIndex:
         Items stored without an embedding keep their Hamming order after those with one.
         """
         k = self._check_k(k)
-        embeddings = np.asarray(embeddings, dtype=np.float32)
-        if embeddings.ndim != 2 or len(embeddings) != len(codes):
-            raise ValueError(f"embeddings must have shape ({len(codes)}, d)")
+        check_embeddings(embeddings, len(codes))
         first = self.search(codes, min(max(k, shortlist), getattr(self.backend, "max_k", MAX_K)),
                             nprobe)
-        n = len(codes)
-        out_ids = np.full((n, k), -1, np.int64)
-        out_d = np.full((n, k), self.bits + 1, np.int32)
-        out_s = np.full((n, k), -np.inf, np.float32)
-        wanted = np.unique(first.ids[first.ids >= 0])
-        stored = self.embeddings(wanted)
-        query = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
-        for q in range(n):
-            valid = first.ids[q] >= 0
-            cand, dist = first.ids[q][valid], first.distances[q][valid]
-            score = np.full(len(cand), -np.inf, np.float32)
-            for j, item in enumerate(cand):
-                vec = stored.get(int(item))
-                if vec is not None and len(vec) == query.shape[1]:
-                    score[j] = float(vec @ query[q] / max(np.linalg.norm(vec), 1e-12))
-            order = np.lexsort((dist, -score))[:k]
-            out_ids[q, : len(order)] = cand[order]
-            out_d[q, : len(order)] = dist[order]
-            out_s[q, : len(order)] = score[order]
-        return Reranked(out_ids, out_d, out_s)
+        return rerank(first, embeddings, self.embeddings(np.unique(first.ids[first.ids >= 0])),
+                      k, self.bits)
 
     def range_search(self, codes: np.ndarray, radius: int) -> list[tuple[np.ndarray, np.ndarray]]:
         """Hash lookup: per query, (ids, distances) of every item within Hamming ``radius``."""

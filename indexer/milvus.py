@@ -19,7 +19,15 @@ from pathlib import Path
 
 import numpy as np
 
-from crossbit.indexer.index import MAX_K, Reranked, Results, _check_ids, check_codes
+from crossbit.indexer.index import (
+    MAX_K,
+    Reranked,
+    Results,
+    _check_ids,
+    check_codes,
+    check_embeddings,
+    rerank,
+)
 from crossbit.indexer.store import Item
 
 log = logging.getLogger(__name__)
@@ -207,22 +215,10 @@ class MilvusIndex:
 
     def search_rerank(self, codes, embeddings, k, shortlist=100, nprobe=None) -> Reranked:
         k = self._check_k(k)
+        check_embeddings(embeddings, len(codes))
         first = self.search(codes, min(max(k, shortlist), MILVUS_MAX_K), nprobe)
-        stored = self.embeddings(np.unique(first.ids[first.ids >= 0]))
-        embeddings = np.asarray(embeddings, np.float32)
-        n = len(codes)
-        out = (np.full((n, k), -1, np.int64), np.full((n, k), self.bits + 1, np.int32),
-               np.full((n, k), -np.inf, np.float32))
-        for q in range(n):
-            valid = first.ids[q] >= 0
-            cand, dist = first.ids[q][valid], first.distances[q][valid]
-            query = embeddings[q] / max(np.linalg.norm(embeddings[q]), 1e-12)
-            score = np.array([float(stored[int(i)] @ query / max(np.linalg.norm(stored[int(i)]), 1e-12))
-                              if int(i) in stored else -np.inf for i in cand], np.float32)
-            order = np.lexsort((dist, -score))[:k]
-            out[0][q, :len(order)], out[1][q, :len(order)], out[2][q, :len(order)] = \
-                cand[order], dist[order], score[order]
-        return Reranked(*out)
+        return rerank(first, embeddings, self.embeddings(np.unique(first.ids[first.ids >= 0])),
+                      k, self.bits)
 
     def range_search(self, codes: np.ndarray, radius: int):
         """Items within ``radius``: the top 16,384 by distance, filtered (Milvus's topk limit)."""
