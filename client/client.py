@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import os
 import random
 import sys
@@ -96,6 +97,31 @@ def _search_request(text=None, image=None, code=None, top_k=10, radius=None,
     return request
 
 
+def _encode_request(texts, images, embeddings: bool) -> pb.EncodeRequest:
+    if isinstance(texts, str):
+        raise TypeError("texts must be a list of strings")
+    return pb.EncodeRequest(texts=list(texts), images=[_image_bytes(i) for i in images],
+                            return_embeddings=embeddings)
+
+
+def _encoded(r: pb.EncodeResponse, embeddings: bool) -> Encoded:
+    width = r.bits // 8
+
+    def codes(rows):
+        return np.frombuffer(b"".join(e.code for e in rows), np.uint8).reshape(len(rows), width)
+
+    def floats(rows):
+        return np.array([list(e.embedding) for e in rows], np.float32) if embeddings else None
+
+    return Encoded(r.bits, codes(r.texts), codes(r.images), floats(r.texts), floats(r.images))
+
+
+def _stats(s: pb.Stats) -> dict:
+    return {"images": s.images, "texts": s.texts, "index_kind": s.index_kind, "bits": s.bits,
+            "model": s.model, "gpu": s.gpu, "uptime_s": s.uptime_s,
+            "index_params": json.loads(s.index_params or "{}"), "version": s.version}
+
+
 def _image_items(images, keys, metadata) -> Iterator[pb.ImageItem]:
     for n, image in enumerate(images):
         key = keys[n] if keys is not None else _key_for(image)
@@ -177,20 +203,8 @@ class Client:
     def encode(self, texts: Sequence[str] = (), images: Sequence = (),
                embeddings: bool = False, timeout: float | None = None) -> Encoded:
         """Codes (and optionally float embeddings) of texts and images."""
-        if isinstance(texts, str):
-            raise TypeError("texts must be a list of strings")
-        request = pb.EncodeRequest(texts=list(texts), images=[_image_bytes(i) for i in images],
-                                   return_embeddings=embeddings)
-        r = self._call(self.stub.Encode, request, timeout)
-        width = r.bits // 8
-
-        def codes(rows):
-            return np.frombuffer(b"".join(e.code for e in rows), np.uint8).reshape(len(rows), width)
-
-        def floats(rows):
-            return np.array([list(e.embedding) for e in rows], np.float32) if embeddings else None
-
-        return Encoded(r.bits, codes(r.texts), codes(r.images), floats(r.texts), floats(r.images))
+        request = _encode_request(texts, images, embeddings)
+        return _encoded(self._call(self.stub.Encode, request, timeout), embeddings)
 
     def add_images(self, images: Iterable, keys: Sequence[str] | None = None,
                    metadata: Sequence[dict] | None = None, progress: bool | None = None,
@@ -244,12 +258,7 @@ class Client:
         return self._call(self.stub.Delete, request, timeout).deleted
 
     def stats(self, timeout: float | None = None) -> dict:
-        import json
-
-        s = self._call(self.stub.GetStats, pb.GetStatsRequest(), timeout)
-        return {"images": s.images, "texts": s.texts, "index_kind": s.index_kind, "bits": s.bits,
-                "model": s.model, "gpu": s.gpu, "uptime_s": s.uptime_s,
-                "index_params": json.loads(s.index_params or "{}"), "version": s.version}
+        return _stats(self._call(self.stub.GetStats, pb.GetStatsRequest(), timeout))
 
     def health(self, service: str = "", timeout: float | None = 5.0) -> str:
         """``SERVING``, ``NOT_SERVING``... (health needs no token)."""
@@ -316,21 +325,15 @@ class AsyncClient:
                                           timeout))
 
     async def encode(self, texts=(), images=(), embeddings=False, timeout=None) -> Encoded:
-        request = pb.EncodeRequest(texts=list(texts), images=[_image_bytes(i) for i in images],
-                                   return_embeddings=embeddings)
-        r = await self._call(self.stub.Encode, request, timeout)
-        width = r.bits // 8
-        codes = [np.frombuffer(b"".join(e.code for e in rows), np.uint8).reshape(len(rows), width)
-                 for rows in (r.texts, r.images)]
-        return Encoded(r.bits, codes[0], codes[1])
+        request = _encode_request(texts, images, embeddings)
+        return _encoded(await self._call(self.stub.Encode, request, timeout), embeddings)
 
     async def delete(self, ids=(), keys=(), modality="image", timeout=None) -> int:
         request = pb.DeleteRequest(ids=list(ids), keys=list(keys), modality=MODALITY[modality])
         return (await self._call(self.stub.Delete, request, timeout)).deleted
 
     async def stats(self, timeout=None) -> dict:
-        s = await self._call(self.stub.GetStats, pb.GetStatsRequest(), timeout)
-        return {"images": s.images, "texts": s.texts, "index_kind": s.index_kind, "bits": s.bits}
+        return _stats(await self._call(self.stub.GetStats, pb.GetStatsRequest(), timeout))
 
     async def health(self, service: str = "", timeout=5.0) -> str:
         r = await self._call(self.health_stub.Check,
