@@ -24,8 +24,19 @@ import numpy as np
 
 def realistic_codes(n: int, bits: int, flickr: Path, flip: float, seed: int = 0):
     """(codes (n, bits/8), queries (1000, bits/8), description)."""
+    codes, _, queries, source = realistic_items(n, bits, flickr, flip, seed, embeddings=False)
+    return codes, queries, source
+
+
+def realistic_items(n: int, bits: int, flickr: Path, flip: float, seed: int = 0,
+                    embeddings: bool = True):
+    """(codes, float embeddings or None, query codes (1000), description).
+
+    Each item copies one Flickr8k photo's code with every bit flipped with probability
+    ``flip``, and that photo's unit embedding plus Gaussian noise (norm about 0.3).
+    """
     rng = np.random.default_rng(seed)
-    centres = queries = None
+    centres = queries = centre_emb = None
     model_dir = None if bits == 64 else Path("runs") / f"flickr8k-{bits}"
     source = f"random centres (no Flickr8k at {flickr} or no {bits}-bit model in runs/)"
     if (flickr / "captions.csv").exists() and (model_dir is None or model_dir.exists()):
@@ -39,21 +50,28 @@ def realistic_codes(n: int, bits: int, flickr: Path, flip: float, seed: int = 0)
         pairs = load_captions_csv(flickr / "captions.csv", flickr / "images")
         images, texts = encode_pairs(model, pairs, ".cache/features", progress=False)
         centres = np.unpackbits(images.codes, axis=1)
+        centre_emb = images.embeddings
         pick = rng.choice(len(texts.codes), 1000, replace=False)
         queries = texts.codes[pick]
         source = (f"{model_dir or 'default model'}: codes of {len(centres)} Flickr8k photos, "
                   f"each bit flipped with p={flip}; queries: codes of 1,000 Flickr8k captions")
     if centres is None:
         centres = rng.integers(0, 2, size=(7000, bits), dtype=np.uint8)
+        centre_emb = rng.normal(size=(7000, 64)).astype(np.float32)
+        centre_emb /= np.linalg.norm(centre_emb, axis=1, keepdims=True)
         queries = np.packbits(centres[rng.integers(0, 7000, 1000)] ^
                               (rng.random((1000, bits)) < flip), axis=1)
     out = np.empty((n, bits // 8), np.uint8)
+    emb = np.empty((n, centre_emb.shape[1]), np.float32) if embeddings else None
     step = 1_000_000
     for start in range(0, n, step):
         m = min(step, n - start)
-        base = centres[rng.integers(0, len(centres), m)]
-        out[start:start + m] = np.packbits(base ^ (rng.random((m, bits)) < flip), axis=1)
-    return out, queries, source
+        pick = rng.integers(0, len(centres), m)
+        out[start:start + m] = np.packbits(centres[pick] ^ (rng.random((m, bits)) < flip), axis=1)
+        if emb is not None:
+            noise = rng.normal(scale=0.3 / np.sqrt(emb.shape[1]), size=(m, emb.shape[1]))
+            emb[start:start + m] = centre_emb[pick] + noise.astype(np.float32)
+    return out, emb, queries, source
 
 
 def rss_mb() -> float:

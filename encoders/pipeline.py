@@ -132,6 +132,33 @@ def use_onnx_if_possible(model: HashModel, runtime: str = "auto") -> None:
         log.warning("ONNX Runtime unavailable (%s); using torch for images", exc)
 
 
+TEXT_RUNTIMES = ("auto", "torch", "onnx", "int8")
+
+
+def use_text_runtime(model: HashModel, runtime: str = "auto", threads: int | None = None) -> None:
+    """Pick the text encoder's runtime.
+
+    ``auto``: ONNX Runtime fp32 on the CPU (the same features as torch, about 1.4x faster
+    batched), torch elsewhere; ``onnx``: ONNX Runtime fp32; ``int8``: ONNX Runtime with
+    per-channel int8 weights (about 2x faster again, codes slightly different:
+    BENCHMARKS.md); ``torch``: eager PyTorch.
+    """
+    if runtime not in TEXT_RUNTIMES:
+        raise ValueError(f"text runtime must be one of {TEXT_RUNTIMES}, got {runtime!r}")
+    if runtime == "torch" or (runtime == "auto" and model.device.type != "cpu"):
+        model.text_runtime = None
+        return
+    from crossbit.encoders.onnx_text import onnx_text_encoder
+
+    try:
+        model.text_runtime = onnx_text_encoder(model.config.text_model,
+                                               "int8" if runtime == "int8" else "fp32", threads)
+    except Exception as exc:
+        if runtime != "auto":
+            raise
+        log.warning("ONNX Runtime unavailable for text (%s); using torch", exc)
+
+
 def train_model(model_config: ModelConfig, train_config: TrainConfig, pairs: Pairs,
                 val_images: int, out: str | os.PathLike, cache: str | None = None,
                 device: str | None = None, progress: bool = True) -> dict:

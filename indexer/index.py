@@ -24,6 +24,7 @@ from crossbit.indexer.backends import (
     set_thread_omp,
     torch_cuda_available,
 )
+from crossbit.indexer.embeddings import EmbeddingTable
 from crossbit.indexer.locks import RWLock
 from crossbit.indexer.store import Item, Store
 
@@ -83,31 +84,48 @@ def check_embeddings(embeddings, n: int) -> np.ndarray:
     return embeddings
 
 
-def rerank(first: Results, embeddings: np.ndarray, stored: dict[int, np.ndarray], k: int,
-           bits: int) -> Reranked:
+def vectors_from(stored: dict[int, np.ndarray], ids: np.ndarray,
+                 dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """(unit vectors of shape ids.shape + (dim,), found mask) from an id -> vector dict.
+
+    Vectors of another width count as missing.
+    """
+    vectors = np.zeros(ids.shape + (dim,), np.float32)
+    found = np.zeros(ids.shape, bool)
+    for index, item in np.ndenumerate(ids):
+        vec = stored.get(int(item))
+        if vec is not None and len(vec) == dim:
+            vectors[index] = vec / max(float(np.linalg.norm(vec)), 1e-12)
+            found[index] = True
+    return vectors, found
+
+
+def rerank(first: Results, embeddings: np.ndarray, vectors: np.ndarray, found: np.ndarray,
+           k: int, bits: int) -> Reranked:
     """Re-order each query's Hamming shortlist by cosine of the float embeddings.
 
-    Items without a stored embedding (or of another width) score -inf and keep their
+    ``vectors`` (n, shortlist, d) holds the shortlist's unit vectors and ``found`` says
+    which exist. Items without one (or of another width) score -inf and keep their
     Hamming order after the others; the result keeps the ``k`` best, padded with id -1.
     """
     embeddings = check_embeddings(embeddings, len(first.ids))
-    n = len(first.ids)
-    out_ids = np.full((n, k), -1, np.int64)
-    out_d = np.full((n, k), bits + 1, np.int32)
-    out_s = np.full((n, k), -np.inf, np.float32)
     query = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
-    for q in range(n):
-        valid = first.ids[q] >= 0
-        cand, dist = first.ids[q][valid], first.distances[q][valid]
-        score = np.full(len(cand), -np.inf, np.float32)
-        for j, item in enumerate(cand):
-            vec = stored.get(int(item))
-            if vec is not None and len(vec) == query.shape[1]:
-                score[j] = float(vec @ query[q] / max(np.linalg.norm(vec), 1e-12))
-        order = np.lexsort((dist, -score))[:k]
-        out_ids[q, : len(order)] = cand[order]
-        out_d[q, : len(order)] = dist[order]
-        out_s[q, : len(order)] = score[order]
+    valid = first.ids >= 0
+    if vectors.shape[-1] == query.shape[1]:
+        score = np.einsum("nsd,nd->ns", vectors, query, optimize=False).astype(np.float32)
+        score[~(found & valid)] = -np.inf
+    else:
+        score = np.full(first.ids.shape, -np.inf, np.float32)
+    order = np.lexsort((first.distances, -score, ~valid), axis=-1)[:, :k]
+    ids = np.take_along_axis(first.ids, order, axis=1)
+    keep = np.take_along_axis(valid, order, axis=1)
+    out_ids = np.full((len(ids), k), -1, np.int64)
+    out_d = np.full((len(ids), k), bits + 1, np.int32)
+    out_s = np.full((len(ids), k), -np.inf, np.float32)
+    width = order.shape[1]
+    out_ids[:, :width] = np.where(keep, ids, -1)
+    out_d[:, :width] = np.where(keep, np.take_along_axis(first.distances, order, axis=1), bits + 1)
+    out_s[:, :width] = np.where(keep, np.take_along_axis(score, order, axis=1), -np.inf)
     return Reranked(out_ids, out_d, out_s)
 
 
@@ -121,7 +139,7 @@ class BinaryIndex:
 
     def __init__(self, directory: str | os.PathLike, bits: int, kind: str = "auto",
                  threads: int | None = None, snapshot_interval: float = 30.0,
-                 synchronous: str = "FULL", embedding_cache: int = 200_000, **options):
+                 synchronous: str = "FULL", embeddings_in_memory: bool = True, **options):
         if kind not in KINDS:
             raise ValueError(f"unknown index kind {kind!r}; choose one of {KINDS}")
         if bits % 8 or bits <= 0:
@@ -134,16 +152,19 @@ class BinaryIndex:
         self.options = self._options(options)
         self.threads = threads
         self.store = Store(self.directory / STORE, bits, synchronous)
-        # re-ranking reads the shortlist's float embeddings; keep recent ones in memory
-        # (None marks an item stored without one). Bounded; an arbitrary entry goes first.
-        self._emb_cache: dict[int, np.ndarray | None] = {}
-        self._emb_cache_size = int(embedding_cache)
-        self._emb_lock = threading.Lock()
         self._lock = RWLock()
         self._closed = False
         self._changes = 0
         self.opened_from = ""
         self.backend = self._open_backend()
+        # re-ranking reads the float embeddings of every shortlist: with the table they are
+        # all in memory (float16, 2 bytes per dimension and item), else read from SQLite
+        self.vectors: EmbeddingTable | None = None
+        if embeddings_in_memory:
+            start = time.perf_counter()
+            self.vectors = EmbeddingTable.from_blobs(self.store.iter_embeddings())
+            log.info("index %s: %d embeddings in memory (%.0f MB) in %.2fs", self.directory,
+                     len(self.vectors), self.vectors.nbytes / 1e6, time.perf_counter() - start)
         self._stop = threading.Event()
         self._snapshotter = None
         if snapshot_interval and snapshot_interval > 0:
@@ -264,7 +285,9 @@ class BinaryIndex:
                     raise ValueError(f"metadata must be JSON-serialisable: {exc}") from None
         with self._lock.write():
             out, replaced = self.store.add(codes, ids, keys, metadata, embeddings, thumbnails)
-            self._forget_embeddings(list(out) + list(replaced))
+            if self.vectors is not None:
+                self.vectors.remove(np.asarray(replaced, np.int64))
+                self.vectors.put(out, embeddings)
             stale = np.array(sorted(set(replaced)), dtype=np.int64)
             if len(stale):
                 stale = stale[self.backend.contains(stale)]
@@ -302,7 +325,8 @@ class BinaryIndex:
         with self._lock.write():
             self.store.remove(ids)
             self.backend.remove(ids)
-            self._forget_embeddings(ids)
+            if self.vectors is not None:
+                self.vectors.remove(ids)
             self._changes += len(ids)
         return len(ids)
 
@@ -349,8 +373,13 @@ class BinaryIndex:
         check_embeddings(embeddings, len(codes))
         first = self.search(codes, min(max(k, shortlist), getattr(self.backend, "max_k", MAX_K)),
                             nprobe)
-        return rerank(first, embeddings, self.embeddings(np.unique(first.ids[first.ids >= 0])),
-                      k, self.bits)
+        if self.vectors is not None:
+            with self._lock.read():
+                vectors, found = self.vectors.gather(first.ids)
+        else:
+            stored = self.embeddings(np.unique(first.ids[first.ids >= 0]))
+            vectors, found = vectors_from(stored, first.ids, embeddings.shape[1])
+        return rerank(first, embeddings, vectors, found, k, self.bits)
 
     def range_search(self, codes: np.ndarray, radius: int) -> list[tuple[np.ndarray, np.ndarray]]:
         """Hash lookup: per query, (ids, distances) of every item within Hamming ``radius``."""
@@ -376,27 +405,8 @@ class BinaryIndex:
         return self.store.codes_for(ids)
 
     def embeddings(self, ids: Sequence[int]) -> dict[int, np.ndarray]:
-        """Stored float embeddings by id (items without one are absent), through a memory cache."""
-        ids = [int(i) for i in ids]
-        with self._emb_lock:
-            cached = {i: self._emb_cache[i] for i in ids if i in self._emb_cache}
-        missing = [i for i in ids if i not in cached]
-        if missing:
-            found = self.store.embeddings(missing)
-            fresh = {i: found.get(i) for i in missing}
-            cached.update(fresh)
-            if self._emb_cache_size > 0:
-                with self._emb_lock:
-                    for i, vec in fresh.items():
-                        if len(self._emb_cache) >= self._emb_cache_size:
-                            self._emb_cache.pop(next(iter(self._emb_cache)))
-                        self._emb_cache[i] = vec
-        return {i: v for i, v in cached.items() if v is not None}
-
-    def _forget_embeddings(self, ids) -> None:
-        with self._emb_lock:
-            for i in ids:
-                self._emb_cache.pop(int(i), None)
+        """Stored float32 embeddings by id, as given (items without one are absent)."""
+        return self.store.embeddings([int(i) for i in ids])
 
     def page(self, offset: int, limit: int) -> list[Item]:
         """Items in id order, ``limit`` of them from ``offset``."""
@@ -411,7 +421,9 @@ class BinaryIndex:
                 "items": len(self.backend), "stored": self.store.count(),
                 "exact": bool(self.backend.exact), "params": self.backend.params(),
                 "threads": self.threads, "opened_from": self.opened_from,
-                "snapshot_seq": self._snapshot_seq, "directory": str(self.directory)}
+                "snapshot_seq": self._snapshot_seq, "directory": str(self.directory),
+                "embeddings_in_memory": None if self.vectors is None else len(self.vectors),
+                "embedding_bytes": None if self.vectors is None else self.vectors.nbytes}
 
     # -- persistence ----------------------------------------------------------------------------
     def snapshot(self) -> bool:

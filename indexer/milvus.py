@@ -27,6 +27,7 @@ from crossbit.indexer.index import (
     check_codes,
     check_embeddings,
     rerank,
+    vectors_from,
 )
 from crossbit.indexer.store import Item
 
@@ -217,8 +218,9 @@ class MilvusIndex:
         k = self._check_k(k)
         check_embeddings(embeddings, len(codes))
         first = self.search(codes, min(max(k, shortlist), MILVUS_MAX_K), nprobe)
-        return rerank(first, embeddings, self.embeddings(np.unique(first.ids[first.ids >= 0])),
-                      k, self.bits)
+        stored = self.embeddings(np.unique(first.ids[first.ids >= 0]))
+        vectors, found = vectors_from(stored, first.ids, np.asarray(embeddings).shape[1])
+        return rerank(first, embeddings, vectors, found, k, self.bits)
 
     def range_search(self, codes: np.ndarray, radius: int):
         """Items within ``radius``: the top 16,384 by distance, filtered (Milvus's topk limit)."""

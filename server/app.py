@@ -27,12 +27,11 @@ SERVICE = crossbit_pb2.DESCRIPTOR.services_by_name["Retrieval"].full_name
 def load_model(config: ServerConfig):
     """The model named by the config (the shipped default when none), ready to encode."""
     from crossbit.encoders.model import HashModel
-    from crossbit.encoders.pipeline import use_onnx_if_possible
+    from crossbit.encoders.pipeline import use_onnx_if_possible, use_text_runtime
 
     model = HashModel.load(config.model, device=config.device)
     use_onnx_if_possible(model, config.runtime)
-    if config.text_runtime == "int8":
-        model.quantize_text()
+    use_text_runtime(model, config.text_runtime, config.text_threads)
     return model
 
 

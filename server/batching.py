@@ -19,7 +19,8 @@ class MicroBatcher:
 
     A batch closes when it holds ``max_batch`` items or ``max_wait_ms`` has passed since
     its first item arrived. ``fn`` runs on one worker thread, so the model sees one
-    forward pass at a time. A failing batch fails each of its items with the error.
+    forward pass at a time. A failing batch fails each of its items with the error; ``fn``
+    may also return an exception in an item's place to fail that item alone.
     """
 
     def __init__(self, fn: Callable[[list], Sequence], max_batch: int = 64,
@@ -95,7 +96,10 @@ class MicroBatcher:
         if self.on_batch is not None:
             self.on_batch(len(batch))
         for (_, f), result in zip(batch, results):
-            f.set_result(result)
+            if isinstance(result, BaseException):  # that item failed, the rest did not
+                f.set_exception(result)
+            else:
+                f.set_result(result)
 
     def close(self) -> None:
         """Finish what is queued, then stop the worker."""

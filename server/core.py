@@ -17,6 +17,8 @@ from crossbit.server.images import decode_image, make_thumbnail
 
 log = logging.getLogger(__name__)
 
+SEARCH_BATCH = 256  # most encoded queries searched together
+
 MODALITIES = ("image", "text")
 MAX_KEY_CHARS = 1024
 MAX_METADATA_BYTES = 64 * 1024
@@ -105,6 +107,10 @@ class RetrievalCore:
         self.image_batcher = MicroBatcher(self._encode_image_batch, config.max_batch,
                                           config.max_wait_ms, "image-encoder",
                                           self._observe("image"))
+        # encoded queries of concurrent requests share index calls: whatever is queued when
+        # the worker is free goes in one batch (no waiting: a lone query goes at once)
+        self.search_batcher = MicroBatcher(self._search_batch, SEARCH_BATCH, 0.0, "search",
+                                           self._observe("search"))
 
     def _observe(self, name: str):
         if self.metrics is None:
@@ -281,22 +287,42 @@ class RetrievalCore:
             else:
                 codes[n] = np.frombuffer(q.code, dtype=np.uint8)
         encode_ms = 1000 * (time.perf_counter() - start)
-        results: list[SearchResult | None] = [None] * len(queries)
-        groups: dict[tuple, list[int]] = {}
+        _remaining(deadline)
+        searches = []
         for n, q in enumerate(queries):
-            rerank = (self.config.rerank if q.rerank is None else q.rerank) and n in embeddings
-            k = q.top_k or self.config.default_top_k
-            groups.setdefault((q.modality, k, q.nprobe or None, q.radius, rerank), []).append(n)
+            rerank = bool((self.config.rerank if q.rerank is None else q.rerank)
+                          and n in embeddings)
+            key = (q.modality, q.top_k or self.config.default_top_k, q.nprobe or None,
+                   q.radius, rerank)
+            searches.append((self.search_batcher.submit((key, codes[n], embeddings.get(n))),
+                             rerank))
+        results = []
+        for n, (future, rerank) in enumerate(searches):
+            hits, ms = future.result(timeout=_remaining(deadline))
+            results.append(SearchResult(hits, self.bits, encode_ms if n in futures else 0.0,
+                                        ms, rerank))
+        return results
+
+    def _search_batch(self, items: list) -> list:
+        """Search a batch of encoded queries: one index call per group of compatible ones."""
+        groups: dict[tuple, list[int]] = {}
+        for n, (key, _, _) in enumerate(items):
+            groups.setdefault(key, []).append(n)
+        out: list = [None] * len(items)
         for (modality, k, nprobe, radius, rerank), members in groups.items():
-            _remaining(deadline)
             t0 = time.perf_counter()
-            hits = self._search_group(modality, codes[members], k, nprobe, radius, rerank,
-                                      [embeddings.get(n) for n in members])
+            codes = np.stack([items[n][1] for n in members])
+            try:
+                hits = self._search_group(modality, codes, k, nprobe, radius, rerank,
+                                          [items[n][2] for n in members])
+            except Exception as exc:  # this group's callers hear of it; other groups go on
+                for n in members:
+                    out[n] = exc
+                continue
             ms = 1000 * (time.perf_counter() - t0)
             for n, h in zip(members, hits):
-                results[n] = SearchResult(h, self.bits, encode_ms if n in futures else 0.0,
-                                          ms, rerank)
-        return results
+                out[n] = (h, ms)
+        return out
 
     def _search_group(self, modality, codes, k, nprobe, radius, rerank, embeddings):
         index = self._index(modality)
@@ -400,5 +426,6 @@ class RetrievalCore:
         self.closing = True
         self.text_batcher.close()
         self.image_batcher.close()
+        self.search_batcher.close()
         for index in self.indexes.values():
             index.close()

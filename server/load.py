@@ -1,17 +1,17 @@
 """``crossbit load``: a bounded load generator for a crossbit server on this machine, reporting like ghz.
 
 Requests are bounded in count (-n) and time (-z), and only loopback targets are accepted.
-Bodies are realistic: captions for Search and Encode, real photos for AddImages, random
-codes for search by code.
+Bodies are realistic: captions for Search and Encode (built in, or ``--captions FILE``),
+real photos for AddImages, random codes for search by code.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
 import random
 import socket
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -68,12 +68,29 @@ class Report:
                 "status_codes": dict(self.codes), "errors": dict(self.errors.most_common(5))}
 
 
-def _bodies(rpc: str, photos: list[bytes], bits: int, batch: int):
+def read_captions(path: str) -> list[str]:
+    """Query texts from a file: a captions CSV (its ``caption`` column) or one text per line."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as f:
+        head = f.readline()
+        f.seek(0)
+        if "caption" in [c.strip() for c in head.split(",")]:
+            texts = [row["caption"].strip() for row in csv.DictReader(f)]
+        else:
+            texts = [line.strip() for line in f]
+    texts = [t for t in texts if t]
+    if not texts:
+        raise ValueError(f"{path}: no query texts in it")
+    return texts
+
+
+def _bodies(rpc: str, bits: int, batch: int, captions: list[str]):
     rng = random.Random(0)
 
     def make():
         if rpc == "search":
-            return pb.SearchRequest(text=rng.choice(CAPTIONS), top_k=10)
+            return pb.SearchRequest(text=rng.choice(captions), top_k=10)
         if rpc == "search-code":
             return pb.SearchRequest(code=rng.randbytes(bits // 8), top_k=10, rerank=False)
         if rpc == "search-batch":
@@ -81,7 +98,7 @@ def _bodies(rpc: str, photos: list[bytes], bits: int, batch: int):
                 pb.SearchRequest(code=rng.randbytes(bits // 8), top_k=10, rerank=False)
                 for _ in range(batch)])
         if rpc == "encode":
-            return pb.EncodeRequest(texts=[rng.choice(CAPTIONS)])
+            return pb.EncodeRequest(texts=[rng.choice(captions)])
         raise ValueError(rpc)
     return make
 
@@ -89,9 +106,16 @@ def _bodies(rpc: str, photos: list[bytes], bits: int, batch: int):
 def run_load(address: str, rpc: str = "search", concurrency: int = 8, total: int = 1000,
              duration: float = 30.0, token: str | None = None, batch: int = 32,
              stream_images: int = 32, photos: list[bytes] | None = None, bits: int = 64,
-             timeout: float = 30.0) -> Report:
+             timeout: float = 30.0, rps: float = 0.0, connections: int = 1,
+             captions: list[str] | None = None) -> Report:
     """Send at most ``total`` requests, for at most ``duration`` seconds, from ``concurrency``
-    threads (one channel each) and report the outcome.
+    workers and report the outcome.
+
+    Like ghz: the workers share ``connections`` HTTP/2 connections (one by default) and,
+    with ``rps`` > 0, requests start on a fixed schedule of ``rps`` per second (the workers
+    bound how many are in flight); otherwise each worker sends its next request as soon as
+    the last one is answered. Runs on one asyncio loop (grpc.aio), so the generator costs
+    little CPU beside the server it measures.
 
     Raises:
         ValueError: for a target that is not on this machine's loopback, or an unknown rpc.
@@ -100,68 +124,74 @@ def run_load(address: str, rpc: str = "search", concurrency: int = 8, total: int
         raise ValueError(f"{address} is not a loopback address: load only goes to this machine")
     if rpc not in RPCS:
         raise ValueError(f"unknown rpc {rpc!r}; choose one of {RPCS}")
-    if total <= 0 or duration <= 0 or concurrency <= 0:
-        raise ValueError("total, duration and concurrency must be positive")
-    metadata = (("authorization", f"Bearer {token}"),) if token else ()
+    if total <= 0 or duration <= 0 or concurrency <= 0 or connections <= 0 or rps < 0:
+        raise ValueError("total, duration, concurrency and connections must be positive")
     if rpc == "add-images" and not photos:
         from crossbit.server.demo import sample_photos
 
         photos = list(sample_photos().values())
+    make = _bodies(rpc, bits, batch, captions or CAPTIONS) if rpc != "add-images" else None
+    return asyncio.run(_run(address, rpc, concurrency, total, duration, token, batch,
+                            stream_images, photos or [], timeout, rps, connections, make))
+
+
+async def _run(address, rpc, concurrency, total, duration, token, batch, stream_images, photos,
+               timeout, rps, connections, make) -> Report:
+    metadata = (("authorization", f"Bearer {token}"),) if token else ()
     report = Report(rpc, concurrency)
-    lock = threading.Lock()
-    sent = [0]
-    deadline = time.monotonic() + duration
-    make = _bodies(rpc, photos or [], bits, batch) if rpc != "add-images" else None
+    channels = [grpc.aio.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)])
+                for _ in range(connections)]
+    stubs = [pb_grpc.RetrievalStub(c) for c in channels]
+    sent = 0
+    start = time.perf_counter()
+    deadline = start + duration
 
-    def take() -> bool:
-        with lock:
-            if sent[0] >= total or time.monotonic() >= deadline:
-                return False
-            sent[0] += 1
-            return True
-
-    def worker(n: int) -> None:
-        channel = grpc.insecure_channel(address)
-        stub = pb_grpc.RetrievalStub(channel)
+    async def worker(n: int) -> None:
+        nonlocal sent
+        stub = stubs[n % len(stubs)]
         counter = 0
-        while take():
+        while sent < total and time.perf_counter() < deadline:
+            slot = sent
+            sent += 1
+            if rps:
+                wait = start + slot / rps - time.perf_counter()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                if time.perf_counter() >= deadline:
+                    sent -= 1
+                    return
             counter += 1
-            start = time.perf_counter()
+            begin = time.perf_counter()
             code, items = "OK", 1
             try:
                 if rpc == "add-images":
                     items = stream_images
-                    stream = (pb.ImageItem(key=f"load-{n}-{counter}-{i}",
+                    stream = [pb.ImageItem(key=f"load-{n}-{counter}-{i}",
                                            image=photos[(counter + i) % len(photos)])
-                              for i in range(stream_images))
-                    stub.AddImagesStream(stream, timeout=timeout, metadata=metadata)
+                              for i in range(stream_images)]
+                    await stub.AddImagesStream(iter(stream), timeout=timeout, metadata=metadata)
                 elif rpc == "search-batch":
                     items = batch
-                    stub.SearchBatch(make(), timeout=timeout, metadata=metadata)
+                    await stub.SearchBatch(make(), timeout=timeout, metadata=metadata)
                 elif rpc == "encode":
-                    stub.Encode(make(), timeout=timeout, metadata=metadata)
+                    await stub.Encode(make(), timeout=timeout, metadata=metadata)
                 else:
-                    stub.Search(make(), timeout=timeout, metadata=metadata)
+                    await stub.Search(make(), timeout=timeout, metadata=metadata)
             except grpc.RpcError as exc:
                 code = exc.code().name
-                with lock:
-                    report.errors[f"{code}: {exc.details()}"] += 1
-            elapsed = time.perf_counter() - start
-            with lock:
-                report.count += 1
-                report.latencies.append(elapsed)
-                report.codes[code] += 1
-                if code == "OK":
-                    report.items += items
-        channel.close()
+                report.errors[f"{code}: {exc.details()}"] += 1
+            report.count += 1
+            report.latencies.append(time.perf_counter() - begin)
+            report.codes[code] += 1
+            if code == "OK":
+                report.items += items
 
-    start = time.perf_counter()
-    threads = [threading.Thread(target=worker, args=(n,), daemon=True) for n in range(concurrency)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    report.total_s = time.perf_counter() - start
+    try:
+        await asyncio.gather(*(worker(n) for n in range(concurrency)))
+    finally:
+        report.total_s = time.perf_counter() - start
+        for channel in channels:
+            await channel.close()
     return report
 
 
@@ -185,8 +215,10 @@ def format_summary(s: dict) -> str:
 
 
 def main_load(args) -> int:
+    captions = read_captions(args.captions) if args.captions else None
     report = run_load(args.server, args.rpc, args.concurrency, args.total, args.duration,
-                      args.token, args.batch, args.stream_images)
+                      args.token, args.batch, args.stream_images, rps=args.rps,
+                      connections=args.connections, captions=captions)
     summary = report.summary()
     print(format_summary(summary))
     if args.json:

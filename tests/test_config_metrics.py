@@ -79,3 +79,15 @@ def test_micro_batcher_failure_reaches_every_waiter():
     batcher.close()
     with pytest.raises(RuntimeError, match="closed"):
         batcher.submit(1)
+
+
+def test_micro_batcher_can_fail_one_item_alone():
+    def picky(items):
+        return [ValueError(f"bad {x}") if x < 0 else 2 * x for x in items]
+
+    batcher = MicroBatcher(picky, max_batch=8, max_wait_ms=20)
+    good, bad = batcher.submit(3), batcher.submit(-1)
+    assert good.result(timeout=5) == 6
+    with pytest.raises(ValueError, match="bad -1"):
+        bad.result(timeout=5)
+    batcher.close()

@@ -155,11 +155,26 @@ def test_other_losses():
     assert float(dcmh_nll(f, g, s)) == pytest.approx(expected, rel=1e-5)
 
 
-def test_int8_text_encoder_is_close():
-    texts = ["a dog runs on the beach", "two children playing football", "a red car", "snow"]
-    fp32 = HashModel.load()
-    int8 = HashModel.load()
-    int8.quantize_text()
-    a, b = fp32.encode_texts(texts), int8.encode_texts(texts)
-    assert b.codes.shape == a.codes.shape
-    assert (np.unpackbits(a.codes) == np.unpackbits(b.codes)).mean() > 0.8
+def test_onnx_text_runtimes_match_torch():
+    from crossbit.encoders.pipeline import use_text_runtime
+
+    subjects = ["a dog", "two children", "a man in a red shirt", "a black cat", "people"]
+    actions = ["runs on the beach", "plays football in a park", "sits on a bench",
+               "jumps over a fence in the snow", "rides a bike down the street"]
+    texts = [f"{s} {a}" for s in subjects for a in actions] + ["snow", "a red car"]
+    model = HashModel.load()
+    use_text_runtime(model, "torch")
+    reference = model.encode_texts(texts)
+    use_text_runtime(model, "onnx")
+    assert model.text_runtime is not None
+    fp32 = model.encode_texts(texts)
+    same = (np.unpackbits(fp32.codes) == np.unpackbits(reference.codes)).mean()
+    assert same >= 0.999, same
+    np.testing.assert_allclose(fp32.embeddings, reference.embeddings, atol=1e-4)
+    use_text_runtime(model, "int8")
+    int8 = model.encode_texts(texts)
+    assert (np.unpackbits(int8.codes) == np.unpackbits(reference.codes)).mean() > 0.9
+    cosine = (int8.embeddings * reference.embeddings).sum(1)
+    assert cosine.mean() > 0.95
+    with pytest.raises(ValueError, match="text runtime"):
+        use_text_runtime(model, "fp16")

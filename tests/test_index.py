@@ -250,16 +250,60 @@ def test_caller_ids_do_not_exhaust_assigned_ids(tmp_path):
         assert len(index) == 6
 
 
-def test_embedding_cache_follows_upserts_and_removals(tmp_path):
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_reranking_follows_upserts_and_removals(tmp_path, in_memory):
     codes = np.zeros((3, 8), np.uint8)
-    with open_index(tmp_path, 64, "flat", snapshot_interval=0, embedding_cache=2) as index:
-        ids = index.add(codes, keys=["a", "b", "c"], embeddings=np.eye(3, dtype=np.float32))
-        assert np.allclose(index.embeddings([ids[0]])[ids[0]], [1, 0, 0])
-        index.add(codes[:1], keys=["a"], embeddings=np.array([[0, 0, 1]], np.float32))
-        assert np.allclose(index.embeddings([ids[0]])[ids[0]], [0, 0, 1])  # not the stale one
-        assert set(index.embeddings(ids)) == set(ids.tolist())  # more ids than the cache holds
-        assert len(index._emb_cache) <= 2
-        index.remove([int(ids[1])])
-        assert int(ids[1]) not in index.embeddings(ids)
-        plain = index.add(codes[:1])  # no embedding: remembered as none, not fetched again
-        assert index.embeddings(plain) == {} and index._emb_cache.get(int(plain[0]), 0) is None
+    query = np.array([[0, 0, 1]], np.float32)
+    with open_index(tmp_path, 64, "flat", snapshot_interval=0,
+                    embeddings_in_memory=in_memory) as index:
+        ids = index.add(codes, keys=["a", "b", "c"], embeddings=np.eye(3, dtype=np.float32) * 3)
+        assert np.allclose(index.embeddings([ids[0]])[ids[0]], [3, 0, 0])  # as given
+        assert list(index.search_rerank(codes[:1], query, 3).ids[0]) == [ids[2], ids[0], ids[1]]
+        index.add(codes[:1], keys=["a"], embeddings=np.array([[0, 0, 5]], np.float32))
+        res = index.search_rerank(codes[:1], query, 3)
+        assert set(res.ids[0][:2]) == {ids[0], ids[2]} and res.scores[0][0] == pytest.approx(1)
+        index.remove([int(ids[2])])
+        res = index.search_rerank(codes[:1], query, 3)
+        assert list(res.ids[0]) == [ids[0], ids[1], -1]
+        plain = index.add(codes[:1], keys=["b"])  # b now has no embedding: ranked last
+        assert index.embeddings(plain) == {}
+        res = index.search_rerank(codes[:1], np.array([[0, 1, 0]], np.float32), 2)
+        assert list(res.ids[0]) == [ids[0], ids[1]] and res.scores[0][1] == -np.inf
+    with open_index(tmp_path, 64, "flat", snapshot_interval=0,
+                    embeddings_in_memory=in_memory) as index:  # reopened: the same answer
+        res = index.search_rerank(codes[:1], query, 3)
+        assert list(res.ids[0]) == [ids[0], ids[1], -1]
+        if in_memory:
+            assert index.stats()["embeddings_in_memory"] == 1
+
+
+def test_embedding_table_against_a_dict():
+    from crossbit.indexer import embeddings as table_module
+    from crossbit.indexer.embeddings import EmbeddingTable
+
+    rng = np.random.default_rng(3)
+    old, table_module.MERGE_AT = table_module.MERGE_AT, 7  # exercise the merges too
+    try:
+        table, truth = EmbeddingTable(), {}
+        for step in range(60):
+            ids = rng.integers(0, 40, size=int(rng.integers(1, 6)))
+            if step % 4 == 3:
+                table.remove(ids)
+                for i in ids.tolist():
+                    truth.pop(i, None)
+            else:
+                vecs = rng.normal(size=(len(ids), 5)).astype(np.float32)
+                table.put(ids, vecs)
+                for i, v in zip(ids.tolist(), vecs):
+                    truth[i] = v / np.linalg.norm(v)
+            probe = rng.integers(-2, 45, size=(3, 8))
+            vectors, found = table.gather(probe)
+            for (q, j), item in np.ndenumerate(probe):
+                assert found[q, j] == (int(item) in truth)
+                if found[q, j]:
+                    np.testing.assert_allclose(vectors[q, j], truth[int(item)], atol=2e-3)
+            assert len(table) == len(truth)
+        table.put(np.array([1]), np.ones((1, 3), np.float32))  # another width: left out
+        assert table.get(1) is None
+    finally:
+        table_module.MERGE_AT = old

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from crossbit.server.load import format_summary, is_loopback, run_load
+from crossbit.server.load import format_summary, is_loopback, read_captions, run_load
 
 
 def test_loopback_only():
@@ -32,3 +32,26 @@ def test_bounded_by_time(make_server):
     report = run_load(f"127.0.0.1:{running.port}", "search-code", concurrency=2, total=10**9,
                       duration=0.5)
     assert report.total_s < 5 and report.count < 10**9
+
+
+def test_fixed_rate_and_shared_connections(make_server):
+    running = make_server()
+    report = run_load(f"127.0.0.1:{running.port}", "search-code", concurrency=4, total=10**9,
+                      duration=1.0, rps=20, connections=2)
+    assert 12 <= report.count <= 22 and report.codes == {"OK": report.count}
+
+
+def test_query_texts_from_a_file(make_server, tmp_path):
+    csv_file = tmp_path / "captions.csv"
+    csv_file.write_text("image,caption\na.jpg,a dog in the snow\nb.jpg, a red car \n")
+    lines = tmp_path / "queries.txt"
+    lines.write_text("two dogs\n\nthe beach\n")
+    assert read_captions(str(csv_file)) == ["a dog in the snow", "a red car"]
+    assert read_captions(str(lines)) == ["two dogs", "the beach"]
+    (tmp_path / "empty.txt").write_text("\n")
+    with pytest.raises(ValueError, match="no query texts"):
+        read_captions(str(tmp_path / "empty.txt"))
+    running = make_server()
+    report = run_load(f"127.0.0.1:{running.port}", "search", concurrency=2, total=6,
+                      captions=read_captions(str(lines)))
+    assert report.codes == {"OK": 6}
