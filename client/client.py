@@ -171,7 +171,8 @@ class Client:
         token: bearer token when the server requires one.
         tls: True for TLS with the system roots, or a path to a PEM CA certificate.
         timeout: default deadline per call, seconds.
-        retries: attempts on UNAVAILABLE (with exponential backoff and jitter).
+        retries: further attempts after an UNAVAILABLE (exponential backoff and jitter);
+            0 tries once.
     """
 
     def __init__(self, address: str = "127.0.0.1:50051", token: str | None = None,
@@ -189,7 +190,7 @@ class Client:
         self.retries = retries
 
     def _call(self, method, request, timeout=None, retry=True):
-        attempts = self.retries if retry else 1
+        attempts = 1 + max(0, self.retries) if retry else 1
         for attempt in range(attempts):
             try:
                 return method(request, timeout=timeout or self.timeout, metadata=self.metadata)
@@ -293,7 +294,7 @@ class AsyncClient:
         self.timeout, self.retries = timeout, retries
 
     async def _call(self, method, request, timeout=None, retry=True):
-        attempts = self.retries if retry else 1
+        attempts = 1 + max(0, self.retries) if retry else 1
         for attempt in range(attempts):
             try:
                 return await method(request, timeout=timeout or self.timeout,

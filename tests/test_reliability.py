@@ -89,7 +89,7 @@ def test_sigkill_during_ingestion_loses_nothing_acknowledged(tmp_path, photos):
         stop = threading.Event()
 
         def ingest(round_no=round_no, stop=stop):
-            with Client(f"127.0.0.1:{port}", retries=1, timeout=30) as c:
+            with Client(f"127.0.0.1:{port}", retries=0, timeout=30) as c:
                 batch = 0
                 while not stop.is_set():
                     keys = [f"r{round_no}-b{batch}-{i}" for i in range(4)]
@@ -152,7 +152,7 @@ def test_corrupt_snapshot_rebuilt_and_logged(tmp_path, photos):
                                           ("read-only store", "PRAGMA query_only=1")])
 def test_unwritable_store_fails_adds_clearly_and_keeps_serving(make_server, photos, fault, pragma):
     running = make_server()
-    with Client(f"127.0.0.1:{running.port}", retries=1) as c:
+    with Client(f"127.0.0.1:{running.port}", retries=0) as c:
         c.add_images([photos["coffee"]], keys=["before"])
         store = running.core.indexes["image"].store
         store._writer.execute(pragma)  # fault injection at the SQLite level (root ignores chmod)

@@ -234,7 +234,7 @@ def test_tls(make_server, tmp_path):
     running = make_server(tls_cert=str(cert), tls_key=str(key))
     with Client(f"localhost:{running.port}", tls=str(cert)) as secure:
         assert secure.stats()["images"] == 0
-    with Client(f"127.0.0.1:{running.port}", retries=1, timeout=3) as plain:
+    with Client(f"127.0.0.1:{running.port}", retries=0, timeout=3) as plain:
         with pytest.raises(CrossbitError) as info:
             plain.stats()
         assert info.value.code == "UNAVAILABLE"
@@ -286,7 +286,7 @@ def test_graceful_shutdown_finishes_calls_in_flight(make_server, photos):
     running.stop(grace=60)
     t.join()
     assert len(outcome["ids"]) == 4 * len(photos) and all(i is not None for i in outcome["ids"])
-    with Client(address, retries=1, timeout=2) as late:
+    with Client(address, retries=0, timeout=2) as late:
         with pytest.raises(CrossbitError):
             late.stats()
 
@@ -319,3 +319,20 @@ def test_async_client(server, photos):
                 await c.delete(ids=[12345])
 
     asyncio.run(run())
+
+
+@pytest.mark.parametrize("retries", [0, 2])
+def test_client_retries_count_after_the_first_try(retries):
+    import socket
+
+    from crossbit.client.errors import Unavailable
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here once closed
+    with Client(f"127.0.0.1:{port}", retries=retries, timeout=2) as c:
+        start = time.monotonic()
+        with pytest.raises(Unavailable):
+            c.stats()
+        if retries:  # backed off at least 0.1 * 0.5 and 0.2 * 0.5 seconds between tries
+            assert time.monotonic() - start >= 0.15
