@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,7 @@ from crossbit.encoders.datasets import (
     load_karpathy,
     load_multilabel_csv,
 )
+from crossbit.encoders.evaluate import recall_sum
 from crossbit.encoders.features import image_features, text_features
 from crossbit.encoders.model import HashModel
 from crossbit.encoders.train import FeatureSet, TrainConfig, finetune, save_checkpoint, train_heads
@@ -159,6 +162,35 @@ def use_text_runtime(model: HashModel, runtime: str = "auto", threads: int | Non
         log.warning("ONNX Runtime unavailable for text (%s); using torch", exc)
 
 
+def train_seeds(model: HashModel, train: FeatureSet, val: FeatureSet | None, cfg: TrainConfig,
+                progress: bool = True) -> tuple[dict, TrainConfig]:
+    """Train the heads with ``cfg.seeds`` seeds and keep the best on the held-out images.
+
+    Dev or test data never takes part: the choice uses the same held-out training images
+    as early stopping. Returns (the kept seed's report, its config with every seed's
+    held-out R@sum in ``seed_scores``).
+    """
+    if cfg.seeds > 1 and val is None:
+        raise ValueError("choosing among seeds needs held-out images (val_images > 0)")
+    best = None
+    scores = []
+    for k in range(cfg.seeds):
+        run = replace(cfg, seed=cfg.seed + k, seeds=1, history=[], seed_scores=[])
+        report = train_heads(model, train, val, run, progress=progress)
+        score = recall_sum(report) if val is not None else 0.0
+        scores.append({"seed": run.seed, "heldout_rsum": score})
+        if cfg.seeds > 1:
+            log.info("seed %d: held-out R@sum %.1f", run.seed, score)
+        if best is None or score > best[0]:
+            state = [copy.deepcopy(h.state_dict()) for h in (model.image_head, model.text_head)]
+            best = (score, report, run, state)
+    _, report, run, state = best
+    model.image_head.load_state_dict(state[0])
+    model.text_head.load_state_dict(state[1])
+    run.seeds, run.seed_scores = cfg.seeds, scores
+    return report, run
+
+
 def train_model(model_config: ModelConfig, train_config: TrainConfig, pairs: Pairs,
                 val_images: int, out: str | os.PathLike, cache: str | None = None,
                 device: str | None = None, progress: bool = True) -> dict:
@@ -205,7 +237,7 @@ def train_model(model_config: ModelConfig, train_config: TrainConfig, pairs: Pai
     features = feature_set(model, pairs, cache, train_config.flip, progress)
     train_feats = head_inputs(model, subset_features(features, rest), train_config.pseudo_captions)
     val_feats = head_inputs(model, subset_features(features, held), False) if val_images else None
-    report = train_heads(model, train_feats, val_feats, train_config, progress=progress)
+    report, train_config = train_seeds(model, train_feats, val_feats, train_config, progress)
     save_checkpoint(model, train_config, out, report, data)
     log.info("saved model to %s", Path(out))
     return report

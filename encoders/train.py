@@ -50,6 +50,8 @@ class TrainConfig:
     rounds: int = 1  # passes over the images per epoch, each with another random caption
     pseudo_captions: bool = True  # add each image's class semantics as one more "caption"
     seed: int = 0
+    seeds: int = 1  # train seeds seed..seed+seeds-1, keep the best on the held-out images
+    seed_scores: list = field(default_factory=list)  # held-out R@sum of each seed tried
     finetune: bool = False  # train backbones end to end (the GPU way)
     backbone_lr_scale: float = 0.05  # backbone learning rate = lr * this, when fine-tuning
     history: list = field(default_factory=list)
@@ -57,6 +59,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
             raise ValueError(f"unknown objective {self.objective!r}; choose one of {OBJECTIVES}")
+        if self.seeds < 1:
+            raise ValueError(f"seeds must be at least 1, got {self.seeds}")
 
 
 def seed_everything(seed: int) -> None:

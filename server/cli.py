@@ -94,6 +94,9 @@ def _add_train(sub) -> None:
                    help="extra float embedding for re-ranking (0 = re-rank on tanh outputs)")
     p.add_argument("--patience", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=int, default=1,
+                   help="train this many seeds (from --seed) and keep the best on the "
+                        "held-out images (frozen-backbone training)")
     p.add_argument("--finetune", action="store_true", help="train the backbones too (GPU)")
     p.add_argument("--cache", default=".cache/features", help="feature cache folder")
     p.add_argument("--skip-bad", action="store_true",
@@ -286,7 +289,7 @@ def cmd_train(args) -> int:
     train_config = TrainConfig(objective=args.objective, margin=args.margin, epochs=args.epochs,
                                batch_size=args.batch_size, lr=args.lr, patience=args.patience,
                                weight_decay=args.weight_decay, seed=args.seed,
-                               finetune=args.finetune)
+                               seeds=args.seeds, finetune=args.finetune)
     report = train_model(model_config, train_config, pairs, args.val_images, args.out,
                          args.cache, args.device)
     if args.json:

@@ -114,6 +114,33 @@ def test_training_learns_and_is_reproducible(objective):
     assert r1["text_to_image"]["recall@10"] > 40
 
 
+def test_several_seeds_keep_the_best_on_held_out_images():
+    from crossbit.encoders.evaluate import recall_sum
+    from crossbit.encoders.pipeline import train_seeds
+
+    data, held = _features(seed=0), _features(seed=0)
+
+    def model():
+        return HashModel(ModelConfig(bits=16, image_feature_dim=12, text_feature_dim=12,
+                                     hidden=32, semantics=False))
+
+    cfg = TrainConfig(epochs=6, batch_size=16, patience=50, seed=3, seeds=3)
+    m = model()
+    report, kept = train_seeds(m, data, held, cfg, progress=False)
+    scores = [s["heldout_rsum"] for s in kept.seed_scores]
+    assert [s["seed"] for s in kept.seed_scores] == [3, 4, 5] and kept.seeds == 3
+    assert recall_sum(report) == max(scores) and kept.seed == 3 + scores.index(max(scores))
+    again = model()  # the kept weights are that seed's own
+    train_heads(again, data, held, TrainConfig(epochs=6, batch_size=16, patience=50,
+                                               seed=kept.seed), progress=False)
+    for a, b in zip(m.text_head.state_dict().values(), again.text_head.state_dict().values()):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="held-out"):
+        train_seeds(model(), data, None, cfg, progress=False)
+    with pytest.raises(ValueError, match="seeds"):
+        TrainConfig(seeds=0)
+
+
 def test_dcmh_objective_needs_labels():
     data = _features()
     labels = (np.random.default_rng(0).random((64, 3)) < 0.5).astype(np.float32)
