@@ -29,6 +29,18 @@ def sync():
     torch.cuda.synchronize()
 
 
+def items_per_s(fn, items: int, warmup: int = 3, reps: int = 10) -> float:
+    """Items per second of ``fn()`` (one batch of ``items``) over ``reps`` synced calls."""
+    for _ in range(warmup):
+        fn()
+    sync()
+    start = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    sync()
+    return reps * items / (time.perf_counter() - start)
+
+
 def codes_around_centres(n, bits, rng, flip=0.1, centres=7000):
     c = rng.integers(0, 2, size=(centres, bits), dtype=np.uint8)
     out = np.empty((n, bits // 8), np.uint8)
@@ -115,22 +127,10 @@ def bench_encoders(text_model_dir, out):
     net.to(device).eval()
     x = torch.randn(128, 3, 224, 224, device=device)
     with torch.no_grad():
-        for _ in range(3):
-            net(x)
-        sync()
-        start = time.perf_counter()
-        for _ in range(10):
-            net(x)
-        sync()
-    out["image_backbone_images_per_s_batch128_fp32"] = 1280 / (time.perf_counter() - start)
+        out["image_backbone_images_per_s_batch128_fp32"] = items_per_s(lambda: net(x), 128)
     with torch.no_grad(), torch.autocast("cuda", dtype=torch.float16):
-        net(x)
-        sync()
-        start = time.perf_counter()
-        for _ in range(10):
-            net(x)
-        sync()
-    out["image_backbone_images_per_s_batch128_fp16"] = 1280 / (time.perf_counter() - start)
+        out["image_backbone_images_per_s_batch128_fp16"] = items_per_s(lambda: net(x), 128,
+                                                                       warmup=1)
     cfg_dir = Path(text_model_dir)
     config = BertConfig.from_pretrained(cfg_dir)
     if (cfg_dir / "model.safetensors").exists():
@@ -144,14 +144,7 @@ def bench_encoders(text_model_dir, out):
     texts = ["two dogs are playing in the snow near a red fence"] * 256
     batch = {k: v.to(device) for k, v in tok(texts, return_tensors="pt", padding=True).items()}
     with torch.no_grad():
-        for _ in range(3):
-            model(**batch)
-        sync()
-        start = time.perf_counter()
-        for _ in range(10):
-            model(**batch)
-        sync()
-        out["text_encoder_texts_per_s_batch256"] = 2560 / (time.perf_counter() - start)
+        out["text_encoder_texts_per_s_batch256"] = items_per_s(lambda: model(**batch), 256)
         one = {k: v[:1] for k, v in batch.items()}
         times = []
         for _ in range(50):
