@@ -74,6 +74,5 @@ def text_features(model: HashModel, texts: list[str], cache: str | os.PathLike |
         return out
 
     # fp32 ONNX gives the torch features (to 1e-6); only int8 needs its own cache entry
-    runtime = getattr(model.text_runtime, "path", "")
-    tag = "int8" if runtime.endswith("-int8.onnx") else ""
+    tag = "int8" if getattr(model.text_runtime, "precision", "fp32") == "int8" else ""
     return _cached(cache, _key("txt", model.config.text_model + tag, texts), compute)

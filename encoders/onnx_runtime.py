@@ -41,17 +41,25 @@ def export_backbone(name: str, path: str | os.PathLike, weights: str | None = No
     return path
 
 
+def cpu_session(path: str | os.PathLike, threads: int | None = None, spinning: bool = True):
+    """An ONNX Runtime CPU session; ``spinning=False`` stops its threads busy-waiting
+    between runs (in a server the cores are needed by gRPC and FAISS)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
 class OnnxBackbone:
     """Callable (n, 3, 224, 224) float32 array -> (n, d) features through ONNX Runtime."""
 
     def __init__(self, path: str | os.PathLike, threads: int | None = None):
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
         self.path = str(path)
-        self.session = ort.InferenceSession(self.path, options, providers=["CPUExecutionProvider"])
+        self.session = cpu_session(self.path, threads)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run(None, {"images": np.ascontiguousarray(batch, np.float32)})[0]

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from crossbit.encoders.onnx_runtime import cache_dir
+from crossbit.encoders.onnx_runtime import cache_dir, cpu_session
 from crossbit.encoders.text_models import MAX_TOKENS, resolve_text_model
 
 log = logging.getLogger(__name__)
@@ -79,17 +79,13 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
 class OnnxTextEncoder:
     """Callable list[str] -> (n, d) float32 mean-pooled features through ONNX Runtime."""
 
-    def __init__(self, path: str | os.PathLike, tokenizer_dir: str, threads: int | None = None):
-        import onnxruntime as ort
+    def __init__(self, path: str | os.PathLike, tokenizer_dir: str, threads: int | None = None,
+                 precision: str = "fp32"):
         from transformers import AutoTokenizer
 
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        # no busy-waiting between runs: in a server the cores are needed by gRPC and FAISS
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.path = str(path)
-        self.session = ort.InferenceSession(self.path, options, providers=["CPUExecutionProvider"])
+        self.precision = precision
+        self.session = cpu_session(self.path, threads, spinning=False)
         self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
 
     def __call__(self, texts: list[str]) -> np.ndarray:
@@ -118,4 +114,4 @@ def onnx_text_encoder(name_or_path: str, precision: str = "fp32",
             export_text_model(directory, fp32)
         if not path.exists():
             quantize_int8(fp32, path)
-    return OnnxTextEncoder(path, directory, threads)
+    return OnnxTextEncoder(path, directory, threads, precision)

@@ -7,6 +7,12 @@ import numpy as np
 MERGE_AT = 50_000  # pending ids folded into the sorted arrays past this many
 
 
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """Each row scaled to length 1 (all-zero rows stay zero), float32."""
+    vectors = np.asarray(vectors, np.float32)
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)
+
+
 class EmbeddingTable:
     """Unit-length float16 vectors by int64 id, gathered for a whole batch of shortlists at once.
 
@@ -51,9 +57,7 @@ class EmbeddingTable:
                 continue
             ids.append(np.asarray([chunk_ids[j] for j in keep], np.int64))
             vectors = np.frombuffer(b"".join(blobs[j] for j in keep), np.float32)
-            vectors = vectors.reshape(len(keep), table.dim)
-            norms = np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-            parts.append((vectors / norms).astype(np.float16))
+            parts.append(unit_rows(vectors.reshape(len(keep), table.dim)).astype(np.float16))
         if ids:
             table._ids = np.concatenate(ids)
             table._vecs = np.concatenate(parts)
@@ -75,8 +79,7 @@ class EmbeddingTable:
         if vectors.shape[1] != self.dim:
             self.remove(ids)
             return
-        norms = np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-        unit = (vectors / norms).astype(np.float16)
+        unit = unit_rows(vectors).astype(np.float16)
         pos, hit = self._find(ids)
         for j, item in enumerate(ids.tolist()):
             row = -1

@@ -24,7 +24,7 @@ from crossbit.indexer.backends import (
     set_thread_omp,
     torch_cuda_available,
 )
-from crossbit.indexer.embeddings import EmbeddingTable
+from crossbit.indexer.embeddings import EmbeddingTable, unit_rows
 from crossbit.indexer.locks import RWLock
 from crossbit.indexer.store import Item, Store
 
@@ -95,9 +95,9 @@ def vectors_from(stored: dict[int, np.ndarray], ids: np.ndarray,
     for index, item in np.ndenumerate(ids):
         vec = stored.get(int(item))
         if vec is not None and len(vec) == dim:
-            vectors[index] = vec / max(float(np.linalg.norm(vec)), 1e-12)
+            vectors[index] = vec
             found[index] = True
-    return vectors, found
+    return unit_rows(vectors), found
 
 
 def rerank(first: Results, embeddings: np.ndarray, vectors: np.ndarray, found: np.ndarray,
@@ -109,7 +109,7 @@ def rerank(first: Results, embeddings: np.ndarray, vectors: np.ndarray, found: n
     Hamming order after the others; the result keeps the ``k`` best, padded with id -1.
     """
     embeddings = check_embeddings(embeddings, len(first.ids))
-    query = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+    query = unit_rows(embeddings)
     valid = first.ids >= 0
     if vectors.shape[-1] == query.shape[1]:
         score = np.einsum("nsd,nd->ns", vectors, query, optimize=False).astype(np.float32)

@@ -257,29 +257,27 @@ class Store:
         rows = list(self._where_in("id, code", "id", [int(i) for i in ids]))
         return _as_arrays([r[0] for r in rows], [r[1] for r in rows], self.bits)
 
-    def iter_codes(self, batch: int = 100_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """All (ids, codes) in id order, in chunks."""
+    def _iter_column(self, column: str, batch: int) -> Iterator[tuple[list[int], list]]:
+        """(ids, values) of one column where it is not NULL, in id order, ``batch`` rows at a
+        time (keyset paging: each page starts after the last id seen)."""
         conn = self._reader
         last = -(2**63)
         while True:
-            rows = conn.execute("SELECT id, code FROM items WHERE id > ? ORDER BY id LIMIT ?",
-                                (last, batch)).fetchall()
-            if not rows:
-                return
-            last = rows[-1][0]
-            yield _as_arrays([r[0] for r in rows], [r[1] for r in rows], self.bits)
-
-    def iter_embeddings(self, batch: int = 100_000) -> Iterator[tuple[list[int], list[bytes]]]:
-        """All (ids, float32 embedding blobs) of items that have one, in id order, in chunks."""
-        conn = self._reader
-        last = -(2**63)
-        while True:
-            rows = conn.execute("SELECT id, embedding FROM items WHERE id > ? AND embedding IS "
+            rows = conn.execute(f"SELECT id, {column} FROM items WHERE id > ? AND {column} IS "
                                 "NOT NULL ORDER BY id LIMIT ?", (last, batch)).fetchall()
             if not rows:
                 return
             last = rows[-1][0]
             yield [r[0] for r in rows], [r[1] for r in rows]
+
+    def iter_codes(self, batch: int = 100_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """All (ids, codes) in id order, in chunks."""
+        for ids, codes in self._iter_column("code", batch):
+            yield _as_arrays(ids, codes, self.bits)
+
+    def iter_embeddings(self, batch: int = 100_000) -> Iterator[tuple[list[int], list[bytes]]]:
+        """All (ids, float32 embedding blobs) of items that have one, in id order, in chunks."""
+        return self._iter_column("embedding", batch)
 
     def ids_for_keys(self, keys: Sequence[str]) -> dict[str, int]:
         return dict(self._where_in("key, id", "key", list(keys)))
