@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from crossbit.encoders.codes import hamming_matrix
+from crossbit.encoders.codes import hamming_matrix, unpack_codes
 from crossbit.encoders.datasets import Pairs
 from crossbit.encoders.metrics import hamming_pr_curve, ranking_metrics, summarize
 from crossbit.encoders.model import Encoded, HashModel
@@ -45,7 +45,9 @@ def evaluate_encoded(images: Encoded, texts: Encoded, caption_image: np.ndarray,
 
     Returns:
         a report dict: ``text_to_image`` and ``image_to_text`` (Hamming ranking), the
-        same under ``float`` (cosine of the float embeddings), ``bits``, ``images``,
+        same under ``float`` (cosine of the float embeddings) and, when the floats are
+        the tanh outputs, under ``asymmetric`` (the query's floats against the stored
+        items' codes: what a server holding only codes can rank by), ``bits``, ``images``,
         ``captions``, and with ``curves`` the PR curve over Hamming radius and precision@N.
     """
     rel = relevance(caption_image, len(images.codes), labels)
@@ -67,6 +69,14 @@ def evaluate_encoded(images: Encoded, texts: Encoded, caption_image: np.ndarray,
                 "n": list(CURVE_KS),
                 "hamming": [full_h[f"precision@{k}"] for k in CURVE_KS],
                 "float": [full_f[f"precision@{k}"] for k in CURVE_KS]}
+    if images.embeddings.shape[1] == bits:  # the floats are the tanh outputs: asymmetric too
+        asymmetric = {
+            "text_to_image": ranking_metrics(-(texts.embeddings @ unpack_codes(images.codes).T),
+                                             rel, KS),
+            "image_to_text": ranking_metrics(-(images.embeddings @ unpack_codes(texts.codes).T),
+                                             rel.T, KS)}
+        report["asymmetric"] = {name: {k: v for k, v in summarize(m).items() if k in keep}
+                                for name, m in asymmetric.items()}
     if curves:
         dist = hamming_matrix(texts.codes, images.codes)
         report["pr_curve"] = {"text_to_image": hamming_pr_curve(dist, rel, bits),
@@ -187,10 +197,13 @@ def run_evaluation(model: HashModel, pairs: Pairs, json_path: str | os.PathLike 
 def format_report(report: dict) -> str:
     """A short table of the headline figures."""
     lines = [f"{report['images']} images, {report['captions']} captions, {report['bits']} bits",
-             f"{'':22s} {'R@1':>6s} {'R@5':>6s} {'R@10':>6s} {'medR':>6s} {'mAP':>6s}"]
-    for space, block in (("hamming", report), ("float", report["float"])):
+             f"{'':25s} {'R@1':>6s} {'R@5':>6s} {'R@10':>6s} {'medR':>6s} {'mAP':>6s}"]
+    spaces = [("hamming", report), ("float", report["float"])]
+    if "asymmetric" in report:
+        spaces.insert(1, ("asymmetric", report["asymmetric"]))
+    for space, block in spaces:
         for name in ("image_to_text", "text_to_image"):
             m = block[name]
-            lines.append(f"{space + ' ' + name:22s} {m['recall@1']:6.1f} {m['recall@5']:6.1f} "
+            lines.append(f"{space + ' ' + name:25s} {m['recall@1']:6.1f} {m['recall@5']:6.1f} "
                          f"{m['recall@10']:6.1f} {m['median_rank']:6.1f} {m['map']:6.1f}")
     return "\n".join(lines)

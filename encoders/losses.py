@@ -1,4 +1,4 @@
-"""Training objectives: triplet ranking (VSE++ max violation), InfoNCE, quantization, bit balance, DCMH."""
+"""Training objectives: VSE++ triplet ranking, InfoNCE, distillation, quantization, bit balance, DCMH."""
 
 from __future__ import annotations
 
@@ -35,6 +35,49 @@ def info_nce(images: torch.Tensor, texts: torch.Tensor, temperature: float = 0.1
     logits = F.normalize(images, dim=1) @ F.normalize(texts, dim=1).t() / temperature
     target = torch.arange(len(logits), device=logits.device)
     return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
+
+
+def multi_info_nce(images: torch.Tensor, texts: torch.Tensor, owner: torch.Tensor,
+                   temperature: float = 0.1) -> torch.Tensor:
+    """Symmetric InfoNCE when each image brings several captions to the batch.
+
+    Text -> image: each caption against every batch image. Image -> text: each (image,
+    own caption) pair against the captions of the other images only (the image's other
+    captions are neither positives nor negatives for that pair). With one caption per
+    image in order (``owner == arange``) this is :func:`info_nce`.
+
+    Args:
+        images: (B, d) image outputs.
+        texts: (M, d) text outputs.
+        owner: (M,) index in ``images`` of each text's image.
+    """
+    logits = F.normalize(texts, dim=1) @ F.normalize(images, dim=1).t() / temperature  # (M, B)
+    text_to_image = F.cross_entropy(logits, owner)
+    own = owner[None, :] == torch.arange(len(images), device=images.device)[:, None]  # (B, M)
+    negatives = torch.logsumexp(logits.t().masked_fill(own, float("-inf")), dim=1)  # (B,)
+    positive = logits[torch.arange(len(owner), device=owner.device), owner]  # (M,)
+    image_to_text = (torch.logaddexp(positive, negatives[owner]) - positive).mean()
+    return 0.5 * (text_to_image + image_to_text)
+
+
+def similarity_distillation(images: torch.Tensor, texts: torch.Tensor, teacher_images: torch.Tensor,
+                            teacher_texts: torch.Tensor, temperature: float = 0.1,
+                            teacher_temperature: float = 0.1) -> torch.Tensor:
+    """KL divergence from a teacher's in-batch similarity distributions to the student's.
+
+    Both are softmaxes of cosine similarities over the batch, text -> images and image ->
+    texts; the teacher (float embeddings of a wider model) is a constant. Teaches the codes
+    how much alike the non-matching pairs are, which one positive per row cannot.
+    """
+    def log_softmaxes(img, txt, temp):
+        sims = F.normalize(txt, dim=1) @ F.normalize(img, dim=1).t() / temp
+        return F.log_softmax(sims, dim=1), F.log_softmax(sims.t(), dim=1)
+
+    student = log_softmaxes(images, texts, temperature)
+    with torch.no_grad():
+        teacher = log_softmaxes(teacher_images, teacher_texts, teacher_temperature)
+    return 0.5 * sum(F.kl_div(s, t, log_target=True, reduction="batchmean")
+                     for s, t in zip(student, teacher))
 
 
 def quantization_loss(h: torch.Tensor) -> torch.Tensor:

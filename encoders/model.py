@@ -36,6 +36,15 @@ class Encoded(NamedTuple):
     embeddings: np.ndarray
 
 
+@torch.no_grad()
+def head_outputs(head: HashHead, features: torch.Tensor) -> Encoded:
+    """A head's packed codes and unit-length float embeddings (the embed layer's, else tanh)."""
+    tanh, emb = head(features)
+    float_emb = emb if emb is not None else tanh
+    float_emb = torch.nn.functional.normalize(float_emb, dim=1)
+    return Encoded(pack_signs(tanh.cpu().numpy()), float_emb.cpu().numpy().astype(np.float32))
+
+
 def pick_device(device: str | None = None) -> torch.device:
     """The given device, else CUDA when one is visible, else the CPU (never assumed)."""
     if device:
@@ -152,12 +161,8 @@ class HashModel:
             return torch.from_numpy(self.text_runtime(list(texts))).to(self.device)
         return self.text_encoder(list(texts)).float()
 
-    @torch.no_grad()
     def _head_outputs(self, head: HashHead, features: torch.Tensor) -> Encoded:
-        tanh, emb = head(features)
-        float_emb = emb if emb is not None else tanh
-        float_emb = torch.nn.functional.normalize(float_emb, dim=1)
-        return Encoded(pack_signs(tanh.cpu().numpy()), float_emb.cpu().numpy().astype(np.float32))
+        return head_outputs(head, features)
 
     def encode_image_features(self, features: torch.Tensor | np.ndarray) -> Encoded:
         """Codes of images from their backbone features (see :meth:`image_features`)."""

@@ -21,7 +21,14 @@ from crossbit.encoders.datasets import (
 from crossbit.encoders.evaluate import recall_sum
 from crossbit.encoders.features import image_features, text_features
 from crossbit.encoders.model import HashModel
-from crossbit.encoders.train import FeatureSet, TrainConfig, finetune, save_checkpoint, train_heads
+from crossbit.encoders.train import (
+    FeatureSet,
+    TrainConfig,
+    finetune,
+    save_checkpoint,
+    train_heads,
+    train_teacher,
+)
 
 log = logging.getLogger(__name__)
 
@@ -172,11 +179,17 @@ def train_seeds(model: HashModel, train: FeatureSet, val: FeatureSet | None, cfg
     """
     if cfg.seeds > 1 and val is None:
         raise ValueError("choosing among seeds needs held-out images (val_images > 0)")
+    teacher = None
+    if cfg.uses_teacher:
+        log.info("training the float teacher (%d dimensions) to distill from", cfg.teacher_dim)
+        teacher, cfg.teacher_heldout_rsum = train_teacher(model, train, val, cfg, progress)
+        if cfg.teacher_heldout_rsum is not None:
+            log.info("teacher: held-out R@sum %.1f (cosine)", cfg.teacher_heldout_rsum)
     best = None
     scores = []
     for k in range(cfg.seeds):
         run = replace(cfg, seed=cfg.seed + k, seeds=1, history=[], seed_scores=[])
-        report = train_heads(model, train, val, run, progress=progress)
+        report = train_heads(model, train, val, run, progress=progress, teacher=teacher)
         score = recall_sum(report) if val is not None else 0.0
         scores.append({"seed": run.seed, "heldout_rsum": score})
         if cfg.seeds > 1:

@@ -7,8 +7,9 @@ import json
 import logging
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -16,15 +17,16 @@ from tqdm import tqdm
 
 from crossbit.encoders.datasets import Pairs
 from crossbit.encoders.evaluate import evaluate_encoded, recall_sum
-from crossbit.encoders.heads import sign_ste
+from crossbit.encoders.heads import HashHead, sign_ste
 from crossbit.encoders.losses import (
     bit_balance_loss,
     dcmh_nll,
-    info_nce,
+    multi_info_nce,
     quantization_loss,
+    similarity_distillation,
     triplet_max_violation,
 )
-from crossbit.encoders.model import Encoded, HashModel, load_image
+from crossbit.encoders.model import Encoded, HashModel, head_outputs, load_image
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,11 @@ class TrainConfig:
     flip: bool = True  # use horizontally flipped image features as augmentation
     rounds: int = 1  # passes over the images per epoch, each with another random caption
     pseudo_captions: bool = True  # add each image's class semantics as one more "caption"
+    all_captions: bool = True  # infonce: every caption of each batch image, not one at random
+    distill: float = 1.0  # weight of matching a float teacher's in-batch similarities; 0 = off
+    teacher_dim: int = 512  # width of the float teacher, trained first on the same features
+    teacher_temperature: float = 0.1  # softmax temperature of the teacher's similarities
+    teacher_heldout_rsum: float | None = None  # the teacher's held-out R@sum (cosine), if any
     seed: int = 0
     seeds: int = 1  # train seeds seed..seed+seeds-1, keep the best on the held-out images
     seed_scores: list = field(default_factory=list)  # held-out R@sum of each seed tried
@@ -61,6 +68,17 @@ class TrainConfig:
             raise ValueError(f"unknown objective {self.objective!r}; choose one of {OBJECTIVES}")
         if self.seeds < 1:
             raise ValueError(f"seeds must be at least 1, got {self.seeds}")
+        if self.distill < 0:
+            raise ValueError(f"distill must be >= 0, got {self.distill}")
+
+    @property
+    def uses_teacher(self) -> bool:
+        """Distillation applies to the ranking objectives (dcmh ranks by labels instead)."""
+        return self.distill > 0 and self.objective != "dcmh"
+
+    @property
+    def multi_caption(self) -> bool:
+        return self.all_captions and self.objective == "infonce"
 
 
 def seed_everything(seed: int) -> None:
@@ -69,11 +87,27 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+class Teacher(NamedTuple):
+    """A float teacher's outputs on the training features (constants while the codes learn)."""
+
+    images: torch.Tensor
+    images_flipped: torch.Tensor | None
+    texts: torch.Tensor
+
+
 def compute_loss(cfg: TrainConfig, img: torch.Tensor, txt: torch.Tensor,
                  img_emb: torch.Tensor | None, txt_emb: torch.Tensor | None,
-                 similarity: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
-    """The training objective on one batch of matched (image, text) head outputs."""
+                 similarity: torch.Tensor | None = None, owner: torch.Tensor | None = None,
+                 teacher: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, dict]:
+    """The training objective on one batch of head outputs.
+
+    Args:
+        owner: the batch image of each text (None: row i of ``img`` and ``txt`` match).
+        teacher: the teacher's (image, text) outputs for the same rows, to distill from.
+    """
     parts = {}
+    if owner is None:
+        owner = torch.arange(len(img), device=img.device)
     if cfg.objective == "dcmh":
         if similarity is None:
             raise ValueError("the dcmh objective needs labels (a multi-label dataset)")
@@ -82,13 +116,20 @@ def compute_loss(cfg: TrainConfig, img: torch.Tensor, txt: torch.Tensor,
         def rank(a, b):
             if cfg.objective == "triplet":
                 return triplet_max_violation(a, b, cfg.margin)
-            return info_nce(a, b, cfg.temperature)
+            return multi_info_nce(a, b, owner, cfg.temperature)
 
         parts["rank"] = rank(img, txt)
         if cfg.sign_weight:
             parts["sign"] = cfg.sign_weight * rank(sign_ste(img), sign_ste(txt))
         if img_emb is not None:
             parts["embed"] = rank(img_emb, txt_emb)
+        if teacher is not None:
+            def distill(a, b):
+                return similarity_distillation(a, b, *teacher, cfg.temperature,
+                                               cfg.teacher_temperature)
+
+            parts["distill"] = cfg.distill * (distill(img, txt)
+                                              + distill(sign_ste(img), sign_ste(txt)))
     parts["quant"] = cfg.quant_weight * (quantization_loss(img) + quantization_loss(txt))
     parts["balance"] = cfg.balance_weight * (bit_balance_loss(img) + bit_balance_loss(txt))
     total = sum(parts.values())
@@ -108,41 +149,108 @@ class FeatureSet:
 
 def _epoch_pairs(rng: np.random.Generator, caption_image: np.ndarray) -> np.ndarray:
     """One random caption per image, in random order: (n_images, 2) rows of (image, caption)."""
-    by_image: dict[int, list[int]] = {}
-    for j, i in enumerate(caption_image):
-        by_image.setdefault(int(i), []).append(j)
+    by_image = _captions_by_image(caption_image)
     images = rng.permutation(sorted(by_image))
     return np.array([(i, by_image[i][rng.integers(len(by_image[i]))]) for i in images])
 
 
+def _captions_by_image(caption_image: np.ndarray) -> dict[int, list[int]]:
+    by_image: dict[int, list[int]] = {}
+    for j, i in enumerate(caption_image):
+        by_image.setdefault(int(i), []).append(j)
+    return by_image
+
+
+def _epoch_batches(rng: np.random.Generator, caption_image: np.ndarray, cfg: TrainConfig):
+    """An epoch's batches of (image rows, caption rows, each caption's position in the batch).
+
+    ``cfg.rounds`` passes over the images in random order; with ``cfg.multi_caption``
+    every caption of each batch image comes along, else one chosen at random.
+    """
+    by_image = _captions_by_image(caption_image)
+    for _ in range(cfg.rounds):
+        images = rng.permutation(sorted(by_image))
+        for start in range(0, len(images) - cfg.batch_size + 1, cfg.batch_size):
+            batch = images[start : start + cfg.batch_size]
+            if cfg.multi_caption:
+                texts = [j for i in batch for j in by_image[i]]
+                owner = [n for n, i in enumerate(batch) for _ in by_image[i]]
+            else:
+                texts = [by_image[i][rng.integers(len(by_image[i]))] for i in batch]
+                owner = list(range(len(batch)))
+            yield batch, np.array(texts), np.array(owner)
+
+
 def _encode_features(model: HashModel, data: FeatureSet) -> tuple[Encoded, Encoded]:
     """Codes from head inputs (class semantics already appended to the images)."""
-    images = torch.as_tensor(data.images, device=model.device)
-    return model._head_outputs(model.image_head, images), model.encode_text_features(data.texts)
+    return _encode_with(model.image_head, model.text_head, data, model.device)
+
+
+def _encode_with(image_head: HashHead, text_head: HashHead, data: FeatureSet,
+                 device: torch.device) -> tuple[Encoded, Encoded]:
+    return (head_outputs(image_head, torch.as_tensor(data.images, device=device)),
+            head_outputs(text_head, torch.as_tensor(data.texts, device=device)))
 
 
 def train_heads(model: HashModel, train: FeatureSet, dev: FeatureSet | None, cfg: TrainConfig,
-                progress: bool = True) -> dict:
+                progress: bool = True, teacher: Teacher | None = None) -> dict:
     """Train the two hash heads on cached features, early-stopping on dev recall.
 
     The model ends with the best dev weights. Returns the best dev report (or the last
     epoch's losses when there is no dev set).
+
+    Args:
+        teacher: a float teacher's outputs on ``train`` (see :func:`train_teacher`), used
+            when ``cfg.uses_teacher``.
     """
-    seed_everything(cfg.seed)
+    return _fit_heads(model.image_head, model.text_head, model.device, train, dev, cfg,
+                      progress, teacher if cfg.uses_teacher else None)
+
+
+def train_teacher(model: HashModel, train: FeatureSet, dev: FeatureSet | None, cfg: TrainConfig,
+                  progress: bool = True) -> tuple[Teacher, float | None]:
+    """Train wide float heads (``cfg.teacher_dim``, ranking loss only) to distill from.
+
+    Early stopping looks at the cosine recall of the float outputs. Returns (the
+    teacher's outputs on every training feature, its held-out R@sum or None).
+    """
+    c = model.config
+    heads = [HashHead(dim, cfg.teacher_dim, c.hidden, c.dropout).to(model.device)
+             for dim in (model.image_head.mean.numel(), model.text_head.mean.numel())]
+    teacher_cfg = replace(cfg, sign_weight=0.0, quant_weight=0.0, balance_weight=0.0,
+                          distill=0.0, history=[], seed_scores=[])
+    report = _fit_heads(*heads, model.device, train, dev, teacher_cfg, progress, None,
+                        score_floats=True)
     device = model.device
-    heads = [model.image_head, model.text_head]
+
+    def out(head, x):
+        if x is None:
+            return None
+        with torch.no_grad():
+            return head(torch.as_tensor(x, device=device))[0]
+
+    outputs = Teacher(out(heads[0], train.images), out(heads[0], train.images_flipped),
+                      out(heads[1], train.texts))
+    return outputs, (recall_sum(report["float"]) if dev is not None else None)
+
+
+def _fit_heads(image_head: HashHead, text_head: HashHead, device: torch.device,
+               train: FeatureSet, dev: FeatureSet | None, cfg: TrainConfig, progress: bool,
+               teacher: Teacher | None, score_floats: bool = False) -> dict:
+    seed_everything(cfg.seed)
+    heads = [image_head, text_head]
     for head in heads:
         head.reset_parameters()
-    model.image_head.set_input_stats(torch.as_tensor(train.images, device=device))
-    model.text_head.set_input_stats(torch.as_tensor(train.texts, device=device))
+    image_head.set_input_stats(torch.as_tensor(train.images, device=device))
+    text_head.set_input_stats(torch.as_tensor(train.texts, device=device))
     params = [p for h in heads for p in h.parameters()]
     optim = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = max(1, cfg.rounds * len(np.unique(train.caption_image)) // cfg.batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(optim, cfg.epochs * steps_per_epoch)
     rng = np.random.default_rng(cfg.seed)
     img_all = torch.as_tensor(train.images, device=device)
-    img_flip = torch.as_tensor(train.images_flipped, device=device) \
-        if (cfg.flip and train.images_flipped is not None) else None
+    flipped = cfg.flip and train.images_flipped is not None
+    img_flip = torch.as_tensor(train.images_flipped, device=device) if flipped else None
     txt_all = torch.as_tensor(train.texts, device=device)
     labels = torch.as_tensor(train.labels, dtype=torch.float32, device=device) \
         if train.labels is not None else None
@@ -151,22 +259,29 @@ def train_heads(model: HashModel, train: FeatureSet, dev: FeatureSet | None, cfg
     for epoch in bar:
         for h in heads:
             h.train()
-        pairs = np.concatenate([_epoch_pairs(rng, train.caption_image) for _ in range(cfg.rounds)])
         totals: dict[str, float] = {}
         steps = 0
-        for start in range(0, len(pairs) - cfg.batch_size + 1, cfg.batch_size):
-            batch = pairs[start : start + cfg.batch_size]
-            bi = torch.as_tensor(batch[:, 0], device=device)
+        for images, texts, owner in _epoch_batches(rng, train.caption_image, cfg):
+            bi = torch.as_tensor(images, device=device)
+            tj = torch.as_tensor(texts, device=device)
             img_in = img_all[bi]
+            use_flip = None
             if img_flip is not None:
                 use_flip = torch.as_tensor(rng.random(len(bi)) < 0.5, device=device)
                 img_in = torch.where(use_flip[:, None], img_flip[bi], img_in)
-            img, img_emb = model.image_head(img_in)
-            txt, txt_emb = model.text_head(txt_all[torch.as_tensor(batch[:, 1], device=device)])
+            img, img_emb = image_head(img_in)
+            txt, txt_emb = text_head(txt_all[tj])
             sim = None
             if labels is not None:
                 sim = ((labels[bi] @ labels[bi].t()) > 0).float()
-            loss, parts = compute_loss(cfg, img, txt, img_emb, txt_emb, sim)
+            taught = None
+            if teacher is not None:
+                t_img = teacher.images[bi]
+                if use_flip is not None and teacher.images_flipped is not None:
+                    t_img = torch.where(use_flip[:, None], teacher.images_flipped[bi], t_img)
+                taught = (t_img, teacher.texts[tj])
+            loss, parts = compute_loss(cfg, img, txt, img_emb, txt_emb, sim,
+                                       torch.as_tensor(owner, device=device), taught)
             optim.zero_grad()
             loss.backward()
             optim.step()
@@ -178,11 +293,12 @@ def train_heads(model: HashModel, train: FeatureSet, dev: FeatureSet | None, cfg
             h.eval()
         entry = {"epoch": epoch + 1, **{k: v / max(steps, 1) for k, v in totals.items()}}
         if dev is not None:
-            img_codes, txt_codes = _encode_features(model, dev)
-            report = evaluate_encoded(img_codes, txt_codes, dev.caption_image, model.bits,
-                                      dev.labels, curves=False)
-            entry["dev_rsum"] = score = recall_sum(report)
+            img_codes, txt_codes = _encode_with(image_head, text_head, dev, device)
+            report = evaluate_encoded(img_codes, txt_codes, dev.caption_image,
+                                      8 * img_codes.codes.shape[1], dev.labels, curves=False)
+            entry["dev_rsum"] = recall_sum(report)
             entry["dev_float_rsum"] = recall_sum(report["float"])
+            score = entry["dev_float_rsum" if score_floats else "dev_rsum"]
             if score > best:
                 best, best_report, stale = score, report, 0
                 best_state = [copy.deepcopy(h.state_dict()) for h in heads]

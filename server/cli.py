@@ -44,6 +44,7 @@ def _add_serve(sub) -> None:
         "runtime": "image backbone runtime: auto, onnx, torch", "device": "torch device",
         "text_runtime": "text encoder: auto (ONNX fp32 on CPU), onnx, torch, or int8 "
                         "(ONNX per-channel int8: about 2x faster again, slightly lower recall)",
+        "text_workers": "text batches encoded side by side, each on its own thread",
         "web_port": "serve the web page and JSON API on this port",
         "metrics_port": "serve Prometheus metrics on this port",
         "auth_token": "require 'authorization: Bearer TOKEN' on every RPC but health",
@@ -97,6 +98,12 @@ def _add_train(sub) -> None:
     p.add_argument("--seeds", type=int, default=1,
                    help="train this many seeds (from --seed) and keep the best on the "
                         "held-out images (frozen-backbone training)")
+    p.add_argument("--distill", type=float, default=1.0,
+                   help="weight of distilling a wider float teacher's in-batch similarities "
+                        "into the codes (the teacher trains first; 0 = off)")
+    p.add_argument("--teacher-dim", type=int, default=512, help="the float teacher's width")
+    p.add_argument("--one-caption", action="store_true",
+                   help="one random caption per image per batch (default with infonce: all)")
     p.add_argument("--finetune", action="store_true", help="train the backbones too (GPU)")
     p.add_argument("--cache", default=".cache/features", help="feature cache folder")
     p.add_argument("--skip-bad", action="store_true",
@@ -289,7 +296,9 @@ def cmd_train(args) -> int:
     train_config = TrainConfig(objective=args.objective, margin=args.margin, epochs=args.epochs,
                                batch_size=args.batch_size, lr=args.lr, patience=args.patience,
                                weight_decay=args.weight_decay, seed=args.seed,
-                               seeds=args.seeds, finetune=args.finetune)
+                               seeds=args.seeds, finetune=args.finetune,
+                               distill=args.distill, teacher_dim=args.teacher_dim,
+                               all_captions=not args.one_caption)
     report = train_model(model_config, train_config, pairs, args.val_images, args.out,
                          args.cache, args.device)
     if args.json:

@@ -16,7 +16,9 @@ from crossbit.encoders.losses import (
     bit_balance_loss,
     dcmh_nll,
     info_nce,
+    multi_info_nce,
     quantization_loss,
+    similarity_distillation,
     triplet_max_violation,
 )
 from crossbit.encoders.model import HashModel
@@ -178,3 +180,36 @@ def test_onnx_text_runtimes_match_torch():
     assert cosine.mean() > 0.95
     with pytest.raises(ValueError, match="text runtime"):
         use_text_runtime(model, "fp16")
+
+
+def test_multi_caption_info_nce_against_a_loop():
+    torch.manual_seed(2)
+    im, tx = torch.randn(3, 5), torch.randn(7, 5)
+    owner = torch.tensor([0, 0, 1, 1, 1, 2, 2])
+    temp = 0.2
+    a = torch.nn.functional.normalize(im, dim=1)
+    b = torch.nn.functional.normalize(tx, dim=1)
+    sims = (b @ a.t() / temp).tolist()  # sims[text][image]
+    t2i = [-(sims[j][owner[j]] - np.log(sum(np.exp(sims[j])))) for j in range(7)]
+    i2t = []
+    for j in range(7):  # own caption against the other images' captions only
+        i = int(owner[j])
+        rivals = [sims[k][i] for k in range(7) if int(owner[k]) != i]
+        i2t.append(-(sims[j][i] - np.log(np.exp(sims[j][i]) + sum(np.exp(rivals)))))
+    expected = 0.5 * (np.mean(t2i) + np.mean(i2t))
+    assert float(multi_info_nce(im, tx, owner, temp)) == pytest.approx(expected, rel=1e-5)
+    # one caption per image, in order: plain InfoNCE
+    square = torch.randn(4, 5)
+    assert float(multi_info_nce(im[:3], square[:3], torch.arange(3), temp)) == pytest.approx(
+        float(info_nce(im[:3], square[:3], temp)), rel=1e-6)
+
+
+def test_similarity_distillation():
+    torch.manual_seed(3)
+    im, tx = torch.randn(6, 8), torch.randn(6, 8)
+    # a student that already has the teacher's similarities (same temperature) learns nothing
+    assert float(similarity_distillation(im, tx, im, tx, 0.1, 0.1)) == pytest.approx(0, abs=1e-6)
+    loss = similarity_distillation(im.requires_grad_(), tx, torch.randn(6, 8), torch.randn(6, 8))
+    assert loss.item() > 0
+    loss.backward()
+    assert im.grad is not None and float(im.grad.abs().sum()) > 0

@@ -96,3 +96,34 @@ def test_hamming_pr_curve_counts_within_radius():
     assert pr["recall"] == pytest.approx([50.0, 50.0, 100.0])
     assert pr["mean_retrieved"] == [1.0, 2.0, 4.0]
     assert not math.isnan(pr["recall"][0])
+
+
+def test_asymmetric_ranking_scores_float_queries_against_codes():
+    from crossbit.encoders.codes import pack_signs
+    from crossbit.encoders.evaluate import evaluate_encoded
+    from crossbit.encoders.model import Encoded
+
+    rng = np.random.default_rng(4)
+    image_floats = np.tanh(rng.normal(size=(30, 16))).astype(np.float32)
+    caption_image = np.repeat(np.arange(30), 2)
+    text_floats = np.tanh(image_floats[caption_image] + rng.normal(size=(60, 16))).astype(np.float32)
+
+    def encoded(x):
+        return Encoded(pack_signs(x), x / np.linalg.norm(x, axis=1, keepdims=True))
+
+    report = evaluate_encoded(encoded(image_floats), encoded(text_floats), caption_image, 16,
+                              curves=False)
+    # brute force: each caption's float vector against every image's +-1 code (no ties)
+    scores = text_floats @ np.where(image_floats > 0, 1.0, -1.0).T
+    rank = (scores > scores[np.arange(60), caption_image][:, None]).sum(1)  # 0 = first
+    for k in (1, 5, 10):
+        assert report["asymmetric"]["text_to_image"][f"recall@{k}"] == pytest.approx(
+            100 * np.mean(rank < k))
+    scores = image_floats @ np.where(text_floats > 0, 1.0, -1.0).T  # images ask, captions answer
+    best = np.array([min((scores[i] > scores[i, j]).sum() for j in (2 * i, 2 * i + 1))
+                     for i in range(30)])
+    assert report["asymmetric"]["image_to_text"]["recall@1"] == pytest.approx(100 * np.mean(best < 1))
+    # a separate float embedding (not the tanh outputs) has no asymmetric ranking
+    wide = Encoded(pack_signs(image_floats), rng.normal(size=(30, 8)).astype(np.float32))
+    wide_t = Encoded(pack_signs(text_floats), rng.normal(size=(60, 8)).astype(np.float32))
+    assert "asymmetric" not in evaluate_encoded(wide, wide_t, caption_image, 16, curves=False)

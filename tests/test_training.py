@@ -19,7 +19,13 @@ from crossbit.encoders.datasets import (
     make_synthetic,
 )
 from crossbit.encoders.model import HashModel
-from crossbit.encoders.train import FeatureSet, TrainConfig, finetune, train_heads
+from crossbit.encoders.train import (
+    FeatureSet,
+    TrainConfig,
+    finetune,
+    train_heads,
+    train_teacher,
+)
 from crossbit.server.cli import main
 
 
@@ -130,15 +136,45 @@ def test_several_seeds_keep_the_best_on_held_out_images():
     scores = [s["heldout_rsum"] for s in kept.seed_scores]
     assert [s["seed"] for s in kept.seed_scores] == [3, 4, 5] and kept.seeds == 3
     assert recall_sum(report) == max(scores) and kept.seed == 3 + scores.index(max(scores))
-    again = model()  # the kept weights are that seed's own
+    assert kept.teacher_heldout_rsum > 0  # distillation is on by default: one teacher for all
+    again = model()  # the kept weights are that seed's own, taught by the same teacher
+    teacher, _ = train_teacher(again, data, held, cfg, progress=False)
     train_heads(again, data, held, TrainConfig(epochs=6, batch_size=16, patience=50,
-                                               seed=kept.seed), progress=False)
+                                               seed=kept.seed), progress=False, teacher=teacher)
     for a, b in zip(m.text_head.state_dict().values(), again.text_head.state_dict().values()):
         assert torch.equal(a, b)
     with pytest.raises(ValueError, match="held-out"):
         train_seeds(model(), data, None, cfg, progress=False)
     with pytest.raises(ValueError, match="seeds"):
         TrainConfig(seeds=0)
+
+
+def test_distillation_and_all_captions_change_training_and_are_optional():
+    data, dev = _features(seed=0), _features(seed=0)
+    m = HashModel(ModelConfig(bits=16, image_feature_dim=12, text_feature_dim=12, hidden=32,
+                              semantics=False))
+    cfg = TrainConfig(epochs=8, batch_size=16, patience=50, teacher_dim=64)
+    teacher, score = train_teacher(m, data, dev, cfg, progress=False)
+    assert teacher.images.shape == (64, 64) and teacher.texts.shape == (128, 64)
+    assert teacher.images_flipped is None and score > 0
+
+    def weights(cfg, teacher=None):
+        train_heads(m, data, dev, cfg, progress=False, teacher=teacher)
+        return torch.cat([p.detach().flatten() for p in m.image_head.parameters()])
+
+    taught = weights(cfg, teacher)
+    assert "distill" in cfg.history[0]
+    plain = TrainConfig(epochs=8, batch_size=16, patience=50, distill=0.0)
+    untaught = weights(plain, teacher)  # distill=0 ignores a teacher
+    assert "distill" not in plain.history[0]
+    assert not torch.equal(taught, untaught)
+    assert torch.equal(untaught, weights(TrainConfig(epochs=8, batch_size=16, patience=50,
+                                                     distill=0.0)))
+    one = TrainConfig(epochs=8, batch_size=16, patience=50, distill=0.0, all_captions=False)
+    assert not torch.equal(untaught, weights(one))
+    assert not TrainConfig(objective="dcmh").uses_teacher
+    with pytest.raises(ValueError, match="distill"):
+        TrainConfig(distill=-1)
 
 
 def test_dcmh_objective_needs_labels():
