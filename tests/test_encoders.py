@@ -182,6 +182,30 @@ def test_onnx_text_runtimes_match_torch():
         use_text_runtime(model, "fp16")
 
 
+def test_onnx_text_tokens_match_transformers_and_threads_agree():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from transformers import AutoTokenizer
+
+    from crossbit.encoders.onnx_text import onnx_text_encoder
+    from crossbit.encoders.text_models import MAX_TOKENS, resolve_text_model
+
+    encoder = onnx_text_encoder("minilm-l6", "fp32", threads=1)
+    texts = ["a dog", "Two children play football, in a park!", "snow " * 300, "", "café ü"]
+    ids, mask = encoder.token_ids(texts)
+    reference = AutoTokenizer.from_pretrained(resolve_text_model("minilm-l6"))(
+        texts, padding=True, truncation=True, max_length=MAX_TOKENS, return_tensors="np")
+    assert ids.shape[1] == MAX_TOKENS  # the long text is cut
+    np.testing.assert_array_equal(ids, reference["input_ids"])
+    np.testing.assert_array_equal(mask, reference["attention_mask"])
+    batches = [texts[i:] + texts[:i] for i in range(len(texts))] * 4
+    alone = [encoder(b) for b in batches]
+    with ThreadPoolExecutor(4) as pool:  # one session and tokenizer, called concurrently
+        together = list(pool.map(encoder, batches))
+    for a, b in zip(alone, together):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
 def test_multi_caption_info_nce_against_a_loop():
     torch.manual_seed(2)
     im, tx = torch.randn(3, 5), torch.randn(7, 5)
