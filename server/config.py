@@ -29,6 +29,7 @@ class ServerConfig:
     workers: int = 32  # gRPC worker threads (concurrent calls served)
     faiss_threads: int = 1  # OpenMP threads per FAISS call (see DESIGN.md)
     text_threads: int = 1  # ONNX Runtime threads for the text encoder (1 is the most per core)
+    text_workers: int = 2  # text batches encoded side by side (2 beat 1 by 1.15-1.46x on 2 cores)
     max_batch: int = 16  # micro-batching: most items per forward pass (16 beat 32 and 64)
     max_wait_ms: float = 3.0  # micro-batching: longest wait for a batch to fill
     default_top_k: int = 10  # top_k when a request leaves it 0
@@ -60,7 +61,7 @@ class ServerConfig:
         if self.text_runtime not in ("auto", "onnx", "int8", "torch"):
             raise ValueError(f"text_runtime must be auto, onnx, int8 or torch, got {self.text_runtime!r}")
         for name in ("max_batch", "max_top_k", "max_batch_items", "workers", "default_top_k",
-                     "text_threads"):
+                     "text_threads", "text_workers"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
 

@@ -103,7 +103,7 @@ class RetrievalCore:
         self.closing = False
         self.text_batcher = MicroBatcher(self._encode_text_batch, config.max_batch,
                                          config.max_wait_ms, "text-encoder",
-                                         self._observe("text"))
+                                         self._observe("text"), config.text_workers)
         self.image_batcher = MicroBatcher(self._encode_image_batch, config.max_batch,
                                           config.max_wait_ms, "image-encoder",
                                           self._observe("image"))

@@ -69,6 +69,29 @@ def test_micro_batcher_gathers_concurrent_items():
     assert sum(sizes) == 40 and max(sizes) > 1 and max(sizes) <= 16
 
 
+def test_micro_batcher_workers_run_batches_side_by_side():
+    running, most = [0], [0]
+    lock = threading.Lock()
+
+    def slow(items):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+        return [x + 1 for x in items]
+
+    batcher = MicroBatcher(slow, max_batch=2, max_wait_ms=1, workers=3)
+    futures = batcher.submit_many(range(12))
+    assert [f.result(timeout=5) for f in futures] == list(range(1, 13))
+    assert most[0] > 1  # batches overlapped
+    batcher.close()
+    assert not any(t.is_alive() for t in batcher._threads)
+    with pytest.raises(ValueError, match="workers"):
+        MicroBatcher(slow, workers=0)
+
+
 def test_micro_batcher_failure_reaches_every_waiter():
     def boom(items):
         raise RuntimeError("model exploded")
