@@ -123,24 +123,34 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="bench/results/grpc_bench.json")
     p.add_argument("--text-runtimes", default="auto,int8",
                    help="comma-separated text runtimes to serve in turn (auto, onnx, int8, torch)")
-    p.add_argument("--index", default="flat", help="index kind for the text search runs")
+    p.add_argument("--index", default="auto",
+                   help="index kind for the text search runs (auto: the server's default, "
+                        "IVF at 1M on a CPU; flat: exact)")
     p.add_argument("--only-text", action="store_true", help="text search only")
+    p.add_argument("--parts", default="text,code,ingest,batching",
+                   help="comma-separated parts to run: text, code, ingest, batching")
+    p.add_argument("--data", help="reuse the 1M-item data folder of an earlier run "
+                                  "(printed at the start) instead of building one")
     args = p.parse_args(argv)
+    parts = {"text"} if args.only_text else set(args.parts.split(","))
 
-    from crossbit.client import Client
     from crossbit.indexer.index import open_index
-    from crossbit.server.app import create_server, load_model
+    from crossbit.server.app import create_server
     from crossbit.server.config import ServerConfig
     from crossbit.server.load import run_load
 
     flickr = Path(args.flickr8k)
     captions = dev_captions(flickr)
     codes, embeddings, queries, source = realistic_items(args.n, 64, flickr, 0.1)
-    data = Path(tempfile.mkdtemp(prefix="crossbit-grpc-"))
-    with open_index(data / "images", 64, args.index, snapshot_interval=0,
-                    synchronous="OFF") as index:
-        for s in range(0, args.n, 100_000):
-            index.add(codes[s:s + 100_000], embeddings=embeddings[s:s + 100_000])
+    if args.data:
+        data = Path(args.data)
+    else:
+        data = Path(tempfile.mkdtemp(prefix="crossbit-grpc-"))
+        with open_index(data / "images", 64, args.index, snapshot_interval=0,
+                        synchronous="OFF") as index:
+            for s in range(0, args.n, 100_000):
+                index.add(codes[s:s + 100_000], embeddings=embeddings[s:s + 100_000])
+    print(f"data: {data}", flush=True)
     del codes, embeddings
     result: dict = {
         "codes": source + "; each with its photo's float embedding plus noise", "n": args.n,
@@ -149,12 +159,19 @@ def main(argv=None) -> int:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "how": "server: crossbit serve in its own process (default settings: re-ranking of a "
-               "100-item Hamming shortlist, max_batch 16); load: crossbit load's asyncio engine "
-               "in this process, one HTTP/2 connection, top_k 10"}
+               "100-item Hamming shortlist, max_batch 16, 2 text workers); load: crossbit "
+               "load's asyncio engine in this process, one HTTP/2 connection, top_k 10"}
+
+    out = Path(args.out)
+    if out.exists():  # parts not run keep their earlier figures
+        result = {**json.loads(out.read_text()), **result}
+    result.setdefault("runs", []).append({"parts": sorted(parts), "date": result["date"]})
 
     # 1. text search end to end, one server process per text runtime
-    result["text_search"] = {}
-    for runtime in args.text_runtimes.split(","):
+    runtimes = args.text_runtimes.split(",") if "text" in parts else []
+    if runtimes:
+        result["text_search"] = {}
+    for runtime in runtimes:
         print(f"text search, --text-runtime {runtime}, index {args.index}:", flush=True)
         server = ServeProcess(data, "--index", args.index, "--text-runtime", runtime)
         runs = result["text_search"][runtime] = {}
@@ -165,47 +182,34 @@ def main(argv=None) -> int:
                                           rps=200)
         finally:
             server.stop()
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    if args.only_text:
-        return 0
-
-    # 2. search by code: gRPC vs in-process on the same index object
-    config = ServerConfig(port=0, data=str(data), index=args.index, snapshot_interval=0)
-    model = load_model(config)
-    running = create_server(config, model=model)
-    address = f"127.0.0.1:{running.port}"
-    try:
-        index = running.core.indexes["image"]
-        with Client(address) as client:
-            for batch in (1, 32):
-                qs = [{"code": q.tobytes(), "top_k": 10, "rerank": False}
-                      for q in queries[:batch]]
-
-                def over_grpc(_q, qs=qs, batch=batch):
-                    if batch == 1:
-                        client.search(**qs[0])
-                    else:
-                        client.search_batch(qs)
-
-                def in_process(q, batch=batch):
-                    index.search(q[:batch], 10)
-
-                t_grpc, t_local = interleaved(over_grpc, in_process, queries, batch,
-                                              rounds=101 if batch == 1 else 31)
-                result[f"code_search_batch{batch}"] = r = {
-                    "grpc_qps": batch / t_grpc, "in_process_qps": batch / t_local,
-                    "ratio_grpc_to_in_process": t_local / t_grpc}
-                print(f"search by code, batch {batch}: gRPC {r['grpc_qps']:.0f} q/s, in-process "
-                      f"{r['in_process_qps']:.0f} q/s, ratio {r['ratio_grpc_to_in_process']:.2f}",
-                      flush=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    if "code" in parts:
+        # 2. search by code: gRPC vs in-process on the same index object; flat (exact) is
+        # the issue's comparison, the text runs' index kind beside it when it differs
+        for kind in dict.fromkeys(["flat", args.index]):
+            config = ServerConfig(port=0, data=str(data), index=kind, snapshot_interval=0)
+            running = create_server(config)
+            try:
+                code_search(running, queries, result, "" if kind == "flat" else f"{kind}_")
+            finally:
+                running.stop(2.0)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+    if "ingest" in parts:
         # 3. streaming ingestion of 224x224 JPEGs
-        photos = jpegs_224(32)
-        r = run_load(address, "add-images", concurrency=2, total=10**6, duration=args.seconds,
-                     stream_images=32, photos=photos)
-        result["ingest"] = s = r.summary()
-        print(f"ingestion: {s['items_per_s']:.1f} images/s ({s['status_codes']})", flush=True)
-    finally:
-        running.stop(2.0)
+        config = ServerConfig(port=0, data=str(data), index=args.index, snapshot_interval=0)
+        running = create_server(config)
+        try:
+            r = run_load(f"127.0.0.1:{running.port}", "add-images", concurrency=2,
+                         total=10**6, duration=args.seconds, stream_images=32,
+                         photos=jpegs_224(32))
+            result["ingest"] = s = r.summary()
+            print(f"ingestion: {s['items_per_s']:.1f} images/s ({s['status_codes']})",
+                  flush=True)
+        finally:
+            running.stop(2.0)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+    if "batching" not in parts:
+        return 0
 
     # 4. micro-batching on and off at concurrency 64 (server processes, default runtime)
     result["batching"] = {}
@@ -219,9 +223,38 @@ def main(argv=None) -> int:
             server.stop()
     on, off = (result["batching"][f"max_batch{b}"]["rps"] for b in (16, 1))
     result["batching"]["throughput_ratio_on_to_off"] = on / off
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"written to {args.out}")
     return 0
+
+
+def code_search(running, queries, result: dict, prefix: str) -> None:
+    """Search by code over gRPC and in-process on the served index, batch 1 and 32."""
+    from crossbit.client import Client
+
+    index = running.core.indexes["image"]
+    kind = index.stats()["kind"]
+    with Client(f"127.0.0.1:{running.port}") as client:
+        for batch in (1, 32):
+            qs = [{"code": q.tobytes(), "top_k": 10, "rerank": False} for q in queries[:batch]]
+
+            def over_grpc(_q, qs=qs, batch=batch):
+                if batch == 1:
+                    client.search(**qs[0])
+                else:
+                    client.search_batch(qs)
+
+            def in_process(q, batch=batch):
+                index.search(q[:batch], 10)
+
+            t_grpc, t_local = interleaved(over_grpc, in_process, queries, batch,
+                                          rounds=101 if batch == 1 else 31)
+            result[f"code_search_{prefix}batch{batch}"] = r = {
+                "index": kind, "grpc_qps": batch / t_grpc, "in_process_qps": batch / t_local,
+                "ratio_grpc_to_in_process": t_local / t_grpc}
+            print(f"search by code ({kind}), batch {batch}: gRPC {r['grpc_qps']:.0f} q/s, "
+                  f"in-process {r['in_process_qps']:.0f} q/s, ratio "
+                  f"{r['ratio_grpc_to_in_process']:.2f}", flush=True)
 
 
 if __name__ == "__main__":
