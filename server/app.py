@@ -39,7 +39,8 @@ def load_model(config: ServerConfig):
 def open_indexes(config: ServerConfig, bits: int) -> dict:
     from crossbit.indexer.index import open_index
 
-    options = {"threads": config.faiss_threads, "snapshot_interval": config.snapshot_interval}
+    options = {"threads": config.faiss_threads, "snapshot_interval": config.snapshot_interval,
+               "embeddings_in_memory": config.embeddings_in_memory}
     if config.index in ("ivf", "auto"):
         options["nprobe"] = config.nprobe
     if config.index == "milvus":

@@ -22,6 +22,7 @@ class ServerConfig:
     model: str | None = None  # model directory; None = the shipped default
     index: str = "auto"  # index kind: auto, flat, ivf, hnsw, gpu, milvus
     nprobe: int = 16  # default IVF lists visited per query
+    embeddings_in_memory: bool = True  # re-rank from RAM (128 MB per 1M 64-d items); off: SQLite
     milvus_uri: str | None = None  # milvus kind: a server URI or a local milvus-lite file
     device: str | None = None  # torch device for the encoders; None = CUDA if visible, else CPU
     runtime: str = "auto"  # image backbone runtime: auto (ONNX on CPU), onnx, torch

@@ -220,6 +220,21 @@ def test_auth_token(make_server):
         assert ok.stats()["images"] == 0
 
 
+def test_embeddings_read_from_sqlite_when_not_in_memory(make_server, photos):
+    ranked = {}
+    for in_memory in (True, False):
+        running = make_server(embeddings_in_memory=in_memory)
+        with Client(f"127.0.0.1:{running.port}") as client:
+            client.add_images(list(photos.values()), keys=list(photos))
+            stats = client.stats()["index_params"]["image"]
+            assert (stats["embeddings_in_memory"] is None) == (not in_memory)
+            hits = client.search(text="a photo", top_k=len(photos), rerank=True)
+            ranked[in_memory] = {h.key: h.score for h in hits}
+            assert len(hits) == len(photos)
+    # the same re-ranking scores either way (memory keeps float16: about 3 decimals)
+    assert ranked[False] == pytest.approx(ranked[True], abs=2e-3)
+
+
 def _self_signed(tmp_path):
     key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
