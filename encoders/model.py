@@ -161,16 +161,13 @@ class HashModel:
             return torch.from_numpy(self.text_runtime(list(texts))).to(self.device)
         return self.text_encoder(list(texts)).float()
 
-    def _head_outputs(self, head: HashHead, features: torch.Tensor) -> Encoded:
-        return head_outputs(head, features)
-
     def encode_image_features(self, features: torch.Tensor | np.ndarray) -> Encoded:
         """Codes of images from their backbone features (see :meth:`image_features`)."""
         with torch.no_grad():
-            return self._head_outputs(self.image_head, self.image_inputs(features))
+            return head_outputs(self.image_head, self.image_inputs(features))
 
     def encode_text_features(self, features: torch.Tensor | np.ndarray) -> Encoded:
-        return self._head_outputs(self.text_head, torch.as_tensor(features, device=self.device))
+        return head_outputs(self.text_head, torch.as_tensor(features, device=self.device))
 
     # -- the public encode calls -----------------------------------------------------------
     def encode_images(self, images: Iterable[ImageInput], batch_size: int = 32) -> Encoded:

@@ -147,13 +147,6 @@ class FeatureSet:
     labels: np.ndarray | None = None
 
 
-def _epoch_pairs(rng: np.random.Generator, caption_image: np.ndarray) -> np.ndarray:
-    """One random caption per image, in random order: (n_images, 2) rows of (image, caption)."""
-    by_image = _captions_by_image(caption_image)
-    images = rng.permutation(sorted(by_image))
-    return np.array([(i, by_image[i][rng.integers(len(by_image[i]))]) for i in images])
-
-
 def _captions_by_image(caption_image: np.ndarray) -> dict[int, list[int]]:
     by_image: dict[int, list[int]] = {}
     for j, i in enumerate(caption_image):
@@ -181,13 +174,9 @@ def _epoch_batches(rng: np.random.Generator, caption_image: np.ndarray, cfg: Tra
             yield batch, np.array(texts), np.array(owner)
 
 
-def _encode_features(model: HashModel, data: FeatureSet) -> tuple[Encoded, Encoded]:
-    """Codes from head inputs (class semantics already appended to the images)."""
-    return _encode_with(model.image_head, model.text_head, data, model.device)
-
-
 def _encode_with(image_head: HashHead, text_head: HashHead, data: FeatureSet,
                  device: torch.device) -> tuple[Encoded, Encoded]:
+    """Codes from head inputs (class semantics already appended to the images)."""
     return (head_outputs(image_head, torch.as_tensor(data.images, device=device)),
             head_outputs(text_head, torch.as_tensor(data.texts, device=device)))
 
@@ -338,15 +327,15 @@ def finetune(model: HashModel, train: Pairs, dev: Pairs | None, cfg: TrainConfig
     from crossbit.encoders.backbones import get_spec, preprocess
 
     spec = get_spec(model.config.image_backbone)
+    one_caption = replace(cfg, all_captions=False)  # one random caption per image per batch
     for epoch in range(cfg.epochs):
-        pairs = _epoch_pairs(rng, train.caption_image)
-        bar = tqdm(range(0, len(pairs) - cfg.batch_size + 1, cfg.batch_size),
+        bar = tqdm(_epoch_batches(rng, train.caption_image, one_caption),
+                   total=cfg.rounds * (len(train.images) // cfg.batch_size),
                    desc=f"finetune epoch {epoch + 1}", disable=not progress)
-        for start in bar:
-            batch = pairs[start : start + cfg.batch_size]
-            images = [load_image(train.images[i]) for i in batch[:, 0]]
+        for image_rows, caption_rows, _ in bar:
+            images = [load_image(train.images[i]) for i in image_rows]
             pixels = preprocess(images, spec, flip=cfg.flip and rng.random() < 0.5).to(device)
-            captions = [train.captions[j] for j in batch[:, 1]]
+            captions = [train.captions[j] for j in caption_rows]
             backbone.train()
             text.train()
             img_f = model.image_inputs(backbone(pixels))
