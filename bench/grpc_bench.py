@@ -126,13 +126,12 @@ def main(argv=None) -> int:
     p.add_argument("--index", default="auto",
                    help="index kind for the text search runs (auto: the server's default, "
                         "IVF at 1M on a CPU; flat: exact)")
-    p.add_argument("--only-text", action="store_true", help="text search only")
     p.add_argument("--parts", default="text,code,ingest,batching",
                    help="comma-separated parts to run: text, code, ingest, batching")
     p.add_argument("--data", help="reuse the 1M-item data folder of an earlier run "
                                   "(printed at the start) instead of building one")
     args = p.parse_args(argv)
-    parts = {"text"} if args.only_text else set(args.parts.split(","))
+    parts = set(args.parts.split(","))
 
     from crossbit.indexer.index import open_index
     from crossbit.server.app import create_server
@@ -165,6 +164,14 @@ def main(argv=None) -> int:
     out = Path(args.out)
     if out.exists():  # parts not run keep their earlier figures
         result = {**json.loads(out.read_text()), **result}
+
+    def save() -> None:
+        out.write_text(json.dumps(result, indent=2) + "\n")
+
+    def in_process_server(kind: str):
+        return create_server(ServerConfig(port=0, data=str(data), index=kind,
+                                          snapshot_interval=0))
+
     result.setdefault("runs", []).append({"parts": sorted(parts), "date": result["date"]})
 
     # 1. text search end to end, one server process per text runtime
@@ -182,22 +189,20 @@ def main(argv=None) -> int:
                                           rps=200)
         finally:
             server.stop()
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    save()
     if "code" in parts:
         # 2. search by code: gRPC vs in-process on the same index object; flat (exact) is
         # the issue's comparison, the text runs' index kind beside it when it differs
         for kind in dict.fromkeys(["flat", args.index]):
-            config = ServerConfig(port=0, data=str(data), index=kind, snapshot_interval=0)
-            running = create_server(config)
+            running = in_process_server(kind)
             try:
                 code_search(running, queries, result, "" if kind == "flat" else f"{kind}_")
             finally:
                 running.stop(2.0)
-        out.write_text(json.dumps(result, indent=2) + "\n")
+        save()
     if "ingest" in parts:
         # 3. streaming ingestion of 224x224 JPEGs
-        config = ServerConfig(port=0, data=str(data), index=args.index, snapshot_interval=0)
-        running = create_server(config)
+        running = in_process_server(args.index)
         try:
             r = run_load(f"127.0.0.1:{running.port}", "add-images", concurrency=2,
                          total=10**6, duration=args.seconds, stream_images=32,
@@ -207,7 +212,7 @@ def main(argv=None) -> int:
                   flush=True)
         finally:
             running.stop(2.0)
-        out.write_text(json.dumps(result, indent=2) + "\n")
+        save()
     if "batching" not in parts:
         return 0
 
@@ -223,7 +228,7 @@ def main(argv=None) -> int:
             server.stop()
     on, off = (result["batching"][f"max_batch{b}"]["rps"] for b in (16, 1))
     result["batching"]["throughput_ratio_on_to_off"] = on / off
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    save()
     print(f"written to {args.out}")
     return 0
 
