@@ -34,6 +34,8 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=int, default=5,
                    help="seeds per code length, the best kept on held-out training images "
                         "(as make train-default)")
+    p.add_argument("--crop-views", type=int, default=8,
+                   help="random-crop views per training image (as make train-default)")
     args = p.parse_args(argv)
     root = Path(args.flickr8k)
     if not (root / "captions.csv").exists():
@@ -56,8 +58,9 @@ def main(argv=None) -> int:
         start = time.perf_counter()
         if directory != DEFAULT_MODEL_DIR:
             config = ModelConfig(bits=bits, dropout=0.3)
-            train_model(config, TrainConfig(weight_decay=1e-4, seeds=args.seeds), train, 500,
-                        directory, args.cache, progress=False)
+            train_model(config, TrainConfig(weight_decay=1e-4, seeds=args.seeds,
+                                            crop_views=args.crop_views),
+                        train, 500, directory, args.cache, progress=False)
         train_s = time.perf_counter() - start
         model = HashModel.load(directory)
         use_onnx_if_possible(model)

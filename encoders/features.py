@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from tqdm import tqdm
 
 from crossbit.encoders.model import HashModel, load_image
@@ -37,24 +38,53 @@ def _cached(cache: Path | None, key: str, compute) -> np.ndarray:
     return value
 
 
+CROP_SCALE = (0.5, 1.0)  # area of a random crop view, as a share of the image
+CROP_RATIO = (3 / 4, 4 / 3)  # its aspect ratio (width / height)
+
+
+def random_crop(image: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """A random crop of ``image`` (area and aspect from CROP_SCALE, CROP_RATIO), flipped half the time."""
+    w, h = image.size
+    area = rng.uniform(*CROP_SCALE) * w * h
+    ratio = np.exp(rng.uniform(np.log(CROP_RATIO[0]), np.log(CROP_RATIO[1])))
+    cw = int(round(min(w, np.sqrt(area * ratio))))
+    ch = int(round(min(h, np.sqrt(area / ratio))))
+    left, top = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+    image = image.crop((left, top, left + cw, top + ch))
+    return image.transpose(Image.FLIP_LEFT_RIGHT) if rng.random() < 0.5 else image
+
+
 def image_features(model: HashModel, paths: list[str], cache: str | os.PathLike | None = None,
-                   flip: bool = False, batch_size: int = 32, progress: bool = True) -> np.ndarray:
-    """(n, image_feature_dim) float32 backbone features of image files, optionally flipped."""
+                   flip: bool = False, batch_size: int = 32, progress: bool = True,
+                   crop: int | None = None) -> np.ndarray:
+    """(n, image_feature_dim) float32 backbone features of image files.
+
+    Args:
+        flip: of the horizontally flipped images.
+        crop: of random crop view number ``crop`` (see :func:`random_crop`): the crop of
+            image i is drawn from a generator seeded with (crop, i), so a view is the same
+            on every run.
+    """
     c = model.config
     model_id = f"{c.image_backbone}:{c.image_weights}"
+    what = f" (crop view {crop})" if crop is not None else " (flipped)" if flip else ""
 
     def compute() -> np.ndarray:
         out = []
-        bar = tqdm(total=len(paths), desc=f"image features{' (flipped)' if flip else ''}",
-                   unit="img", disable=not progress)
+        bar = tqdm(total=len(paths), desc=f"image features{what}", unit="img",
+                   disable=not progress)
         for start in range(0, len(paths), batch_size):
             batch = [load_image(p) for p in paths[start : start + batch_size]]
+            if crop is not None:
+                batch = [random_crop(im, np.random.default_rng([crop, start + k]))
+                         for k, im in enumerate(batch)]
             out.append(model.image_features(batch, flip=flip).cpu().numpy())
             bar.update(len(batch))
         bar.close()
         return np.concatenate(out).astype(np.float32)
 
-    return _cached(cache, _key("img", model_id, paths, f"flip={flip}"), compute)
+    extra = f"flip={flip}" + (f",crop={crop}" if crop is not None else "")
+    return _cached(cache, _key("img", model_id, paths, extra), compute)
 
 
 def text_features(model: HashModel, texts: list[str], cache: str | os.PathLike | None = None,

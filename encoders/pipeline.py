@@ -85,20 +85,27 @@ def subset_features(features: FeatureSet, image_ids: np.ndarray) -> FeatureSet:
     return FeatureSet(
         images=features.images[image_ids], texts=features.texts[keep],
         caption_image=remap[features.caption_image[keep]],
-        images_flipped=None if features.images_flipped is None
-        else features.images_flipped[image_ids],
+        image_views=None if features.image_views is None
+        else features.image_views[:, image_ids],
         labels=None if features.labels is None else features.labels[image_ids])
 
 
 def feature_set(model: HashModel, pairs: Pairs, cache: str | None, flip: bool,
-                progress: bool = True) -> FeatureSet:
-    """Cached backbone features of a dataset (and of its flipped images when asked)."""
+                progress: bool = True, crop_views: int = 0) -> FeatureSet:
+    """Cached backbone features of a dataset, with augmented views when asked.
+
+    The views (``image_views``) are the flipped images if ``flip``, then ``crop_views``
+    random crops of each image.
+    """
+    views = [image_features(model, pairs.images, cache, flip=True, progress=progress)] \
+        if flip else []
+    views += [image_features(model, pairs.images, cache, progress=progress, crop=k)
+              for k in range(crop_views)]
     return FeatureSet(
         images=image_features(model, pairs.images, cache, progress=progress),
         texts=text_features(model, pairs.captions, cache, progress=progress),
         caption_image=pairs.caption_image,
-        images_flipped=image_features(model, pairs.images, cache, flip=True, progress=progress)
-        if flip else None,
+        image_views=np.stack(views) if views else None,
         labels=pairs.labels,
     )
 
@@ -124,8 +131,9 @@ def head_inputs(model: HashModel, features: FeatureSet, pseudo_captions: bool) -
         semantic = images[:, model.config.image_feature_dim:]
         texts = np.concatenate([texts, semantic])
         caption_image = np.concatenate([caption_image, np.arange(len(images))])
-    return FeatureSet(images, texts, caption_image, convert(features.images_flipped),
-                      features.labels)
+    views = None if features.image_views is None \
+        else np.stack([convert(v) for v in features.image_views])
+    return FeatureSet(images, texts, caption_image, views, features.labels)
 
 
 def use_onnx_if_possible(model: HashModel, runtime: str = "auto") -> None:
@@ -247,7 +255,8 @@ def train_model(model_config: ModelConfig, train_config: TrainConfig, pairs: Pai
         model.save(out, with_backbones=True)
         return report
     use_onnx_if_possible(model)
-    features = feature_set(model, pairs, cache, train_config.flip, progress)
+    features = feature_set(model, pairs, cache, train_config.flip, progress,
+                           train_config.crop_views)
     train_feats = head_inputs(model, subset_features(features, rest), train_config.pseudo_captions)
     val_feats = head_inputs(model, subset_features(features, held), False) if val_images else None
     report, train_config = train_seeds(model, train_feats, val_feats, train_config, progress)

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from crossbit.encoders.datasets import Pairs
 from crossbit.encoders.evaluate import evaluate_encoded, recall_sum
+from crossbit.encoders.features import random_crop
 from crossbit.encoders.heads import HashHead, sign_ste
 from crossbit.encoders.losses import (
     bit_balance_loss,
@@ -49,6 +50,8 @@ class TrainConfig:
     weight_decay: float = 1e-5
     patience: int = 8  # epochs without dev improvement before stopping
     flip: bool = True  # use horizontally flipped image features as augmentation
+    crop_views: int = 0  # random-crop views of each image (cached features) as augmentation;
+    # when fine-tuning, any value > 0 crops every image afresh at each step
     rounds: int = 1  # passes over the images per epoch, each with another random caption
     pseudo_captions: bool = True  # add each image's class semantics as one more "caption"
     all_captions: bool = True  # infonce: every caption of each batch image, not one at random
@@ -70,6 +73,8 @@ class TrainConfig:
             raise ValueError(f"seeds must be at least 1, got {self.seeds}")
         if self.distill < 0:
             raise ValueError(f"distill must be >= 0, got {self.distill}")
+        if self.crop_views < 0:
+            raise ValueError(f"crop_views must be >= 0, got {self.crop_views}")
 
     @property
     def uses_teacher(self) -> bool:
@@ -91,7 +96,7 @@ class Teacher(NamedTuple):
     """A float teacher's outputs on the training features (constants while the codes learn)."""
 
     images: torch.Tensor
-    images_flipped: torch.Tensor | None
+    image_views: torch.Tensor | None  # (n_views, n_images, dim), as FeatureSet.image_views
     texts: torch.Tensor
 
 
@@ -143,7 +148,7 @@ class FeatureSet:
     images: np.ndarray  # (n_images, d_img)
     texts: np.ndarray  # (n_captions, d_txt)
     caption_image: np.ndarray  # (n_captions,)
-    images_flipped: np.ndarray | None = None
+    image_views: np.ndarray | None = None  # (n_views, n_images, d_img): flipped, crops
     labels: np.ndarray | None = None
 
 
@@ -218,8 +223,9 @@ def train_teacher(model: HashModel, train: FeatureSet, dev: FeatureSet | None, c
         with torch.no_grad():
             return head(torch.as_tensor(x, device=device))[0]
 
-    outputs = Teacher(out(heads[0], train.images), out(heads[0], train.images_flipped),
-                      out(heads[1], train.texts))
+    views = None if train.image_views is None else torch.stack(
+        [out(heads[0], v) for v in train.image_views])
+    outputs = Teacher(out(heads[0], train.images), views, out(heads[1], train.texts))
     return outputs, (recall_sum(report["float"]) if dev is not None else None)
 
 
@@ -237,9 +243,16 @@ def _fit_heads(image_head: HashHead, text_head: HashHead, device: torch.device,
     steps_per_epoch = max(1, cfg.rounds * len(np.unique(train.caption_image)) // cfg.batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(optim, cfg.epochs * steps_per_epoch)
     rng = np.random.default_rng(cfg.seed)
-    img_all = torch.as_tensor(train.images, device=device)
-    flipped = cfg.flip and train.images_flipped is not None
-    img_flip = torch.as_tensor(train.images_flipped, device=device) if flipped else None
+    # the augmented views first, the image itself last; each step draws one per image
+    img_all = torch.as_tensor(train.images, device=device)[None]
+    augment = (cfg.flip or cfg.crop_views) and train.image_views is not None
+    if augment:
+        img_all = torch.cat([torch.as_tensor(train.image_views, device=device), img_all])
+    t_img_all = None
+    if teacher is not None:
+        t_img_all = teacher.images[None]
+        if augment and teacher.image_views is not None:
+            t_img_all = torch.cat([teacher.image_views, t_img_all])
     txt_all = torch.as_tensor(train.texts, device=device)
     labels = torch.as_tensor(train.labels, dtype=torch.float32, device=device) \
         if train.labels is not None else None
@@ -253,11 +266,11 @@ def _fit_heads(image_head: HashHead, text_head: HashHead, device: torch.device,
         for images, texts, owner in _epoch_batches(rng, train.caption_image, cfg):
             bi = torch.as_tensor(images, device=device)
             tj = torch.as_tensor(texts, device=device)
-            img_in = img_all[bi]
-            use_flip = None
-            if img_flip is not None:
-                use_flip = torch.as_tensor(rng.random(len(bi)) < 0.5, device=device)
-                img_in = torch.where(use_flip[:, None], img_flip[bi], img_in)
+            view = torch.zeros(len(bi), dtype=torch.long, device=device)
+            if len(img_all) > 1:
+                view = torch.as_tensor((rng.random(len(bi)) * len(img_all)).astype(np.int64),
+                                       device=device)
+            img_in = img_all[view, bi]
             img, img_emb = image_head(img_in)
             txt, txt_emb = text_head(txt_all[tj])
             sim = None
@@ -265,9 +278,8 @@ def _fit_heads(image_head: HashHead, text_head: HashHead, device: torch.device,
                 sim = ((labels[bi] @ labels[bi].t()) > 0).float()
             taught = None
             if teacher is not None:
-                t_img = teacher.images[bi]
-                if use_flip is not None and teacher.images_flipped is not None:
-                    t_img = torch.where(use_flip[:, None], teacher.images_flipped[bi], t_img)
+                t_img = t_img_all[view, bi] if len(t_img_all) == len(img_all) \
+                    else t_img_all[-1, bi]
                 taught = (t_img, teacher.texts[tj])
             loss, parts = compute_loss(cfg, img, txt, img_emb, txt_emb, sim,
                                        torch.as_tensor(owner, device=device), taught)
@@ -334,6 +346,8 @@ def finetune(model: HashModel, train: Pairs, dev: Pairs | None, cfg: TrainConfig
                    desc=f"finetune epoch {epoch + 1}", disable=not progress)
         for image_rows, caption_rows, _ in bar:
             images = [load_image(train.images[i]) for i in image_rows]
+            if cfg.crop_views:  # fresh random crops each step (the cached views' recipe)
+                images = [random_crop(im, rng) for im in images]
             pixels = preprocess(images, spec, flip=cfg.flip and rng.random() < 0.5).to(device)
             captions = [train.captions[j] for j in caption_rows]
             backbone.train()

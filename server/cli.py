@@ -107,6 +107,10 @@ def _add_train(sub) -> None:
     p.add_argument("--teacher-dim", type=int, default=512, help="the float teacher's width")
     p.add_argument("--one-caption", action="store_true",
                    help="one random caption per image per batch (default with infonce: all)")
+    p.add_argument("--crop-views", type=int, default=0,
+                   help="cache features of this many random crops of each training image and "
+                        "draw from them as augmentation (each costs one more feature pass; "
+                        "the shipped model uses 8)")
     p.add_argument("--finetune", action="store_true", help="train the backbones too (GPU)")
     p.add_argument("--cache", default=".cache/features", help="feature cache folder")
     p.add_argument("--skip-bad", action="store_true",
@@ -301,7 +305,7 @@ def cmd_train(args) -> int:
                                weight_decay=args.weight_decay, seed=args.seed,
                                seeds=args.seeds, finetune=args.finetune,
                                distill=args.distill, teacher_dim=args.teacher_dim,
-                               all_captions=not args.one_caption)
+                               all_captions=not args.one_caption, crop_views=args.crop_views)
     report = train_model(model_config, train_config, pairs, args.val_images, args.out,
                          args.cache, args.device)
     if args.json:

@@ -156,7 +156,7 @@ def test_distillation_and_all_captions_change_training_and_are_optional():
     cfg = TrainConfig(epochs=8, batch_size=16, patience=50, teacher_dim=64)
     teacher, score = train_teacher(m, data, dev, cfg, progress=False)
     assert teacher.images.shape == (64, 64) and teacher.texts.shape == (128, 64)
-    assert teacher.images_flipped is None and score > 0
+    assert teacher.image_views is None and score > 0
 
     def weights(cfg, teacher=None):
         train_heads(m, data, dev, cfg, progress=False, teacher=teacher)
@@ -175,6 +175,8 @@ def test_distillation_and_all_captions_change_training_and_are_optional():
     assert not TrainConfig(objective="dcmh").uses_teacher
     with pytest.raises(ValueError, match="distill"):
         TrainConfig(distill=-1)
+    with pytest.raises(ValueError, match="crop_views"):
+        TrainConfig(crop_views=-1)
 
 
 def test_dcmh_objective_needs_labels():
@@ -191,12 +193,14 @@ def test_dcmh_objective_needs_labels():
                     progress=False)
 
 
-def test_finetune_runs_end_to_end(synthetic):
+@pytest.mark.parametrize("crop_views", [0, 1])  # 1: a fresh random crop of each image
+def test_finetune_runs_end_to_end(synthetic, crop_views):
     _, pairs = synthetic
     model = HashModel(ModelConfig(bits=16, image_backbone="resnet18", image_feature_dim=512,
                                   hidden=16, semantics=False))
-    report = finetune(model, pairs, None, TrainConfig(batch_size=4, epochs=1), max_steps=2,
-                      progress=False)
+    report = finetune(model, pairs, None, TrainConfig(batch_size=4, epochs=1,
+                                                      crop_views=crop_views),
+                      max_steps=2, progress=False)
     assert report["steps"] == 2 and np.isfinite(report["rank"])
 
 
@@ -226,3 +230,45 @@ def test_train_and_evaluate_commands(synthetic, tmp_path):
     assert report["speed"]["texts_per_s_batched"] > 0
     for plot in report["plots"]:
         assert open(plot, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_random_crop_views_are_reproducible_crops_within_bounds():
+    from PIL import Image
+
+    from crossbit.encoders.features import CROP_SCALE, random_crop
+
+    image = Image.fromarray(np.arange(224 * 224 * 3, dtype=np.uint32).reshape(224, 224, 3)
+                            .astype(np.uint8))
+    for k in range(20):
+        a = random_crop(image, np.random.default_rng([k, 7]))
+        b = random_crop(image, np.random.default_rng([k, 7]))
+        assert a.size == b.size and a.tobytes() == b.tobytes()
+        w, h = a.size
+        assert 0 < w <= 224 and 0 < h <= 224
+        assert CROP_SCALE[0] * 0.8 <= w * h / 224 ** 2 <= 1.0  # (the aspect clip trims a little)
+    sizes = {random_crop(image, np.random.default_rng([k, 7])).size for k in range(20)}
+    assert len(sizes) > 10
+
+
+def test_image_views_are_drawn_in_training_and_taught_by_the_teacher():
+    data, dev = _features(seed=0), _features(seed=0)
+    rng = np.random.default_rng(1)
+    views = np.stack([data.images + 0.3 * rng.normal(size=data.images.shape).astype(np.float32)
+                      for _ in range(3)])
+    viewed = FeatureSet(data.images, data.texts, data.caption_image, image_views=views)
+    m = HashModel(ModelConfig(bits=16, image_feature_dim=12, text_feature_dim=12, hidden=32,
+                              semantics=False))
+    cfg = TrainConfig(epochs=10, batch_size=16, patience=50, teacher_dim=32, crop_views=2)
+    teacher, _ = train_teacher(m, viewed, dev, cfg, progress=False)
+    assert teacher.image_views.shape == (3, 64, 32)
+
+    def weights(features, cfg):
+        report = train_heads(m, features, dev, cfg, progress=False, teacher=teacher)
+        assert report["text_to_image"]["recall@10"] > 25  # chance: 15.6
+        return torch.cat([p.detach().flatten() for p in m.image_head.parameters()])
+
+    with_views = weights(viewed, cfg)
+    assert torch.equal(with_views, weights(viewed, cfg))  # reproducible
+    plain = TrainConfig(epochs=10, batch_size=16, patience=50, teacher_dim=32, flip=False)
+    assert not torch.equal(with_views, weights(viewed, plain))  # views off: not drawn
+    assert torch.equal(weights(viewed, plain), weights(data, plain))
