@@ -41,7 +41,8 @@ demo: ## start a server, index sample photos, run text searches, keep the web pa
 train-default: ## retrain the shipped 64-bit model from Flickr8k (FLICKR8K=path)
 	@test -d $(FLICKR8K) || { echo "Flickr8k not found at $(FLICKR8K): set FLICKR8K=path"; exit 1; }
 	$(BIN)/crossbit train --captions $(FLICKR8K)/captions.csv --images $(FLICKR8K)/images \
-		--split $(FLICKR8K)/train.txt --bits 64 --seeds 5 --out encoders/default_model --cache .cache/features
+		--split $(FLICKR8K)/train.txt --bits 64 --seeds 5 --crop-views 8 --out encoders/default_model \
+		--cache .cache/features
 
 evaluate-default: ## score the shipped model on Flickr8k dev (writes bench/results/)
 	@test -d $(FLICKR8K) || { echo "Flickr8k not found at $(FLICKR8K): set FLICKR8K=path"; exit 1; }
