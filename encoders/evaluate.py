@@ -93,6 +93,9 @@ def measure_speed(model: HashModel, pairs: Pairs, images: Encoded, n_text: int =
                   n_images: int = 64) -> dict:
     """Encoding throughput (texts/s, images/s; batched) and Hamming search queries/s over the codes."""
     texts = pairs.captions[:n_text]
+    paths = pairs.images[:n_images]
+    model.encode_texts(texts[:8])  # warm-up: first runs of a session allocate (features
+    model.encode_images(paths[:8])  # may all have come from the cache so far)
     start = time.perf_counter()
     model.encode_texts(texts)
     text_rate = len(texts) / (time.perf_counter() - start)
@@ -101,7 +104,6 @@ def measure_speed(model: HashModel, pairs: Pairs, images: Encoded, n_text: int =
         t0 = time.perf_counter()
         model.encode_texts([text])
         single.append(time.perf_counter() - t0)
-    paths = pairs.images[:n_images]
     start = time.perf_counter()
     model.encode_images(paths)
     image_rate = len(paths) / (time.perf_counter() - start)
