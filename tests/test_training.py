@@ -209,10 +209,15 @@ def test_train_and_evaluate_commands(synthetic, tmp_path):
     out = tmp_path / "model"
     assert main(["train", "--captions", str(root / "captions.csv"), "--images",
                  str(root / "images"), "--out", str(out), "--bits", "32", "--epochs", "4",
-                 "--val-images", "10", "--batch-size", "16", "--cache",
+                 "--val-images", "10", "--batch-size", "16", "--crop-views", "2", "--cache",
                  str(tmp_path / "cache")]) == 0
     config = json.loads((out / "config.json").read_text())
     assert config["bits"] == 32 and config["extra"]["data"]["val_images"] == 10
+    assert config["extra"]["training"]["crop_views"] == 2
+    cached = [np.load(f) for f in sorted((tmp_path / "cache").glob("img-*.npy"))]
+    assert len(cached) == 4  # the images, mirrored, two crop views: all different
+    assert all(a.shape == cached[0].shape for a in cached)
+    assert len({a.tobytes() for a in cached}) == 4
     split = tmp_path / "split.txt"
     split.write_text("\n".join(f"{i:04d}.png" for i in range(20)))
     report_path = tmp_path / "report.json"
