@@ -139,6 +139,22 @@ def create_backbone(name: str, weights: str | None = None) -> tuple[nn.Module, B
     return module, spec
 
 
+CROP_SCALE = (0.5, 1.0)  # area of a random crop view, as a share of the image
+CROP_RATIO = (3 / 4, 4 / 3)  # its aspect ratio (width / height)
+
+
+def random_crop(image: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """A random crop of ``image`` (area and aspect from CROP_SCALE, CROP_RATIO), flipped half the time."""
+    w, h = image.size
+    area = rng.uniform(*CROP_SCALE) * w * h
+    ratio = np.exp(rng.uniform(np.log(CROP_RATIO[0]), np.log(CROP_RATIO[1])))
+    cw = int(round(min(w, np.sqrt(area * ratio))))
+    ch = int(round(min(h, np.sqrt(area / ratio))))
+    left, top = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+    image = image.crop((left, top, left + cw, top + ch))
+    return image.transpose(Image.FLIP_LEFT_RIGHT) if rng.random() < 0.5 else image
+
+
 def preprocess(images: list[Image.Image], spec: BackboneSpec, flip: bool = False) -> torch.Tensor:
     """PIL images -> normalised (n, 3, 224, 224) float tensor.
 

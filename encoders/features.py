@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from tqdm import tqdm
 
+from crossbit.encoders.backbones import random_crop
 from crossbit.encoders.model import HashModel, load_image
 
 log = logging.getLogger(__name__)
@@ -36,22 +36,6 @@ def _cached(cache: Path | None, key: str, compute) -> np.ndarray:
     np.save(tmp, value)
     os.replace(tmp, path)
     return value
-
-
-CROP_SCALE = (0.5, 1.0)  # area of a random crop view, as a share of the image
-CROP_RATIO = (3 / 4, 4 / 3)  # its aspect ratio (width / height)
-
-
-def random_crop(image: Image.Image, rng: np.random.Generator) -> Image.Image:
-    """A random crop of ``image`` (area and aspect from CROP_SCALE, CROP_RATIO), flipped half the time."""
-    w, h = image.size
-    area = rng.uniform(*CROP_SCALE) * w * h
-    ratio = np.exp(rng.uniform(np.log(CROP_RATIO[0]), np.log(CROP_RATIO[1])))
-    cw = int(round(min(w, np.sqrt(area * ratio))))
-    ch = int(round(min(h, np.sqrt(area / ratio))))
-    left, top = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
-    image = image.crop((left, top, left + cw, top + ch))
-    return image.transpose(Image.FLIP_LEFT_RIGHT) if rng.random() < 0.5 else image
 
 
 def image_features(model: HashModel, paths: list[str], cache: str | os.PathLike | None = None,

@@ -17,7 +17,6 @@ from tqdm import tqdm
 
 from crossbit.encoders.datasets import Pairs
 from crossbit.encoders.evaluate import evaluate_encoded, recall_sum
-from crossbit.encoders.features import random_crop
 from crossbit.encoders.heads import HashHead, sign_ste
 from crossbit.encoders.losses import (
     bit_balance_loss,
@@ -229,6 +228,15 @@ def train_teacher(model: HashModel, train: FeatureSet, dev: FeatureSet | None, c
     return outputs, (recall_sum(report["float"]) if dev is not None else None)
 
 
+def _views_then_image(images, views, augment: bool, device: torch.device) -> torch.Tensor:
+    """(n_views + 1, n, d): the augmented views first, the image itself last (only the image
+    without ``augment`` or views); each training step draws one of them per image."""
+    stacked = torch.as_tensor(images, device=device)[None]
+    if augment and views is not None:
+        stacked = torch.cat([torch.as_tensor(views, device=device), stacked])
+    return stacked
+
+
 def _fit_heads(image_head: HashHead, text_head: HashHead, device: torch.device,
                train: FeatureSet, dev: FeatureSet | None, cfg: TrainConfig, progress: bool,
                teacher: Teacher | None, score_floats: bool = False) -> dict:
@@ -243,16 +251,10 @@ def _fit_heads(image_head: HashHead, text_head: HashHead, device: torch.device,
     steps_per_epoch = max(1, cfg.rounds * len(np.unique(train.caption_image)) // cfg.batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(optim, cfg.epochs * steps_per_epoch)
     rng = np.random.default_rng(cfg.seed)
-    # the augmented views first, the image itself last; each step draws one per image
-    img_all = torch.as_tensor(train.images, device=device)[None]
-    augment = (cfg.flip or cfg.crop_views) and train.image_views is not None
-    if augment:
-        img_all = torch.cat([torch.as_tensor(train.image_views, device=device), img_all])
-    t_img_all = None
-    if teacher is not None:
-        t_img_all = teacher.images[None]
-        if augment and teacher.image_views is not None:
-            t_img_all = torch.cat([teacher.image_views, t_img_all])
+    augment = bool(cfg.flip or cfg.crop_views)
+    img_all = _views_then_image(train.images, train.image_views, augment, device)
+    t_img_all = None if teacher is None else \
+        _views_then_image(teacher.images, teacher.image_views, augment, device)
     txt_all = torch.as_tensor(train.texts, device=device)
     labels = torch.as_tensor(train.labels, dtype=torch.float32, device=device) \
         if train.labels is not None else None
@@ -336,7 +338,7 @@ def finetune(model: HashModel, train: Pairs, dev: Pairs | None, cfg: TrainConfig
          "lr": cfg.lr * cfg.backbone_lr_scale},
     ], weight_decay=cfg.weight_decay)
     step, stats_set = 0, False
-    from crossbit.encoders.backbones import get_spec, preprocess
+    from crossbit.encoders.backbones import get_spec, preprocess, random_crop
 
     spec = get_spec(model.config.image_backbone)
     one_caption = replace(cfg, all_captions=False)  # one random caption per image per batch

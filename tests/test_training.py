@@ -240,7 +240,7 @@ def test_train_and_evaluate_commands(synthetic, tmp_path):
 def test_random_crop_views_are_reproducible_crops_within_bounds():
     from PIL import Image
 
-    from crossbit.encoders.features import CROP_SCALE, random_crop
+    from crossbit.encoders.backbones import CROP_SCALE, random_crop
 
     image = Image.fromarray(np.arange(224 * 224 * 3, dtype=np.uint32).reshape(224, 224, 3)
                             .astype(np.uint8))
