@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from crossbit.encoders.config import ModelConfig
+from crossbit.encoders.config import IMAGE_RUNTIMES, TEXT_RUNTIMES, ModelConfig
 from crossbit.encoders.datasets import (
     Pairs,
     load_captions_csv,
@@ -138,6 +138,8 @@ def head_inputs(model: HashModel, features: FeatureSet, pseudo_captions: bool) -
 
 def use_onnx_if_possible(model: HashModel, runtime: str = "auto") -> None:
     """Run the image backbone through ONNX Runtime on the CPU (about 6x faster than eager)."""
+    if runtime not in IMAGE_RUNTIMES:
+        raise ValueError(f"image runtime must be one of {IMAGE_RUNTIMES}, got {runtime!r}")
     if runtime == "torch" or (runtime == "auto" and model.device.type != "cpu"):
         return
     from crossbit.encoders.onnx_runtime import onnx_backbone
@@ -149,8 +151,6 @@ def use_onnx_if_possible(model: HashModel, runtime: str = "auto") -> None:
             raise
         log.warning("ONNX Runtime unavailable (%s); using torch for images", exc)
 
-
-TEXT_RUNTIMES = ("auto", "torch", "onnx", "int8")
 
 
 def use_text_runtime(model: HashModel, runtime: str = "auto", threads: int | None = None) -> None:

@@ -120,6 +120,8 @@ def _add_train(sub) -> None:
 
 
 def _add_evaluate(sub) -> None:
+    from crossbit.encoders.config import IMAGE_RUNTIMES, TEXT_RUNTIMES
+
     p = sub.add_parser("evaluate", help="score a model on a dataset",
                        description="Recall@1/5/10, median rank, precision@K and mAP in both "
                        "directions over the Hamming ranking (ties: expected value under random "
@@ -134,9 +136,9 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--no-speed", action="store_true", help="skip the speed measurement")
     p.add_argument("--cache", help="feature cache folder (default: none)")
-    p.add_argument("--runtime", choices=["auto", "onnx", "torch"], default="auto",
+    p.add_argument("--runtime", choices=IMAGE_RUNTIMES, default="auto",
                    help="image backbone runtime")
-    p.add_argument("--text-runtime", choices=["auto", "onnx", "int8", "torch"], default="auto",
+    p.add_argument("--text-runtime", choices=TEXT_RUNTIMES, default="auto",
                    help="text encoder runtime (int8: ONNX int8 weights)")
     p.add_argument("--device")
 

@@ -9,6 +9,8 @@ import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from crossbit.encoders.config import IMAGE_RUNTIMES, TEXT_RUNTIMES
+
 MB = 1 << 20
 
 
@@ -57,10 +59,11 @@ class ServerConfig:
     def __post_init__(self) -> None:
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ValueError("TLS needs both tls_cert and tls_key")
-        if self.runtime not in ("auto", "onnx", "torch"):
-            raise ValueError(f"runtime must be auto, onnx or torch, got {self.runtime!r}")
-        if self.text_runtime not in ("auto", "onnx", "int8", "torch"):
-            raise ValueError(f"text_runtime must be auto, onnx, int8 or torch, got {self.text_runtime!r}")
+        if self.runtime not in IMAGE_RUNTIMES:
+            raise ValueError(f"runtime must be one of {', '.join(IMAGE_RUNTIMES)}, got {self.runtime!r}")
+        if self.text_runtime not in TEXT_RUNTIMES:
+            raise ValueError(f"text_runtime must be one of {', '.join(TEXT_RUNTIMES)}, "
+                             f"got {self.text_runtime!r}")
         for name in ("max_batch", "max_top_k", "max_batch_items", "workers", "default_top_k",
                      "text_threads", "text_workers"):
             if getattr(self, name) <= 0:

@@ -27,6 +27,11 @@ def test_config_layers(tmp_path):
         load_config(env={"CROSSBIT_PORT": "abc"})
     with pytest.raises(ValueError, match="both"):
         ServerConfig(tls_cert="x.pem")
+    with pytest.raises(ValueError, match="text_runtime must be one of auto, onnx, int8, torch"):
+        load_config(env={"CROSSBIT_TEXT_RUNTIME": "fp16"})
+    with pytest.raises(ValueError, match="runtime must be one of auto, onnx, torch, got 'int8'"):
+        ServerConfig(runtime="int8")  # int8 is a text runtime only
+    assert load_config(env={"CROSSBIT_TEXT_RUNTIME": "int8"}).text_runtime == "int8"
     assert ServerConfig(auth_token="t").public()["auth_token"] == "***"
 
 

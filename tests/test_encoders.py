@@ -180,6 +180,10 @@ def test_onnx_text_runtimes_match_torch():
     assert cosine.mean() > 0.95
     with pytest.raises(ValueError, match="text runtime"):
         use_text_runtime(model, "fp16")
+    from crossbit.encoders.pipeline import use_onnx_if_possible
+
+    with pytest.raises(ValueError, match="image runtime must be one of"):
+        use_onnx_if_possible(model, "int8")  # a text runtime only; never silently eager
 
 
 def test_onnx_text_tokens_match_transformers_and_threads_agree():
