@@ -388,11 +388,15 @@ def finetune(model: HashModel, train: Pairs, dev: Pairs | None, cfg: TrainConfig
 
 def save_checkpoint(model: HashModel, cfg: TrainConfig, directory: str | Path, report: dict,
                     data: dict) -> None:
-    """Write heads + config (training options, data and the dev figures under ``extra``)."""
+    """Write heads + config (training options, data and the held-out figures under ``extra``).
+
+    ``report`` is the kept weights' report on the training images held out for early
+    stopping (``extra.held_out``), never a dev or test split.
+    """
     training = asdict(cfg)
     model.config.extra = {"training": training, "data": data,
-                          "dev": {k: report.get(k) for k in ("text_to_image", "image_to_text",
-                                                            "float", "bits", "images", "captions")
-                                  if k in report},
+                          "held_out": {k: report.get(k) for k in ("text_to_image", "image_to_text",
+                                                                 "float", "bits", "images", "captions")
+                                       if k in report},
                           "trained_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
     model.save(directory)

@@ -214,6 +214,9 @@ def test_train_and_evaluate_commands(synthetic, tmp_path):
     config = json.loads((out / "config.json").read_text())
     assert config["bits"] == 32 and config["extra"]["data"]["val_images"] == 10
     assert config["extra"]["training"]["crop_views"] == 2
+    held_out = config["extra"]["held_out"]  # the early-stopping images' figures
+    assert held_out["images"] == 10 and held_out["bits"] == 32
+    assert 0 <= held_out["text_to_image"]["recall@10"] <= 100
     cached = [np.load(f) for f in sorted((tmp_path / "cache").glob("img-*.npy"))]
     assert len(cached) == 4  # the images, mirrored, two crop views: all different
     assert all(a.shape == cached[0].shape for a in cached)
