@@ -152,7 +152,6 @@ def use_onnx_if_possible(model: HashModel, runtime: str = "auto") -> None:
         log.warning("ONNX Runtime unavailable (%s); using torch for images", exc)
 
 
-
 def use_text_runtime(model: HashModel, runtime: str = "auto", threads: int | None = None) -> None:
     """Pick the text encoder's runtime.
 
