@@ -183,7 +183,7 @@ def test_onnx_text_runtimes_match_torch():
     from crossbit.encoders.pipeline import use_onnx_if_possible
 
     with pytest.raises(ValueError, match="image runtime must be one of"):
-        use_onnx_if_possible(model, "int8")  # a text runtime only; never silently eager
+        use_onnx_if_possible(model, "int8")  # a text runtime only (was run as ONNX)
 
 
 def test_onnx_text_tokens_match_transformers_and_threads_agree():
