@@ -82,6 +82,10 @@ class Backend:
         return {}
 
     def contains(self, ids: np.ndarray) -> np.ndarray:
+        return np.isin(np.asarray(ids, dtype=np.int64), self.all_ids())
+
+    def all_ids(self) -> np.ndarray:
+        """Every id held, once per entry (an id held twice shows twice), in no set order."""
         raise NotImplementedError
 
 
@@ -123,8 +127,7 @@ class FlatBackend(Backend):
         return self.index.ntotal
 
     def contains(self, ids):
-        known = set(_faiss().vector_to_array(self.index.id_map).tolist())
-        return np.array([int(i) in known for i in ids], dtype=bool)
+        return np.isin(np.asarray(ids, dtype=np.int64), self.all_ids())
 
     def all_ids(self) -> np.ndarray:
         return _faiss().vector_to_array(self.index.id_map).astype(np.int64)
@@ -227,22 +230,13 @@ class IVFBackend(Backend):
     def __len__(self):
         return len(self.flat) if self.ivf is None else self.ivf.ntotal
 
-    def contains(self, ids):
+    def all_ids(self):
         if self.ivf is None:
-            return self.flat.contains(ids)
-        ids = np.ascontiguousarray(ids, dtype=np.int64)
-        present = np.zeros(len(ids), dtype=bool)
-        invlists = self.ivf.invlists
-        wanted = {int(i): n for n, i in enumerate(ids)}
-        for lst in range(self.ivf.nlist):
-            size = invlists.list_size(lst)
-            if size:
-                got = _faiss().rev_swig_ptr(invlists.get_ids(lst), size)
-                for i in np.asarray(got):
-                    n = wanted.get(int(i))
-                    if n is not None:
-                        present[n] = True
-        return present
+            return self.flat.all_ids()
+        faiss, invlists = _faiss(), self.ivf.invlists
+        parts = [np.asarray(faiss.rev_swig_ptr(invlists.get_ids(lst), size), dtype=np.int64).copy()
+                 for lst in range(self.ivf.nlist) if (size := invlists.list_size(lst))]
+        return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
     def params(self):
         if self.ivf is None:
@@ -340,6 +334,9 @@ class HNSWBackend(Backend):
     def contains(self, ids):
         return np.array([int(i) in self.position for i in ids], dtype=bool)
 
+    def all_ids(self):
+        return self.labels[self.labels >= 0].copy()
+
     def params(self):
         return {"M": self.m, "efSearch": self.ef_search, "efConstruction": self.ef_construction,
                 "tombstones": self.removed, "range_search": "approximate (top 1024, filtered)"}
@@ -401,6 +398,9 @@ class _PositionalBackend(Backend):
 
     def contains(self, ids):
         return np.isin(np.asarray(ids, dtype=np.int64), self.ids)
+
+    def all_ids(self):
+        return self.ids.copy()
 
     def to_bytes(self):
         return self.ids.tobytes() + self.codes.tobytes()

@@ -26,12 +26,13 @@ from crossbit.indexer.backends import (
 )
 from crossbit.indexer.embeddings import EmbeddingTable, unit_rows
 from crossbit.indexer.locks import RWLock
-from crossbit.indexer.store import Item, Store
+from crossbit.indexer.store import Item, Store, StoreWrite, repeated_items
 
 log = logging.getLogger(__name__)
 
 SNAPSHOT = "index.snapshot"
 STORE = "store.sqlite3"
+ID_MARK = "ids.mark"
 MAGIC = b"CROSSBIT-SNAPSHOT-1\n"
 AUTO_IVF_THRESHOLD = 200_000
 MAX_K = 100_000
@@ -151,7 +152,7 @@ class BinaryIndex:
         self.kind = self._resolve(kind)
         self.options = self._options(options)
         self.threads = threads
-        self.store = Store(self.directory / STORE, bits, synchronous)
+        self.store = Store(self.directory / STORE, bits, synchronous, self.directory / ID_MARK)
         self._lock = RWLock()
         self._closed = False
         self._changes = 0
@@ -191,46 +192,71 @@ class BinaryIndex:
 
     def _open_backend(self) -> Backend:
         start = time.perf_counter()
-        backend, seq = self._load_snapshot()
+        backend, header = self._load_snapshot()
+        seq = 0
+        if backend is not None:
+            seq = int(header["seq"])
+            self.store.raise_mark(int(header.get("next_id", 0)))
+            replayed = self._replay(backend, seq)
+            problem = self._disagreement(backend, header)
+            if problem:
+                log.warning("index %s: the snapshot and the store disagree (%s); rebuilding "
+                            "from the store, which is the truth: what the store lost is lost",
+                            self.directory, problem)
+                backend = None
+            else:
+                how = f"loaded snapshot at seq {seq}, replayed {replayed} changes"
         if backend is None:
             backend = self._new_backend()
             for ids, codes in self.store.iter_codes():
                 backend.add(codes, ids)
             seq = self.store.max_seq()
             how = f"rebuilt from the store ({len(backend)} items)"
-        else:
-            replayed = self._replay(backend, seq)
-            how = f"loaded snapshot at seq {seq}, replayed {replayed} changes"
         self._snapshot_seq = seq
         self.opened_from = how
         log.info("index %s (%s, %d bits): %s in %.2fs", self.directory, self.kind, self.bits, how,
                  time.perf_counter() - start)
         return backend
 
-    def _load_snapshot(self) -> tuple[Backend | None, int]:
+    def _disagreement(self, backend: Backend, header: dict) -> str:
+        """Why a loaded snapshot (with the log replayed) does not match the store, or ""."""
+        behind = int(header["seq"]) - self.store.log_mark()
+        stored = self.store.all_ids()
+        held = np.sort(backend.all_ids())
+        if behind <= 0 and np.array_equal(stored, held):
+            return ""
+        lost = np.setdiff1d(held, stored)
+        unindexed = np.setdiff1d(stored, held)
+        parts = []
+        if behind > 0:
+            parts.append(f"the store's change log ends {behind} changes before the snapshot's "
+                         "(a lost -wal file, or a store restored from an older copy)")
+        if len(lost):
+            parts.append(f"{len(lost)} ids in the snapshot are not in the store (lost: "
+                         f"{_preview(lost)})")
+        if len(unindexed):
+            parts.append(f"{len(unindexed)} stored ids are not in the snapshot")
+        if len(held) != len(np.unique(held)):
+            parts.append(f"the snapshot holds {len(held) - len(np.unique(held))} ids twice")
+        return "; ".join(parts) or "the snapshot's contents differ"
+
+    def _load_snapshot(self) -> tuple[Backend | None, dict]:
         path = self.directory / SNAPSHOT
         if not path.exists():
             log.info("index %s: no snapshot", self.directory)
-            return None, 0
+            return None, {}
         try:
-            data = path.read_bytes()
-            if not data.startswith(MAGIC):
-                raise ValueError("bad magic")
-            header_end = data.index(b"\n", len(MAGIC))
-            header = json.loads(data[len(MAGIC) : header_end])
-            payload = data[header_end + 1 :]
-            if len(payload) != header["size"] or zlib.crc32(payload) != header["crc32"]:
-                raise ValueError("checksum mismatch (truncated or corrupt)")
+            header, payload = read_snapshot(path)
             if header["bits"] != self.bits or header["kind"] != self.kind:
                 raise ValueError(f"snapshot is {header['kind']}/{header['bits']} bits, "
                                  f"index is {self.kind}/{self.bits}")
             backend = self._new_backend()
             backend.load_bytes(payload, header["extra"])
-            return backend, int(header["seq"])
+            return backend, header
         except Exception as exc:  # any unreadable snapshot: the store has everything
             log.warning("index %s: snapshot unusable (%s); rebuilding from the store",
                         self.directory, exc)
-            return None, 0
+            return None, {}
 
     def _replay(self, backend: Backend, seq: int) -> int:
         entries = self.store.log_since(seq)
@@ -261,12 +287,40 @@ class BinaryIndex:
 
         Returns:
             the int64 ids of the items.
+
+        Raises:
+            ValueError: a key or id given twice in the call (nothing is written then).
+        """
+        if ids is not None:
+            ids = _check_ids(ids, len(codes))
+        repeats = repeated_items(keys, ids)
+        if repeats:
+            n, why = next(iter(repeats.items()))
+            raise ValueError(f"item {n}: {why}")
+        report = self.add_items(codes, ids, keys, metadata, embeddings, thumbnails)
+        return report.ids
+
+    def add_items(self, codes: np.ndarray, ids: Sequence[int | None] | None = None,
+                  keys: Sequence[str | None] | None = None,
+                  metadata: Sequence[dict | None] | None = None,
+                  embeddings: np.ndarray | None = None,
+                  thumbnails: Sequence[bytes | None] | None = None) -> StoreWrite:
+        """Like :meth:`add`, but per item: ``ids`` may mix given ids and None (assign), and an
+        item whose key or id repeats an earlier item of the call is refused alone.
+
+        Returns:
+            a :class:`StoreWrite`: ids (-1 where refused), replaced ids, refusals by position.
         """
         self._check_open()
         codes = check_codes(codes, self.bits)
         n = len(codes)
         if ids is not None:
-            ids = _check_ids(ids, n)
+            ids = self._list(ids, n, "ids", (int, np.integer, type(None)))
+            for i, v in enumerate(ids):
+                if v is not None and not 0 <= int(v) <= np.iinfo(np.int64).max:
+                    raise ValueError(f"ids[{i}] must be a non-negative int64, got {v}")
+            if all(v is None for v in ids):
+                ids = None
         keys = self._list(keys, n, "keys", (str, type(None)))
         metadata = self._list(metadata, n, "metadata", (dict, type(None)))
         if thumbnails is not None:
@@ -276,7 +330,7 @@ class BinaryIndex:
             if embeddings.ndim != 2 or len(embeddings) != n:
                 raise ValueError(f"embeddings must have shape ({n}, d), got {embeddings.shape}")
         if n == 0:
-            return np.zeros(0, dtype=np.int64)
+            return StoreWrite(np.zeros(0, dtype=np.int64), [], {})
         for m in metadata:
             if m is not None:
                 try:
@@ -284,22 +338,50 @@ class BinaryIndex:
                 except (TypeError, ValueError) as exc:
                     raise ValueError(f"metadata must be JSON-serialisable: {exc}") from None
         with self._lock.write():
-            out, replaced = self.store.add(codes, ids, keys, metadata, embeddings, thumbnails)
+            write = self.store.add(codes, ids, keys, metadata, embeddings, thumbnails)
+            kept = write.ids >= 0
+            out = write.ids[kept]
+            # the invariant, kept here: the backend holds exactly the store's ids, each once.
+            # Before this call it did; the store says which of its ids this call replaced or
+            # removed, so those leave the backend, and every id it wrote enters it once.
+            if len(np.unique(out)) != len(out):  # the store refuses repeats; never trust it blind
+                raise RuntimeError(f"index {self.directory}: one add wrote an id twice")
             if self.vectors is not None:
-                self.vectors.remove(np.asarray(replaced, np.int64))
-                self.vectors.put(out, embeddings)
-            stale = np.array(sorted(set(replaced)), dtype=np.int64)
+                self.vectors.remove(np.asarray(write.replaced, np.int64))
+                if embeddings is not None:
+                    self.vectors.put(out, embeddings[kept])
+            stale = np.array(sorted(set(write.replaced)), dtype=np.int64)
             if len(stale):
                 stale = stale[self.backend.contains(stale)]
                 if len(stale):
                     self.backend.remove(stale)
-            self.backend.add(codes, out)
-            self._changes += n
+            if len(out):
+                self.backend.add(codes[kept], out)
+            self._changes += len(out)
             if isinstance(self.backend, IVFBackend) and self.backend.needs_retrain():
                 chunks = list(self.store.iter_codes())
                 self.backend.retrain(np.concatenate([c[0] for c in chunks]),
                                      np.concatenate([c[1] for c in chunks]))
-        return out
+        return write
+
+    def verify(self) -> str:
+        """Check the invariant (the backend holds exactly the store's ids, each once); "" when
+        it holds, else what differs."""
+        with self._lock.read():
+            stored = self.store.all_ids()
+            held = np.sort(self.backend.all_ids())
+        if np.array_equal(stored, held):
+            return ""
+        parts = []
+        if len(held) != len(np.unique(held)):
+            parts.append(f"{len(held) - len(np.unique(held))} ids held twice by the index")
+        lost = np.setdiff1d(held, stored)
+        if len(lost):
+            parts.append(f"{len(lost)} indexed ids not in the store ({_preview(lost)})")
+        unindexed = np.setdiff1d(stored, held)
+        if len(unindexed):
+            parts.append(f"{len(unindexed)} stored ids not in the index ({_preview(unindexed)})")
+        return "; ".join(parts)
 
     @staticmethod
     def _list(values, n: int, name: str, types) -> list:
@@ -392,9 +474,10 @@ class BinaryIndex:
         with self._lock.read():
             return self.backend.range_search(codes, int(radius))
 
-    def items(self, ids: Sequence[int]) -> dict[int, Item]:
-        """Stored key, metadata and time added for the given ids (unknown ids absent)."""
-        return self.store.items(ids)
+    def items(self, ids: Sequence[int], max_bytes: int | None = None) -> dict[int, Item]:
+        """Stored key, metadata and time added for the given ids (unknown ids absent);
+        StoreLimit past ``max_bytes`` of keys and metadata."""
+        return self.store.items(ids, max_bytes)
 
     def thumbnail(self, item_id: int) -> bytes | None:
         """The stored thumbnail (None when the item has none). KeyError for an unknown id."""
@@ -434,11 +517,13 @@ class BinaryIndex:
         """
         with self._lock.write():
             seq = self.store.max_seq()
+            next_id = max(self.store.id_counter())
             payload = self.backend.to_bytes()
             extra = self.backend.snapshot_extra()
             self._changes = 0
         header = {"kind": self.kind, "bits": self.bits, "seq": seq, "size": len(payload),
                   "crc32": zlib.crc32(payload), "extra": extra, "count": len(self.backend),
+                  "next_id": next_id,
                   "written": time.time()}
         path = self.directory / SNAPSHOT
         tmp = path.with_suffix(".tmp")
@@ -495,6 +580,24 @@ class BinaryIndex:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def read_snapshot(path: Path) -> tuple[dict, bytes]:
+    """(header, payload) of a snapshot file; ValueError when it is not whole."""
+    data = path.read_bytes()
+    if not data.startswith(MAGIC):
+        raise ValueError("bad magic")
+    header_end = data.index(b"\n", len(MAGIC))
+    header = json.loads(data[len(MAGIC) : header_end])
+    payload = data[header_end + 1 :]
+    if len(payload) != header["size"] or zlib.crc32(payload) != header["crc32"]:
+        raise ValueError("checksum mismatch (truncated or corrupt)")
+    return header, payload
+
+
+def _preview(ids: np.ndarray, n: int = 10) -> str:
+    shown = ", ".join(str(int(i)) for i in ids[:n])
+    return shown + (f" and {len(ids) - n} more" if len(ids) > n else "")
 
 
 def _fsync_dir(directory: Path) -> None:

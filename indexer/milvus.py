@@ -29,7 +29,7 @@ from crossbit.indexer.index import (
     rerank,
     vectors_from,
 )
-from crossbit.indexer.store import Item
+from crossbit.indexer.store import Item, StoreLimit, StoreWrite, repeated_items
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +171,28 @@ class MilvusIndex:
             self._client.upsert(self.collection, rows)
         return out
 
+    def add_items(self, codes: np.ndarray, ids=None, keys=None, metadata=None, embeddings=None,
+                  thumbnails=None) -> StoreWrite:
+        """Per item, as :meth:`BinaryIndex.add_items`: repeats of a key or id in the call are
+        refused alone; given ids and assigned ids may be mixed."""
+        codes = check_codes(codes, self.bits)
+        n = len(codes)
+        ids = list(ids) if ids is not None else [None] * n
+        keys = list(keys) if keys is not None else [None] * n
+        refused = repeated_items(keys, ids)
+        out = np.full(n, -1, np.int64)
+        for given in (True, False):
+            rows = [i for i in range(n) if i not in refused and (ids[i] is not None) == given]
+            if not rows:
+                continue
+            out[rows] = self.add(
+                codes[rows], ids=[ids[i] for i in rows] if given else None,
+                keys=[keys[i] for i in rows],
+                metadata=None if metadata is None else [metadata[i] for i in rows],
+                embeddings=None if embeddings is None else np.asarray(embeddings)[rows],
+                thumbnails=None if thumbnails is None else [thumbnails[i] for i in rows])
+        return StoreWrite(out, [], refused)
+
     def remove(self, ids: Sequence[int]) -> int:
         """Delete by id; KeyError naming unknown ids (nothing deleted then)."""
         ids = sorted({int(i) for i in np.asarray(ids).ravel()})
@@ -235,10 +257,16 @@ class MilvusIndex:
         return [(i[(i >= 0) & (d <= radius)], d[(i >= 0) & (d <= radius)])
                 for i, d in zip(res.ids, res.distances)]
 
-    def items(self, ids: Sequence[int]) -> dict[int, Item]:
-        return {r["id"]: Item(r["id"], r["key"] or None, json.loads(r["metadata"] or "{}"),
-                              r["added"])
-                for r in self._by_ids(ids, ["id", "key", "metadata", "added"])}
+    def items(self, ids: Sequence[int], max_bytes: int | None = None) -> dict[int, Item]:
+        out, total = {}, 0
+        for r in self._by_ids(ids, ["id", "key", "metadata", "added"]):
+            size = len(r["key"] or "") + len(r["metadata"] or "")
+            total += size
+            if max_bytes is not None and total > max_bytes:
+                raise StoreLimit(f"the hits' metadata is over {max_bytes} bytes")
+            out[r["id"]] = Item(r["id"], r["key"] or None, json.loads(r["metadata"] or "{}"),
+                                r["added"], size)
+        return out
 
     def thumbnail(self, item_id: int) -> bytes | None:
         rows = self._by_ids([item_id], ["thumbnail"])

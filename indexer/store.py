@@ -9,11 +9,13 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 OP_ADD, OP_REMOVE = 1, 2
 READ_MMAP_BYTES = 1 << 36  # SQLite caps it at its compile-time limit
+ID_BLOCK = 4096  # assigned ids reserved in the mark file per fsync
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -34,6 +36,10 @@ CREATE TABLE IF NOT EXISTS log (
 """
 
 
+class StoreLimit(ValueError):
+    """A read would return more than the caller allowed (see ``max_bytes``)."""
+
+
 class StoreError(RuntimeError):
     """The store could not be written (read-only or full disk...); nothing was changed."""
 
@@ -46,6 +52,16 @@ class Item:
     key: str | None
     metadata: dict
     added: float
+    size: int = 0  # bytes of key and metadata as stored (what a hit carries)
+
+
+@dataclass
+class StoreWrite:
+    """What one :meth:`Store.add` did."""
+
+    ids: np.ndarray  # int64 per item, -1 where refused
+    replaced: list[int]  # stored ids whose previous contents this call replaced or removed
+    refused: dict[int, str]  # item position -> why it was refused
 
 
 class Store:
@@ -55,22 +71,32 @@ class Store:
     the call returns. Reads use one connection per thread and run concurrently.
     """
 
-    def __init__(self, path: str | os.PathLike, bits: int, synchronous: str = "FULL"):
+    def __init__(self, path: str | os.PathLike, bits: int, synchronous: str = "FULL",
+                 mark_path: str | os.PathLike | None = None):
         self.path = str(path)
+        self.mark_path = Path(mark_path) if mark_path is not None else None
+        self._mark = self._read_mark()  # ids below it may have been given out
+        self._floor = self._mark  # so this process assigns none below it
         self.bits = bits
         self.synchronous = synchronous
         self._local = threading.local()
         self._write_lock = threading.Lock()
         self._conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
-        self._writer = self._connect()
-        with self._writer:
-            self._writer.executescript(SCHEMA)
-            stored = self._writer.execute("SELECT value FROM meta WHERE name='bits'").fetchone()
-            if stored is None:
-                self._writer.execute("INSERT INTO meta VALUES ('bits', ?)", (str(bits),))
-            elif int(stored[0]) != bits:
-                raise ValueError(f"{self.path} holds {stored[0]}-bit codes, not {bits}-bit")
+        try:
+            self._writer = self._connect()
+            with self._writer:
+                self._writer.executescript(SCHEMA)
+                stored = self._writer.execute("SELECT value FROM meta WHERE name='bits'").fetchone()
+                if stored is None:
+                    self._writer.execute("INSERT INTO meta VALUES ('bits', ?)", (str(bits),))
+        except sqlite3.DatabaseError as exc:
+            self.close()
+            raise StoreError(f"{self.path} is not a readable crossbit store ({exc}); restore it "
+                             "from a backup, or move it away to start with an empty one") from None
+        if stored is not None and int(stored[0]) != bits:
+            self.close()
+            raise ValueError(f"{self.path} holds {stored[0]}-bit codes, not {bits}-bit")
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30.0,
@@ -101,16 +127,21 @@ class Store:
             self._conns.clear()
 
     # -- writes -----------------------------------------------------------------------------
-    def add(self, codes: np.ndarray, ids: Sequence[int] | None, keys: Sequence[str | None],
-            metadata: Sequence[dict], embeddings: np.ndarray | None,
-            thumbnails: Sequence[bytes | None] | None) -> tuple[np.ndarray, list[int]]:
+    def add(self, codes: np.ndarray, ids: Sequence[int | None] | None,
+            keys: Sequence[str | None], metadata: Sequence[dict],
+            embeddings: np.ndarray | None,
+            thumbnails: Sequence[bytes | None] | None) -> StoreWrite:
         """Insert or replace items in one transaction.
 
         An item whose key is already stored replaces it and keeps its id unless an id is
-        given; an item whose id is already stored replaces it.
+        given; an item whose id is already stored replaces it. Within one call the first
+        item with a given key or id wins: a later item that would replace or remove an item
+        of the same call is refused (its id is -1 and ``refused`` says why), so every id
+        returned is stored exactly once.
 
         Returns:
-            (the ids of the items, the ids that were replaced or removed by this call).
+            a :class:`StoreWrite`: the ids (-1 where refused), the ids whose previous
+            contents were replaced or removed, and the refusals by position.
         """
         n = len(codes)
         now = time.time()
@@ -120,64 +151,114 @@ class Store:
                 cur.execute("BEGIN IMMEDIATE")
                 # assigned ids count up from their own counter; ids given by callers (any
                 # int64, up to 2**63 - 1) do not move it, collisions are skipped
-                next_id = int(self._meta(cur, "next_id", "0"))
+                next_id = self._next_id(cur)
                 if ids is None and all(k is None for k in keys) and not cur.execute(
                         "SELECT 1 FROM items WHERE id >= ? AND id < ? LIMIT 1",
                         (next_id, next_id + n)).fetchone():
                     out = self._insert_new(cur, codes, next_id, metadata, embeddings,
                                            thumbnails, now)
+                    self._reserve(next_id + n)
                     cur.execute("COMMIT")
-                    return out, []
-                out = np.empty(n, dtype=np.int64)
+                    return StoreWrite(out, [], {})
+                out = np.full(n, -1, dtype=np.int64)
                 replaced: list[int] = []
-                rows = []
-                taken: set[int] = set()
-                seen_keys: dict[str, int] = {}
+                refused: dict[int, str] = {}
+                claimed: dict[int, int] = {}  # id written by this call -> item position
                 for i in range(n):
                     key = keys[i]
+                    given = None if ids is None else ids[i]
                     old = None
                     if key is not None:
-                        if key in seen_keys:
-                            old = seen_keys[key]
-                        else:
-                            row = cur.execute("SELECT id FROM items WHERE key=?", (key,)).fetchone()
-                            old = row[0] if row else None
-                    if ids is not None:
-                        item_id = int(ids[i])
+                        row = cur.execute("SELECT id FROM items WHERE key=?", (key,)).fetchone()
+                        old = row[0] if row else None
+                    if given is not None:
+                        item_id = int(given)
                     elif old is not None:
                         item_id = old
                     else:
-                        while next_id in taken or cur.execute(
-                                "SELECT 1 FROM items WHERE id=?", (next_id,)).fetchone():
+                        while cur.execute("SELECT 1 FROM items WHERE id=?", (next_id,)).fetchone():
                             next_id += 1
                         item_id = next_id
                         next_id += 1
-                    taken.add(item_id)
+                    if old in claimed:
+                        refused[i] = f"key {key!r} repeats item {claimed[old]} of this call"
+                        continue
+                    if item_id in claimed:
+                        refused[i] = f"id {item_id} repeats item {claimed[item_id]} of this call"
+                        continue
                     if old is not None and old != item_id:
                         cur.execute("DELETE FROM items WHERE id=?", (old,))
                         cur.execute("INSERT INTO log(op, id) VALUES (?, ?)", (OP_REMOVE, old))
                         replaced.append(old)
                     if cur.execute("SELECT 1 FROM items WHERE id=?", (item_id,)).fetchone():
                         replaced.append(item_id)
-                    if key is not None:
-                        seen_keys[key] = item_id
                     emb = None if embeddings is None else \
                         np.ascontiguousarray(embeddings[i], dtype=np.float32).tobytes()
                     thumb = None if thumbnails is None else thumbnails[i]
-                    rows.append((item_id, key, codes[i].tobytes(), emb,
+                    cur.execute("INSERT OR REPLACE INTO items VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                (item_id, key, codes[i].tobytes(), emb,
                                  json.dumps(metadata[i] or {}), thumb, now))
-                    cur.execute("INSERT OR REPLACE INTO items VALUES (?, ?, ?, ?, ?, ?, ?)", rows[-1])
                     cur.execute("INSERT INTO log(op, id) VALUES (?, ?)", (OP_ADD, item_id))
+                    claimed[item_id] = i
                     out[i] = item_id
                 cur.execute("INSERT OR REPLACE INTO meta VALUES ('next_id', ?)", (str(next_id),))
+                self._reserve(next_id)
                 cur.execute("COMMIT")
             except sqlite3.Error as exc:
                 _rollback(cur)
                 raise StoreError(f"store {self.path}: write failed ({exc})") from exc
+            except OSError as exc:
+                _rollback(cur)
+                raise StoreError(f"store {self.path}: id mark not written ({exc})") from exc
             except BaseException:
                 _rollback(cur)
                 raise
-        return out, replaced
+        return StoreWrite(out, replaced, refused)
+
+    # -- the id mark: assigned ids never go back, even if the SQLite file does -------------------
+    def _next_id(self, cur) -> int:
+        # the mark read at open: ids reserved by an earlier process count as given out
+        # (after a clean stop that skips at most ID_BLOCK ids; after a lost WAL it is what
+        # keeps acknowledged ids from being handed out again)
+        return max(int(self._meta(cur, "next_id", "0")), self._floor)
+
+    def _reserve(self, next_id: int) -> None:
+        """Before committing ids up to ``next_id``, make sure the mark file is past them.
+
+        The mark lives beside the store (written, fsynced, renamed), so a store that loses
+        its WAL or is restored from an older copy cannot hand out an acknowledged id again.
+        Ids are reserved in blocks, so this costs one fsync per ``ID_BLOCK`` ids.
+        """
+        if self.mark_path is None or next_id <= self._mark:
+            return
+        mark = next_id + ID_BLOCK
+        tmp = self.mark_path.with_suffix(".tmp")
+        with open(tmp, "w") as f:
+            f.write(json.dumps({"next_id": mark}) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.mark_path)
+        self._mark = mark
+
+    def raise_mark(self, next_id: int) -> None:
+        """Move the id mark up to ``next_id`` (from a snapshot that saw more ids than the store)."""
+        with self._write_lock:
+            self._floor = max(self._floor, next_id)
+            if next_id > self._mark:
+                self._reserve(next_id)
+
+    def _read_mark(self) -> int:
+        if self.mark_path is None or not self.mark_path.exists():
+            return 0
+        try:
+            return int(json.loads(self.mark_path.read_text())["next_id"])
+        except (ValueError, KeyError, TypeError, OSError):
+            return 0
+
+    def id_counter(self) -> tuple[int, int]:
+        """(the store's own next assigned id, the mark file's): the mark may be ahead, never behind."""
+        stored = int(self._meta(self._reader.cursor(), "next_id", "0"))
+        return stored, self._read_mark()
 
     def _insert_new(self, cur, codes, first_id, metadata, embeddings, thumbnails, now):
         """Bulk path for items without keys or ids: all new, ids assigned in sequence."""
@@ -236,8 +317,25 @@ class Store:
     def count(self) -> int:
         return self._reader.execute("SELECT COUNT(*) FROM items").fetchone()[0]
 
+    def all_ids(self) -> np.ndarray:
+        """Every stored id, sorted (int64)."""
+        rows = self._reader.execute("SELECT id FROM items ORDER BY id").fetchall()
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    def log_mark(self) -> int:
+        """The highest log sequence number ever given out (kept when old entries are compacted)."""
+        row = self._reader.execute("SELECT seq FROM sqlite_sequence WHERE name='log'").fetchone()
+        return int(row[0]) if row else 0
+
+    def integrity(self) -> str:
+        """SQLite's own ``PRAGMA integrity_check`` answer ("ok" when the file is sound)."""
+        rows = self._reader.execute("PRAGMA integrity_check").fetchall()
+        return "; ".join(str(r[0]) for r in rows)
+
     def max_seq(self) -> int:
-        return self._reader.execute("SELECT COALESCE(MAX(seq), 0) FROM log").fetchone()[0]
+        """The store's high-water mark: the last change's sequence number (0 for none)."""
+        return max(self.log_mark(),
+                   self._reader.execute("SELECT COALESCE(MAX(seq), 0) FROM log").fetchone()[0])
 
     def log_since(self, seq: int) -> list[tuple[int, int, int]]:
         return self._reader.execute("SELECT seq, op, id FROM log WHERE seq > ? ORDER BY seq",
@@ -282,10 +380,22 @@ class Store:
     def ids_for_keys(self, keys: Sequence[str]) -> dict[str, int]:
         return dict(self._where_in("key, id", "key", list(keys)))
 
-    def items(self, ids: Sequence[int]) -> dict[int, Item]:
-        return {item_id: Item(item_id, key, json.loads(meta), added)
-                for item_id, key, meta, added in
-                self._where_in("id, key, metadata, added", "id", [int(i) for i in ids])}
+    def items(self, ids: Sequence[int], max_bytes: int | None = None) -> dict[int, Item]:
+        """Key, metadata and time added by id (unknown ids absent).
+
+        Raises:
+            StoreLimit: when the rows' keys and metadata add up to more than ``max_bytes``
+                (checked row by row, so memory stays bounded by it).
+        """
+        out, total = {}, 0
+        for item_id, key, meta, added in self._where_in("id, key, metadata, added", "id",
+                                                        [int(i) for i in ids]):
+            size = len(meta) + (len(key) if key else 0)
+            total += size
+            if max_bytes is not None and total > max_bytes:
+                raise StoreLimit(f"the hits' keys and metadata are over {max_bytes} bytes")
+            out[item_id] = Item(item_id, key, json.loads(meta), added, size)
+        return out
 
     def embeddings(self, ids: Sequence[int]) -> dict[int, np.ndarray]:
         return {item_id: np.frombuffer(emb, dtype=np.float32)
@@ -303,6 +413,31 @@ class Store:
             "SELECT id, key, metadata, added FROM items ORDER BY id LIMIT ? OFFSET ?",
             (limit, offset)).fetchall()
         return [Item(i, k, json.loads(m), a) for i, k, m, a in rows]
+
+
+def repeated_items(keys: Sequence[str | None] | None,
+                   ids: Sequence[int | None] | None) -> dict[int, str]:
+    """Items of one call whose key or id repeats an earlier item's: position -> why.
+
+    The rule of every add: within one call the first item with a key or id wins.
+    """
+    out: dict[int, str] = {}
+    seen_keys: dict[str, int] = {}
+    seen_ids: dict[int, int] = {}
+    n = len(keys) if keys is not None else len(ids) if ids is not None else 0
+    for i in range(n):
+        key = None if keys is None else keys[i]
+        item_id = None if ids is None or ids[i] is None else int(ids[i])
+        if key and key in seen_keys:
+            out[i] = f"key {key!r} repeats item {seen_keys[key]} of this call"
+        elif item_id is not None and item_id in seen_ids:
+            out[i] = f"id {item_id} repeats item {seen_ids[item_id]} of this call"
+        else:
+            if key:
+                seen_keys[key] = i
+            if item_id is not None:
+                seen_ids[item_id] = i
+    return out
 
 
 def _rollback(cur) -> None:

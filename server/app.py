@@ -5,6 +5,8 @@ from __future__ import annotations
 import gc
 import logging
 import signal
+import socket
+import ssl
 import threading
 from concurrent import futures
 from pathlib import Path
@@ -15,6 +17,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from crossbit.server.auth import BearerTokenInterceptor
 from crossbit.server.config import ServerConfig
 from crossbit.server.core import RetrievalCore
+from crossbit.server.guard import GuardInterceptor
 from crossbit.server.metrics import Metrics, MetricsInterceptor
 from crossbit.server.reflection import enable_reflection
 from crossbit.server.servicer import RetrievalServicer
@@ -22,6 +25,7 @@ from crossbit.v1 import crossbit_pb2, crossbit_pb2_grpc
 
 log = logging.getLogger(__name__)
 
+STOP_SLACK_S = 3.0  # after the grace period, how long stop() waits for handlers to return
 SERVICE = crossbit_pb2.DESCRIPTOR.services_by_name["Retrieval"].full_name
 
 
@@ -60,18 +64,30 @@ def warm_up(model) -> None:
 class Running:
     """A started server with what it needs to stop cleanly."""
 
-    def __init__(self, server, port, core, health_servicer, metrics, extras):
+    def __init__(self, server, port, core, health_servicer, metrics, extras, guard):
         self.server, self.port, self.core = server, port, core
         self.health, self.metrics, self.extras = health_servicer, metrics, extras
+        self.guard = guard
         self._stopped = threading.Event()
 
     def stop(self, grace: float | None = 5.0) -> None:
-        """Refuse new calls, let calls in flight finish within ``grace``, snapshot, close."""
+        """Refuse new calls, let calls in flight finish within ``grace``, snapshot, close.
+
+        Returns within ``grace`` plus a few seconds whatever the open calls do: client
+        streams still open when the grace ends are cancelled, and a handler that still
+        does not return is left behind (logged) so the final snapshot is always taken.
+        """
         if self._stopped.is_set():
             return
         self._stopped.set()
         self.health.enter_graceful_shutdown()
-        self.server.stop(grace).wait()
+        done = self.server.stop(grace)
+        if not done.wait((grace or 0) + 0.5):
+            cancelled = self.guard.cancel_streams()
+            if not done.wait(STOP_SLACK_S):
+                log.warning("calls still running %.0fs after the grace period (%d streams "
+                            "cancelled); closing without them", STOP_SLACK_S, cancelled)
+        self.guard.close()
         for extra in self.extras:
             try:
                 extra()
@@ -88,6 +104,9 @@ def create_server(config: ServerConfig, model=None) -> Running:
         config: the settings.
         model: an already loaded model (tests share one); loaded from the config otherwise.
     """
+    check_port_free(config.host, config.port)
+    if config.tls_cert:
+        check_tls_pair(config.tls_cert, config.tls_key)
     model = model if model is not None else load_model(config)
     warm_up(model)
     metrics = Metrics()
@@ -96,9 +115,10 @@ def create_server(config: ServerConfig, model=None) -> Running:
                          model_name=str(config.model or "default"))
     for modality, index in indexes.items():
         metrics.index_items.labels(modality).set(len(index))
-    interceptors = [MetricsInterceptor(metrics)]
+    guard = GuardInterceptor(config.stream_slots, config.stream_idle_s)
+    interceptors = [guard, MetricsInterceptor(metrics)]
     if config.auth_token:
-        interceptors.insert(0, BearerTokenInterceptor(config.auth_token))
+        interceptors.insert(1, BearerTokenInterceptor(config.auth_token))
     options = [("grpc.max_receive_message_length", config.max_message_bytes),
                ("grpc.max_send_message_length", config.max_message_bytes),
                ("grpc.so_reuseport", 0)]
@@ -119,8 +139,10 @@ def create_server(config: ServerConfig, model=None) -> Running:
     else:
         port = server.add_insecure_port(address)
     if port == 0:
+        guard.close()
         core.close()
-        raise OSError(f"could not bind {address}")
+        raise OSError(f"could not listen on {address} (in use, or not an address of this "
+                      "machine): pick another --port or --host")
     server.start()
     for name in ("", SERVICE):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -134,7 +156,33 @@ def create_server(config: ServerConfig, model=None) -> Running:
         extras.append(start_web(core, config))
     log.info("crossbit listening on %s:%d (%s, %d bits, index %s)", config.host, port,
              "TLS" if config.tls_cert else "plaintext", model.bits, core.stats()["index_kind"])
-    return Running(server, port, core, health_servicer, metrics, extras)
+    return Running(server, port, core, health_servicer, metrics, extras, guard)
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Fail in one line, before the model loads, when the gRPC port is taken."""
+    if not port:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc} (another "
+                          "server there? stop it or pick another --port)") from None
+
+
+def check_tls_pair(cert: str, key: str) -> None:
+    """One clear line when the TLS files are missing, unreadable or do not belong together."""
+    for what, path in (("certificate", cert), ("key", key)):
+        if not Path(path).is_file():
+            raise ValueError(f"TLS {what} {path} is not a readable file")
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key)
+    except ssl.SSLError as exc:
+        raise ValueError(f"TLS key {key} does not match certificate {cert}, or one of them is "
+                         f"not PEM ({exc.reason or exc})") from None
 
 
 def settle_garbage_collector(young: int = 20_000) -> None:

@@ -1,4 +1,4 @@
-"""The ``crossbit`` command line: serve, index, search, stats, train, evaluate, export-onnx, demo.
+"""The ``crossbit`` command line: serve, index, search, stats, check, train, evaluate, load, demo.
 
 Heavy modules (torch, faiss) load only inside the commands that need them.
 """
@@ -166,6 +166,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-rerank", action="store_true", help="plain Hamming order")
     p.add_argument("--json", action="store_true", help="print hits as JSON")
     _client_args(p)
+    p = sub.add_parser("check", help="check that a data directory's index and store agree",
+                       description="Compare each index snapshot under DATA with its SQLite store "
+                       "(ids in one and not the other, ids held twice, a store older than its "
+                       "snapshot, the id mark, SQLite's integrity check). Exits 0 when sound, "
+                       "1 when not. --repair removes a snapshot that disagrees, so the index "
+                       "is rebuilt from the store (the truth): run it with the server stopped.")
+    p.add_argument("--data", default="data", help="the server's data directory (default %(default)s)")
+    p.add_argument("--repair", action="store_true",
+                   help="rebuild what disagrees from the store (server stopped)")
     p = sub.add_parser("stats", help="show a running server's index and model")
     _client_args(p)
     _add_train(sub)
@@ -230,7 +239,31 @@ def cmd_serve(args) -> int:
     config = load_config(args.config, overrides=overrides)
     setup_logging(config.log_format, config.log_level)
     serve(config)
+    _exit_if_threads_linger()
     return 0
+
+
+def _exit_if_threads_linger(wait_s: float = 2.0) -> None:
+    """After a clean stop (snapshot taken), leave even if a stuck handler thread would keep
+    the interpreter waiting at exit: SIGTERM must end the process."""
+    import logging
+    import threading
+    import time
+
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        stuck = [t for t in threading.enumerate()
+                 if t is not threading.main_thread() and not t.daemon and t.is_alive()]
+        if not stuck:
+            return
+        time.sleep(0.05)
+    logging.getLogger("crossbit.server").warning(
+        "%d threads still busy after shutdown (%s); exiting anyway", len(stuck),
+        ", ".join(t.name for t in stuck[:5]))
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _client(args):
@@ -282,6 +315,21 @@ def cmd_search(args) -> int:
                              rerank=False if args.no_rerank else None)
     _print_hits(hits, args.json)
     return 0
+
+
+def cmd_check(args) -> int:
+    from crossbit.indexer.check import check_index
+
+    data = Path(args.data)
+    folders = [data / m for m in ("images", "texts") if (data / m).is_dir()]
+    if not folders:
+        print(f"crossbit check: no index under {data} (looked for {data}/images and "
+              f"{data}/texts)", file=sys.stderr)
+        return 2
+    reports = [check_index(folder, repair=args.repair) for folder in folders]
+    for report in reports:
+        print("\n".join(report.lines()))
+    return 0 if all(r.ok or r.repaired for r in reports) else 1
 
 
 def cmd_stats(args) -> int:
@@ -360,6 +408,7 @@ def cmd_demo(args) -> int:
 
 
 COMMANDS = {"serve": cmd_serve, "index": cmd_index, "search": cmd_search, "stats": cmd_stats,
+            "check": cmd_check,
             "train": cmd_train, "evaluate": cmd_evaluate, "export-onnx": cmd_export_onnx,
             "load": cmd_load, "demo": cmd_demo}
 

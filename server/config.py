@@ -30,6 +30,8 @@ class ServerConfig:
     runtime: str = "auto"  # image backbone runtime: auto (ONNX on CPU), onnx, torch
     text_runtime: str = "auto"  # text encoder: auto (ONNX fp32 on CPU), onnx, int8 (ONNX int8), torch
     workers: int = 32  # gRPC worker threads (concurrent calls served)
+    max_streams: int = 0  # client streams open at once (each holds a worker); 0 = workers // 4
+    stream_idle_s: float = 30.0  # a client stream that sends nothing for this long is cancelled
     faiss_threads: int = 1  # OpenMP threads per FAISS call (see DESIGN.md)
     text_threads: int = 1  # ONNX Runtime threads for the text encoder (1 is the most per core)
     text_workers: int = 2  # text batches encoded side by side (2 beat 1 by 1.15-1.46x on 2 cores)
@@ -42,6 +44,8 @@ class ServerConfig:
     max_message_bytes: int = 64 * MB  # largest gRPC message received
     max_image_bytes: int = 20 * MB  # largest encoded image accepted
     max_pixels: int = 40_000_000  # largest decoded image (width * height); bombs refused before decoding
+    max_request_pixels: int = 120_000_000  # most decoded pixels one request may cause (all its images)
+    max_response_bytes: int = 32 * MB  # most bytes of hits' keys and metadata in one answer
     max_text_chars: int = 2000  # longest text accepted
     max_batch_items: int = 1024  # most items or queries in one request
     thumbnails: bool = True  # keep a small JPEG thumbnail per image in the store
@@ -52,11 +56,15 @@ class ServerConfig:
     auth_token: str | None = None  # bearer token required on every RPC but health
     metrics_port: int | None = None  # Prometheus metrics over HTTP on this port
     web_port: int | None = None  # the web page and JSON API on this port
+    web_hosts: str | None = None  # extra Host names the web API answers to (comma-separated; * = any)
     grace_s: float = 10.0  # SIGTERM: time given to calls in flight
     log_format: str = "json"  # json (structured) or text
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:
+        if self.auth_token is not None and not self.auth_token.strip():
+            raise ValueError("auth_token is empty (an unset variable?): an empty token would let "
+                             "everyone in; give a token, or leave the setting out for no auth")
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ValueError("TLS needs both tls_cert and tls_key")
         if self.runtime not in IMAGE_RUNTIMES:
@@ -65,9 +73,21 @@ class ServerConfig:
             raise ValueError(f"text_runtime must be one of {', '.join(TEXT_RUNTIMES)}, "
                              f"got {self.text_runtime!r}")
         for name in ("max_batch", "max_top_k", "max_batch_items", "workers", "default_top_k",
-                     "text_threads", "text_workers"):
+                     "text_threads", "text_workers", "max_request_pixels", "max_response_bytes",
+                     "stream_idle_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
+        if self.max_streams < 0:
+            raise ValueError("max_streams must be >= 0 (0 = workers // 4)")
+        for name in ("port", "web_port", "metrics_port"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value <= 65535:
+                raise ValueError(f"{name} must be between 0 and 65535, got {value}")
+
+    @property
+    def stream_slots(self) -> int:
+        """Client streams served at once (the rest are refused with RESOURCE_EXHAUSTED)."""
+        return self.max_streams or max(1, self.workers // 4)
 
     def public(self) -> dict:
         """The settings without secrets, for logs and stats."""
@@ -112,6 +132,9 @@ def load_config(file: str | os.PathLike | None = None, env: dict | None = None,
     env = os.environ if env is None else env
     for name, f in known.items():
         raw = env.get(f"CROSSBIT_{name.upper()}")
+        if raw is not None and raw == "" and name == "auth_token":
+            raise ValueError("CROSSBIT_AUTH_TOKEN is set but empty (an unset variable?): an empty "
+                             "token would let everyone in; unset it for no auth")
         if raw is not None and raw != "":
             try:
                 values[name] = _coerce(f.type, raw)

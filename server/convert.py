@@ -33,6 +33,18 @@ def add_response(outcomes: list[AddOutcome]) -> pb.AddResponse:
     return pb.AddResponse(results=results, added=added, failed=len(outcomes) - added)
 
 
+def with_committed(exc: BaseException, committed: list[AddOutcome], read: int) -> BaseException:
+    """The same error, its message saying which items of the stream were committed before it."""
+    ids = [o.id for o in committed]
+    message = (f"{exc} (after {read} items: {len(committed)} of them were committed, at "
+               f"positions {committed[0].index}..{committed[-1].index}, ids {min(ids)}..{max(ids)};"
+               " their results are in the trailing metadata crossbit-committed-bin)")
+    try:
+        return type(exc)(message)
+    except Exception:  # an exception type with another signature keeps its own message
+        return exc
+
+
 def query(msg: pb.SearchRequest) -> Query:
     which = msg.WhichOneof("query")
     if which is None:

@@ -10,10 +10,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from crossbit.indexer.store import StoreLimit
 from crossbit.server.batching import MicroBatcher
 from crossbit.server.config import ServerConfig
 from crossbit.server.errors import LimitError, NotFoundError, UnavailableError
-from crossbit.server.images import decode_image, make_thumbnail
+from crossbit.server.images import PixelBudget, decode_image, make_thumbnail
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +23,7 @@ SEARCH_BATCH = 256  # most encoded queries searched together
 MODALITIES = ("image", "text")
 MAX_KEY_CHARS = 1024
 MAX_METADATA_BYTES = 64 * 1024
+HIT_OVERHEAD = 48  # protobuf bytes of a hit besides its key and metadata (id, distance, score...)
 
 
 @dataclass
@@ -140,8 +142,11 @@ class RetrievalCore:
                              f"{self.config.max_text_chars}")
         return text
 
-    def decode(self, data: bytes):
-        return decode_image(data, self.config.max_image_bytes, self.config.max_pixels)
+    def decode(self, data: bytes, budget: PixelBudget | None = None):
+        return decode_image(data, self.config.max_image_bytes, self.config.max_pixels, budget)
+
+    def _budget(self) -> PixelBudget:
+        return PixelBudget(self.config.max_request_pixels)
 
     def _check_batch(self, n: int, what: str) -> None:
         if n > self.config.max_batch_items:
@@ -154,10 +159,10 @@ class RetrievalCore:
         self._check_batch(len(texts) + len(images), "texts and images")
         deadline = _deadline(timeout)
         texts = [self.check_text(t) for t in texts]
-        decoded = []
+        decoded, budget = [], self._budget()
         for i, data in enumerate(images):
             try:
-                decoded.append(self.decode(data))
+                decoded.append(self.decode(data, budget))
             except ValueError as exc:
                 raise type(exc)(f"images[{i}]: {exc}") from None
         text_out = self.text_batcher(texts, _remaining(deadline)) if texts else []
@@ -175,21 +180,43 @@ class RetrievalCore:
         if len(json.dumps(item.metadata)) > MAX_METADATA_BYTES:
             raise LimitError(f"metadata is over {MAX_METADATA_BYTES} bytes")
 
-    def add(self, modality: str, items: Sequence[NewItem],
-            timeout: float | None = None) -> list[AddOutcome]:
-        """Add images or texts; a bad item fails alone, with its reason in its outcome."""
+    def add(self, modality: str, items: Sequence[NewItem | BaseException],
+            timeout: float | None = None, first: int = 0,
+            seen: dict | None = None) -> list[AddOutcome]:
+        """Add images or texts; a bad item fails alone, with its reason in its outcome.
+
+        Within one call the first item with a given key or id wins: a later item that
+        repeats it is refused (INVALID_ARGUMENT), so one call never stores an id twice.
+        Every accepted item is written in one store transaction: all of them or none.
+
+        Args:
+            items: the items; an exception in an item's place refuses that item with it
+                (a stream message that did not parse).
+            first, seen: for a call that arrives in parts (a stream): the position of this
+                part's first item, and the keys and ids its earlier parts took.
+        """
         if self.closing:
             raise UnavailableError("the server is shutting down")
         index = self._index(modality)
         self._check_batch(len(items), "items")
         deadline = _deadline(timeout)
-        outcomes = [AddOutcome(i, False, key=item.key) for i, item in enumerate(items)]
+        outcomes = [AddOutcome(first + i, False, key=getattr(item, "key", ""))
+                    for i, item in enumerate(items)]
         prepared, thumbs, futures = [], [], []
+        seen = {} if seen is None else seen  # ("key", k) or ("id", i) -> position in the call
+        budget = self._budget()
         for i, item in enumerate(items):
             try:
+                if isinstance(item, BaseException):
+                    raise ValueError(str(item))
                 self._check_item(item)
+                for what in (("key", item.key) if item.key else None,
+                             ("id", item.id) if item.id is not None else None):
+                    if what in seen:
+                        raise ValueError(f"{what[0]} {what[1]!r} repeats item {seen[what]} of "
+                                         "this call")
                 if modality == "image":
-                    image = self.decode(item.payload)
+                    image = self.decode(item.payload, budget)
                     thumbs.append(make_thumbnail(image, self.config.thumbnail_size)
                                   if self.config.thumbnails else None)
                     futures.append(self.image_batcher.submit(image))
@@ -198,6 +225,10 @@ class RetrievalCore:
                     thumbs.append(None)
                     futures.append(self.text_batcher.submit(text))
                 prepared.append(i)
+                if item.key:
+                    seen[("key", item.key)] = first + i
+                if item.id is not None:
+                    seen[("id", item.id)] = first + i
             except (ValueError, TypeError) as exc:
                 outcomes[i].error = str(exc)
                 outcomes[i].code = "RESOURCE_EXHAUSTED" if isinstance(exc, LimitError) \
@@ -205,31 +236,22 @@ class RetrievalCore:
         encoded = [f.result(timeout=_remaining(deadline)) for f in futures]
         if not prepared:
             return outcomes
-        # one store transaction per id style (caller ids vs assigned ids)
-        for with_ids in (True, False):
-            group = [n for n, i in enumerate(prepared) if (items[i].id is not None) == with_ids]
-            if not group:
-                continue
-            rows = [prepared[n] for n in group]
-            codes = np.stack([encoded[n][0] for n in group])
-            embeddings = np.stack([encoded[n][1] for n in group])
-            metadata = []
-            for i in rows:
-                meta = dict(items[i].metadata)
-                if modality == "text":
-                    meta.setdefault("text", items[i].payload)
-                metadata.append(meta)
-            try:
-                ids = index.add(codes,
-                                ids=[items[i].id for i in rows] if with_ids else None,
-                                keys=[items[i].key or None for i in rows], metadata=metadata,
-                                embeddings=embeddings, thumbnails=[thumbs[n] for n in group])
-            except ValueError as exc:  # e.g. duplicate ids within the request
-                for i in rows:
-                    outcomes[i].error, outcomes[i].code = str(exc), "INVALID_ARGUMENT"
-                continue
-            for i, item_id in zip(rows, ids):
-                outcomes[i].ok, outcomes[i].id = True, int(item_id)
+        metadata = []
+        for i in prepared:
+            meta = dict(items[i].metadata)
+            if modality == "text":  # the item's own text wins over metadata of that name
+                meta["text"] = items[i].payload
+            metadata.append(meta)
+        _remaining(deadline)
+        write = index.add_items(np.stack([e[0] for e in encoded]),
+                                ids=[items[i].id for i in prepared],
+                                keys=[items[i].key or None for i in prepared], metadata=metadata,
+                                embeddings=np.stack([e[1] for e in encoded]), thumbnails=thumbs)
+        for n, i in enumerate(prepared):
+            if n in write.refused:
+                outcomes[i].error, outcomes[i].code = write.refused[n], "INVALID_ARGUMENT"
+            else:
+                outcomes[i].ok, outcomes[i].id = True, int(write.ids[n])
         if self.metrics is not None:
             self.metrics.index_items.labels(modality).set(len(index))
         return outcomes
@@ -273,11 +295,12 @@ class RetrievalCore:
                 raise type(exc)(f"queries[{n}]: {exc}" if len(queries) > 1 else str(exc)) from None
         start = time.perf_counter()
         futures = {}
+        budget = self._budget()
         for n, q in enumerate(queries):
             if q.text is not None:
                 futures[n] = self.text_batcher.submit(q.text)
             elif q.image is not None:
-                futures[n] = self.image_batcher.submit(self.decode(q.image))
+                futures[n] = self.image_batcher.submit(self.decode(q.image, budget))
         codes = np.zeros((len(queries), self.bits // 8), np.uint8)
         embeddings: dict[int, np.ndarray] = {}
         for n, q in enumerate(queries):
@@ -296,15 +319,17 @@ class RetrievalCore:
                    q.radius, rerank)
             searches.append((self.search_batcher.submit((key, codes[n], embeddings.get(n))),
                              rerank))
-        results = []
-        for n, (future, rerank) in enumerate(searches):
-            hits, ms = future.result(timeout=_remaining(deadline))
-            results.append(SearchResult(hits, self.bits, encode_ms if n in futures else 0.0,
-                                        ms, rerank))
-        return results
+        found = [future.result(timeout=_remaining(deadline)) for future, _ in searches]
+        hits = self._hits([q.modality for q in queries], [rows for rows, _ in found])
+        return [SearchResult(h, self.bits, encode_ms if n in futures else 0.0, ms, rerank)
+                for n, (h, (_, ms), (_, rerank)) in enumerate(zip(hits, found, searches))]
 
     def _search_batch(self, items: list) -> list:
-        """Search a batch of encoded queries: one index call per group of compatible ones."""
+        """Search a batch of encoded queries: one index call per group of compatible ones.
+
+        Each query's answer is (ids, distances, scores or None) and the group's time; the
+        callers build their hits themselves (each within its own response budget).
+        """
         groups: dict[tuple, list[int]] = {}
         for n, (key, _, _) in enumerate(items):
             groups.setdefault(key, []).append(n)
@@ -313,45 +338,69 @@ class RetrievalCore:
             t0 = time.perf_counter()
             codes = np.stack([items[n][1] for n in members])
             try:
-                hits = self._search_group(modality, codes, k, nprobe, radius, rerank,
+                rows = self._search_group(modality, codes, k, nprobe, radius, rerank,
                                           [items[n][2] for n in members])
             except Exception as exc:  # this group's callers hear of it; other groups go on
                 for n in members:
                     out[n] = exc
                 continue
             ms = 1000 * (time.perf_counter() - t0)
-            for n, h in zip(members, hits):
-                out[n] = (h, ms)
+            for n, r in zip(members, rows):
+                out[n] = (r, ms)
         return out
 
-    def _search_group(self, modality, codes, k, nprobe, radius, rerank, embeddings):
+    def _search_group(self, modality, codes, k, nprobe, radius, rerank, embeddings) -> list:
+        """Per query (ids, distances, scores or None) from one index call."""
         index = self._index(modality)
         if radius is not None:
             found = index.range_search(codes, radius)
-            rows = [(ids[:k], dist[:k], None) for ids, dist in found]
-        elif rerank:
+            return [(ids[:k], dist[:k], None) for ids, dist in found]
+        if rerank:
             res = index.search_rerank(codes, np.stack(embeddings), k,
                                       shortlist=max(k, self.config.rerank_shortlist),
                                       nprobe=nprobe)
-            rows = list(zip(res.ids, res.distances, res.scores))
-        else:
-            res = index.search(codes, k, nprobe=nprobe)
-            rows = [(i, d, None) for i, d in zip(res.ids, res.distances)]
-        wanted = {int(i) for ids, _, _ in rows for i in ids if i >= 0}
-        items = index.items(sorted(wanted))
-        out = []
-        for ids, dist, scores in rows:
+            return list(zip(res.ids, res.distances, res.scores))
+        res = index.search(codes, k, nprobe=nprobe)
+        return [(i, d, None) for i, d in zip(res.ids, res.distances)]
+
+    def _hits(self, modalities: Sequence[str], rows: Sequence[tuple]) -> list[list[Hit]]:
+        """Hits with their stored keys and metadata, within the response budget.
+
+        The budget (``max_response_bytes``) bounds the keys and metadata the answer carries,
+        counted while they are read, so a small request cannot make a huge answer.
+        """
+        limit = self.config.max_response_bytes
+        wanted: dict[str, set[int]] = {}
+        for modality, (ids, _, _) in zip(modalities, rows):
+            wanted.setdefault(modality, set()).update(int(i) for i in ids if i >= 0)
+        try:
+            stored = {m: self._index(m).items(sorted(w), max_bytes=limit)
+                      for m, w in wanted.items()}
+        except StoreLimit:
+            raise LimitError(self._too_large(limit, sum(map(len, wanted.values())))) from None
+        out, total = [], 0
+        for modality, (ids, dist, scores) in zip(modalities, rows):
+            items = stored[modality]
             hits = []
             for j, (item_id, d) in enumerate(zip(ids, dist)):
-                item = items.get(int(item_id))
-                if item_id < 0 or item is None:  # padding, or deleted since the search
+                item = items.get(int(item_id)) if item_id >= 0 else None
+                if item is None:  # padding, or deleted since the search
                     continue
                 score = float(scores[j]) if scores is not None and np.isfinite(scores[j]) \
                     else 1.0 - float(d) / self.bits
+                total += item.size + HIT_OVERHEAD
                 hits.append(Hit(int(item_id), item.key or "", int(d), score, item.metadata,
                                 modality))
             out.append(hits)
+        if total > limit:
+            raise LimitError(self._too_large(limit, sum(map(len, out))))
         return out
+
+    @staticmethod
+    def _too_large(limit: int, hits: int) -> str:
+        return (f"the answer ({hits} hits with their keys and metadata) would be over "
+                f"{limit / 1e6:.1f} MB, the limit per response: ask for fewer hits (top_k) "
+                "or fewer queries per call")
 
     def like(self, item_id: int, modality: str = "image", top_k: int = 0,
              target: str | None = None, timeout: float | None = None) -> SearchResult:
@@ -366,8 +415,8 @@ class RetrievalCore:
         embedding = index.embeddings([int(item_id)]).get(int(item_id))
         start = time.perf_counter()
         rerank = self.config.rerank and embedding is not None
-        hits = self._search_group(query.modality, codes[:1], k, None, None, rerank,
-                                  [embedding])[0]
+        rows = self._search_group(query.modality, codes[:1], k, None, None, rerank, [embedding])
+        hits = self._hits([query.modality], rows)[0]
         return SearchResult(hits, self.bits, 0.0, 1000 * (time.perf_counter() - start), rerank)
 
     def item(self, item_id: int, modality: str = "image") -> dict:

@@ -62,7 +62,7 @@ def grpc_errors(method):
             try:
                 yield from method(self, request, context)
             except Exception as exc:
-                if _is_abort(exc):
+                if is_abort(exc):
                     raise
                 _abort(context, exc, name)
         return stream
@@ -72,12 +72,12 @@ def grpc_errors(method):
         try:
             return method(self, request, context)
         except Exception as exc:
-            if _is_abort(exc):
+            if is_abort(exc):
                 raise
             _abort(context, exc, name)
     return unary
 
 
-def _is_abort(exc: BaseException) -> bool:
+def is_abort(exc: BaseException) -> bool:
     # context.abort() raises a bare Exception subclass from grpc's internals
     return type(exc).__module__.startswith("grpc")

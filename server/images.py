@@ -11,13 +11,34 @@ from crossbit.server.errors import LimitError
 
 Image.MAX_IMAGE_PIXELS = None  # our own limit below is checked first, with a clear message
 
+# A Huffman-coded JPEG spends at least one bit on each 8x8 luma block's DC coefficient, so a
+# whole one has at least one byte per 512 pixels. Fewer than one per 1,024 (half that floor)
+# means the scans are missing, and libjpeg would fill the picture with grey.
+JPEG_MIN_PIXELS_PER_BYTE = 1024
 
-def decode_image(data: bytes, max_bytes: int, max_pixels: int) -> Image.Image:
-    """Decode image bytes to RGB, refusing oversized input before decoding any pixels.
+
+class PixelBudget:
+    """The decoded pixels one request may cause, taken image by image."""
+
+    def __init__(self, limit: int):
+        self.limit, self.used = limit, 0
+
+    def take(self, pixels: int) -> None:
+        if self.used + pixels > self.limit:
+            raise LimitError(f"this image would take the request to {self.used + pixels} decoded "
+                             f"pixels; the limit per request is {self.limit}: send fewer or "
+                             "smaller images per call")
+        self.used += pixels
+
+
+def decode_image(data: bytes, max_bytes: int, max_pixels: int,
+                 budget: PixelBudget | None = None) -> Image.Image:
+    """Decode image bytes to RGB, refusing oversized or incomplete input before decoding pixels.
 
     Raises:
-        LimitError: bytes or pixels over the limits (decompression bombs included).
-        ValueError: empty, truncated or non-image bytes.
+        LimitError: bytes or pixels over the limits (decompression bombs included), or over
+            the request's pixel ``budget``.
+        ValueError: empty, truncated or non-image bytes, or a format the decoder cannot read.
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"image must be bytes, got {type(data).__name__}")
@@ -35,13 +56,27 @@ def decode_image(data: bytes, max_bytes: int, max_pixels: int) -> Image.Image:
                                  f"the limit is {max_pixels}")
             if width < 1 or height < 1:
                 raise ValueError(f"image has no pixels ({width}x{height})")
+            if image.format == "JPEG" and not _arithmetic_jpeg(data) and \
+                    width * height > JPEG_MIN_PIXELS_PER_BYTE * len(data):
+                raise ValueError(f"JPEG of {len(data)} bytes cannot hold {width}x{height} pixels "
+                                 "(its image data is missing or truncated)")
+            if budget is not None:
+                budget.take(width * height)
             image.load()
             return image.convert("RGB")
     except LimitError:
         raise
-    except (OSError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning,
-            ValueError, EOFError) as exc:
+    except ValueError as exc:
         raise ValueError(f"not a readable image ({exc})") from None
+    except Exception as exc:  # any decoder failure (NotImplementedError for DDS...) is the input's
+        raise ValueError(f"not a readable image ({type(exc).__name__}: {exc})") from None
+
+
+def _arithmetic_jpeg(data: bytes) -> bool:
+    """True for arithmetic-coded JPEGs (SOF9 to SOF15), which may spend under a bit per block."""
+    head = bytes(data[:65536])
+    return any(marker in head for marker in (b"\xff\xc9", b"\xff\xca", b"\xff\xcb",
+                                             b"\xff\xcd", b"\xff\xce", b"\xff\xcf"))
 
 
 def make_thumbnail(image: Image.Image, size: int = 160, quality: int = 80) -> bytes:

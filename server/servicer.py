@@ -6,9 +6,13 @@ import json
 
 from crossbit.server import convert
 from crossbit.server.core import RetrievalCore
-from crossbit.server.errors import LimitError, grpc_errors
+from crossbit.server.errors import grpc_errors, is_abort
+from crossbit.server.guard import Malformed
 from crossbit.v1 import crossbit_pb2 as pb
 from crossbit.v1 import crossbit_pb2_grpc as pb_grpc
+
+STREAM_CHUNK = 64  # stream items committed together
+COMMITTED_KEY = "crossbit-committed-bin"  # trailing metadata of a stream that failed midway
 
 
 def _timeout(context) -> float | None:
@@ -37,23 +41,33 @@ class RetrievalServicer(pb_grpc.RetrievalServicer):
 
     @grpc_errors
     def AddImagesStream(self, request_iterator, context):
-        outcomes, chunk, offset = [], [], 0
-        limit = self.core.config.max_batch_items
-        for message in request_iterator:
-            chunk.append(convert.image_item(message))
-            if len(chunk) >= min(limit, 64):
-                outcomes += self._add_chunk(chunk, offset, context)
-                offset += len(chunk)
-                chunk = []
-        if chunk:
-            outcomes += self._add_chunk(chunk, offset, context)
+        """Items are committed in chunks as they arrive; the answer has one result per
+        message (an undecodable message is one refused item). If the call fails midway, the
+        error names the items already committed, and its trailing metadata
+        ``crossbit-committed-bin`` holds their results (an AddResponse)."""
+        outcomes, chunk, seen = [], [], {}
+        size = min(self.core.config.max_batch_items, STREAM_CHUNK)
+        try:
+            for message in request_iterator:
+                chunk.append(message)
+                if len(chunk) >= size:
+                    outcomes += self._add_chunk(chunk, len(outcomes), seen, context)
+                    chunk = []
+            if chunk:
+                outcomes += self._add_chunk(chunk, len(outcomes), seen, context)
+        except Exception as exc:
+            committed = [o for o in outcomes if o.ok]
+            if not committed or is_abort(exc):
+                raise
+            context.set_trailing_metadata(
+                ((COMMITTED_KEY, convert.add_response(outcomes).SerializeToString()),))
+            raise convert.with_committed(exc, committed, len(outcomes)) from None
         return convert.add_response(outcomes)
 
-    def _add_chunk(self, chunk, offset, context):
-        done = self.core.add("image", chunk, _timeout(context))
-        for outcome in done:
-            outcome.index += offset
-        return done
+    def _add_chunk(self, chunk, first, seen, context):
+        items = [m if isinstance(m, Malformed) else convert.image_item(m) for m in chunk]
+        items = [ValueError(str(m)) if isinstance(m, Malformed) else m for m in items]
+        return self.core.add("image", items, _timeout(context), first=first, seen=seen)
 
     @grpc_errors
     def AddTexts(self, request, context):
@@ -67,9 +81,6 @@ class RetrievalServicer(pb_grpc.RetrievalServicer):
 
     @grpc_errors
     def SearchBatch(self, request, context):
-        if len(request.queries) > self.core.config.max_batch_items:
-            raise LimitError(f"{len(request.queries)} queries in one request; the limit is "
-                             f"{self.core.config.max_batch_items}")
         queries = [convert.query(q) for q in request.queries]
         results = self.core.search_many(queries, _timeout(context))
         return pb.SearchBatchResponse(results=[convert.search_response(r) for r in results])

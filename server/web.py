@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import logging
+import re
+import socket
 import threading
 import time
 from pathlib import Path
@@ -11,6 +15,7 @@ from pathlib import Path
 import uvicorn
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
@@ -18,7 +23,7 @@ from starlette.routing import Route
 from crossbit.server.auth import token_ok
 from crossbit.server.config import ServerConfig
 from crossbit.server.core import Query, RetrievalCore, SearchResult
-from crossbit.server.errors import status_for
+from crossbit.server.errors import LimitError, NotFoundError, status_for
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +37,17 @@ PLACEHOLDER = (b'<svg xmlns="http://www.w3.org/2000/svg" width="160" height="120
                b'no thumbnail</text></svg>')
 
 
+INT64_MAX = 2**63 - 1
+HTTP_CODES = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 404: "NOT_FOUND",
+              405: "INVALID_ARGUMENT", 413: "RESOURCE_EXHAUSTED", 415: "INVALID_ARGUMENT"}
+
+
 def error_response(exc: BaseException) -> JSONResponse:
     """The same meaning as the gRPC status, as JSON: {"error": {"code", "message"}}."""
+    if isinstance(exc, HTTPException) and exc.status_code < 500:  # Starlette's own refusals
+        name = HTTP_CODES.get(exc.status_code, "INVALID_ARGUMENT")
+        return JSONResponse({"error": {"code": name, "message": str(exc.detail)}},
+                            status_code=exc.status_code)
     code, message = status_for(exc)
     if code.name == "INTERNAL":
         log.exception("web API call failed", exc_info=exc)
@@ -46,9 +60,34 @@ def _int(request: Request, name: str, default: int) -> int:
     if raw is None or raw == "":
         return default
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
-        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+        raise ValueError(f"{name} must be an integer, got {raw[:40]!r}") from None
+    if not -INT64_MAX - 1 <= value <= INT64_MAX:
+        raise ValueError(f"{name} must fit in 64 bits, got {raw[:40]}")
+    return value
+
+
+def _item_id(raw) -> int:
+    """An id from the path: one beyond int64 names no item (404), like an unknown one."""
+    value = int(raw)
+    if not 0 <= value <= INT64_MAX:
+        raise NotFoundError(f"unknown id {raw}")
+    return value
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused (413) as soon as it passes ``limit`` bytes: never read whole."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise LimitError(f"the upload is {declared} bytes; the limit is {limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise LimitError(f"the upload is over {limit} bytes, the limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _flag(request: Request, name: str) -> bool | None:
@@ -81,7 +120,11 @@ def build_app(core: RetrievalCore, config: ServerConfig) -> Starlette:
         return endpoint
 
     async def page(request: Request):
-        return FileResponse(STATIC / "index.html")
+        return FileResponse(STATIC / "index.html", headers=page_headers)
+
+    async def favicon(request: Request):
+        return Response(FAVICON, media_type="image/svg+xml",
+                        headers={"cache-control": "public, max-age=86400"})
 
     async def search(request: Request):
         started = time.perf_counter()
@@ -90,7 +133,10 @@ def build_app(core: RetrievalCore, config: ServerConfig) -> Starlette:
         like = request.query_params.get("like")
         if like is not None:
             source = request.query_params.get("source", "image")
-            result = await run_in_threadpool(core.like, int(like), source, k, modality)
+            like_id = _int(request, "like", 0)
+            if like_id < 0:
+                raise NotFoundError(f"unknown id {like_id}")
+            result = await run_in_threadpool(core.like, like_id, source, k, modality)
             return JSONResponse(result_json(result, started))
         text = request.query_params.get("q")
         if text is None:
@@ -104,13 +150,14 @@ def build_app(core: RetrievalCore, config: ServerConfig) -> Starlette:
         started = time.perf_counter()
         content_type = request.headers.get("content-type", "")
         if content_type.startswith("multipart/form-data"):
-            form = await request.form(max_part_size=config.max_image_bytes)
+            form = await request.form(max_files=1, max_fields=16,
+                                      max_part_size=config.max_image_bytes)
             upload = form.get("image")
             if upload is None or isinstance(upload, str):
                 raise ValueError("send the image as the form field 'image'")
             data = await upload.read()
         else:
-            data = await request.body()
+            data = await read_body(request, config.max_image_bytes)
         query = Query(image=data, top_k=_int(request, "k", config.default_top_k),
                       modality=request.query_params.get("modality", "image"),
                       rerank=_flag(request, "rerank"))
@@ -119,12 +166,12 @@ def build_app(core: RetrievalCore, config: ServerConfig) -> Starlette:
 
     async def item(request: Request):
         modality = request.query_params.get("modality", "image")
-        found = core.item(int(request.path_params["item_id"]), modality)
+        found = core.item(_item_id(request.path_params["item_id"]), modality)
         found["thumbnail"] = f"/api/items/{found['id']}/thumbnail?modality={modality}"
         return JSONResponse(found)
 
     async def thumbnail(request: Request):
-        data = core.thumbnail(int(request.path_params["item_id"]),
+        data = core.thumbnail(_item_id(request.path_params["item_id"]),
                               request.query_params.get("modality", "image"))
         if data is None:
             return Response(PLACEHOLDER, media_type="image/svg+xml")
@@ -134,6 +181,8 @@ def build_app(core: RetrievalCore, config: ServerConfig) -> Starlette:
     async def items(request: Request):
         modality = request.query_params.get("modality", "image")
         offset, limit = _int(request, "offset", 0), _int(request, "limit", 24)
+        if offset > MAX_OFFSET:
+            raise ValueError(f"offset must be at most {MAX_OFFSET}")
         rows = core.page(offset, limit, modality)
         return JSONResponse({"items": rows, "offset": offset, "limit": limit,
                              "total": core.stats()["images" if modality == "image" else "texts"]})
@@ -141,8 +190,10 @@ def build_app(core: RetrievalCore, config: ServerConfig) -> Starlette:
     async def stats(request: Request):
         return JSONResponse(core.stats())
 
+    page_headers = {"content-security-policy": content_security_policy()}
     routes = [
         Route("/", page),
+        Route("/favicon.ico", favicon),
         Route("/api/search", guarded(search)),
         Route("/api/search/image", guarded(search_image), methods=["POST"]),
         Route("/api/items", guarded(items)),
@@ -150,7 +201,107 @@ def build_app(core: RetrievalCore, config: ServerConfig) -> Starlette:
         Route("/api/items/{item_id:int}/thumbnail", guarded(thumbnail)),
         Route("/api/stats", guarded(stats)),
     ]
-    return Starlette(routes=routes)
+    app = Starlette(routes=routes)
+    return SecurityHeaders(BodyLimit(app, config.max_image_bytes + (1 << 20)), allowed_hosts(config))
+
+
+MAX_OFFSET = 2**62
+FAVICON = (b'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><rect width="16" height="16" '
+           b'rx="3" fill="#2563eb"/><path d="M4 4h3v3H4zM9 9h3v3H9zM9 4h3v3H9z" fill="#fff"/></svg>')
+
+
+def content_security_policy() -> str:
+    """Only this page's own script and style run; no framing, no other origins."""
+    html = (STATIC / "index.html").read_text()
+    hashes = {kind: [_sha256(m) for m in re.findall(rf"<{kind}>(.*?)</{kind}>", html, re.S)]
+              for kind in ("script", "style")}
+    return ("default-src 'none'; img-src 'self' blob: data:; connect-src 'self'; "
+            f"script-src {' '.join(hashes['script'])}; style-src {' '.join(hashes['style'])}; "
+            "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+
+
+def _sha256(text: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
+
+
+def allowed_hosts(config: ServerConfig) -> set[str]:
+    """Host names the API answers to: the bound address, loopback names, and --web-hosts.
+
+    Checking Host stops DNS rebinding (a page on another site whose name resolves here).
+    """
+    hosts = {"localhost", "127.0.0.1", "::1", config.host.lower()}
+    if config.host in ("0.0.0.0", "::", ""):
+        hosts |= {socket.gethostname().lower(), socket.getfqdn().lower()}
+    hosts |= {h.strip().lower() for h in (config.web_hosts or "").split(",") if h.strip()}
+    return hosts
+
+
+def _host_name(header: str) -> str:
+    header = header.strip().lower()
+    if header.startswith("["):  # [::1]:8080
+        return header[1:header.find("]")] if "]" in header else header
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
+class SecurityHeaders:
+    """ASGI middleware: refuse unknown Host headers (421), add the security headers."""
+
+    def __init__(self, app, hosts: set[str]):
+        self.app, self.hosts = app, hosts
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        host = dict(scope.get("headers") or []).get(b"host", b"").decode("latin-1")
+        if "*" not in self.hosts and _host_name(host) not in self.hosts:
+            response = JSONResponse({"error": {"code": "INVALID_ARGUMENT", "message":
+                                               f"unknown Host {host[:100]!r}: add it with "
+                                               "--web-hosts to serve it"}}, status_code=421)
+            return await response(scope, receive, send)
+
+        async def with_headers(message):
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] = list(message["headers"]) + SECURITY_HEADERS
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+SECURITY_HEADERS = [(b"x-frame-options", b"DENY"), (b"x-content-type-options", b"nosniff"),
+                    (b"referrer-policy", b"no-referrer")]
+
+
+class BodyTooLarge(LimitError):
+    """A request body over the limit (HTTP 413), found while it streams in."""
+
+
+class BodyLimit:
+    """ASGI middleware: no request body is read past ``limit`` bytes (413 as soon as it passes)."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.limit:
+            return await error_response(BodyTooLarge(
+                f"the request body is {int(declared)} bytes; the limit is {self.limit}"))(
+                scope, receive, send)
+        seen = 0
+
+        async def counted():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise BodyTooLarge(f"the request body is over {self.limit} bytes, the limit")
+            return message
+
+        await self.app(scope, counted, send)
 
 
 class _Server(uvicorn.Server):

@@ -1,0 +1,220 @@
+"""Guards on every RPC: undecodable messages are INVALID_ARGUMENT, client streams are capped and
+cancelled when idle, and floods of bad calls log a line a second, not a traceback each."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import grpc
+
+log = logging.getLogger(__name__)
+
+# methods whose servicer takes an undecodable stream message as one refused item (the other
+# messages of the stream proceed); elsewhere such a message ends the call
+PER_ITEM_STREAMS = frozenset({"/crossbit.v1.Retrieval/AddImagesStream"})
+
+
+class Malformed:
+    """Stands in for a request message that did not parse, so the handler can refuse it."""
+
+    __slots__ = ("error", "size")
+
+    def __init__(self, error: str, size: int):
+        self.error, self.size = error, size
+
+    def __str__(self) -> str:
+        return f"the message ({self.size} bytes) is not a valid protobuf of this method ({self.error})"
+
+
+def _safe(deserialize):
+    """A deserializer that never raises (grpc would answer INTERNAL and log a traceback)."""
+    if deserialize is None:
+        return None
+
+    def parse(data: bytes):
+        try:
+            return deserialize(data)
+        except Exception as exc:
+            return Malformed(f"{type(exc).__name__}: {exc}"[:200], len(data))
+    return parse
+
+
+class RateLimitedLog:
+    """At most one log line per ``interval`` seconds per kind; the lines in between are counted."""
+
+    def __init__(self, interval: float = 1.0):
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._last: dict[str, float] = {}
+        self._dropped: dict[str, int] = {}
+
+    def warning(self, kind: str, message: str, *args) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if now - self._last.get(kind, -1e9) < self.interval:
+                self._dropped[kind] = self._dropped.get(kind, 0) + 1
+                return
+            dropped = self._dropped.pop(kind, 0)
+            self._last[kind] = now
+        log.warning(message + (f" (and {dropped} more like it)" if dropped else ""), *args)
+
+
+class _Stream:
+    """One open client stream: when it last sent a message, and whether it was timed out."""
+
+    __slots__ = ("context", "method", "last", "timed_out")
+
+    def __init__(self, context, method: str):
+        self.context, self.method = context, method
+        self.last = time.monotonic()
+        self.timed_out = False
+
+
+class StreamIdle(TimeoutError):
+    """A client stream sent nothing for longer than the idle limit (DEADLINE_EXCEEDED)."""
+
+
+class GuardInterceptor(grpc.ServerInterceptor):
+    """Wraps every method handler (crossbit's, health, reflection).
+
+    - Request messages that do not parse reach the handler as :class:`Malformed`; unary
+      calls and most streams answer INVALID_ARGUMENT, the methods in
+      :data:`PER_ITEM_STREAMS` refuse that one item.
+    - At most ``max_streams`` client streams are served at once (each holds a worker thread
+      while open); more are refused with RESOURCE_EXHAUSTED, so idle streams cannot take
+      every worker from searches and health checks.
+    - A stream that sends nothing for ``idle_s`` seconds is cancelled.
+    """
+
+    def __init__(self, max_streams: int, idle_s: float):
+        self.max_streams, self.idle_s = max_streams, idle_s
+        self.log = RateLimitedLog()
+        self._lock = threading.Lock()
+        self._open: set[_Stream] = set()
+        self._stop = threading.Event()
+        self._watchdog = threading.Thread(target=self._watch, daemon=True,
+                                          name="crossbit-stream-watchdog")
+        self._watchdog.start()
+
+    def close(self) -> None:
+        self._stop.set()
+
+    def cancel_streams(self) -> int:
+        """Cancel every open client stream (shutdown); returns how many there were."""
+        with self._lock:
+            streams = list(self._open)
+        for stream in streams:
+            stream.timed_out = True
+            stream.context.cancel()
+        return len(streams)
+
+    @property
+    def open_streams(self) -> int:
+        with self._lock:
+            return len(self._open)
+
+    # -- the watchdog ------------------------------------------------------------------------
+    def _watch(self) -> None:
+        tick = min(1.0, self.idle_s / 4)
+        while not self._stop.wait(tick):
+            now = time.monotonic()
+            with self._lock:
+                idle = [s for s in self._open if now - s.last > self.idle_s]
+            for stream in idle:
+                stream.timed_out = True
+                self.log.warning("idle", "%s: client stream idle for over %.0fs; cancelled",
+                                 stream.method, self.idle_s)
+                stream.context.cancel()
+
+    # -- wrapping ------------------------------------------------------------------------------
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        parse = _safe(handler.request_deserializer)
+        out = handler.response_serializer
+        if handler.request_streaming:
+            inner = handler.stream_unary or handler.stream_stream
+            behavior = self._streaming(inner, method, handler.response_streaming)
+            if handler.response_streaming:
+                return grpc.stream_stream_rpc_method_handler(behavior, parse, out)
+            return grpc.stream_unary_rpc_method_handler(behavior, parse, out)
+        inner = handler.unary_unary or handler.unary_stream
+        behavior = self._unary(inner, method, handler.response_streaming)
+        if handler.response_streaming:
+            return grpc.unary_stream_rpc_method_handler(behavior, parse, out)
+        return grpc.unary_unary_rpc_method_handler(behavior, parse, out)
+
+    def _refuse(self, context, method: str, bad: Malformed) -> None:
+        self.log.warning("malformed", "%s: INVALID_ARGUMENT: %s", method, bad)
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(bad))
+
+    def _unary(self, inner, method: str, streams_out: bool):
+        if streams_out:
+            def behavior(request, context):
+                if isinstance(request, Malformed):
+                    self._refuse(context, method, request)
+                yield from inner(request, context)
+            return behavior
+
+        def behavior(request, context):
+            if isinstance(request, Malformed):
+                self._refuse(context, method, request)
+            return inner(request, context)
+        return behavior
+
+    def _open_stream(self, context, method: str) -> _Stream:
+        with self._lock:
+            if len(self._open) >= self.max_streams:
+                full = True
+            else:
+                full = False
+                stream = _Stream(context, method)
+                self._open.add(stream)
+        if full:
+            self.log.warning("streams", "%s: RESOURCE_EXHAUSTED: %d client streams open",
+                             method, self.max_streams)
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                          f"{self.max_streams} client streams are open, the most this server "
+                          "serves at once; retry later, or send the items with a unary call")
+        return stream
+
+    def _close_stream(self, stream: _Stream) -> None:
+        with self._lock:
+            self._open.discard(stream)
+
+    def _messages(self, requests, context, stream: _Stream, method: str):
+        per_item = method in PER_ITEM_STREAMS
+        try:
+            for message in requests:
+                stream.last = time.monotonic()
+                if isinstance(message, Malformed) and not per_item:
+                    self._refuse(context, method, message)
+                yield message
+        except grpc.RpcError:
+            if stream.timed_out:
+                raise StreamIdle(f"the stream sent nothing for {self.idle_s:.0f}s") from None
+            raise
+        if stream.timed_out:  # cancelled: what arrived was cut short, not a whole stream
+            raise StreamIdle(f"the stream sent nothing for {self.idle_s:.0f}s")
+
+    def _streaming(self, inner, method: str, streams_out: bool):
+        if streams_out:
+            def behavior(requests, context):
+                stream = self._open_stream(context, method)
+                try:
+                    yield from inner(self._messages(requests, context, stream, method), context)
+                finally:
+                    self._close_stream(stream)
+            return behavior
+
+        def behavior(requests, context):
+            stream = self._open_stream(context, method)
+            try:
+                return inner(self._messages(requests, context, stream, method), context)
+            finally:
+                self._close_stream(stream)
+        return behavior
