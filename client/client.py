@@ -61,9 +61,10 @@ def _image_bytes(image) -> bytes:
 
 
 def _key_for(image) -> str:
-    """A default key: the file name for paths, none for bytes and PIL images."""
+    """A default key: the file's absolute path (so two folders' IMG_0001.jpg stay two items,
+    and adding the same file again replaces it); none for bytes and PIL images."""
     if isinstance(image, (str, os.PathLike)):
-        return os.path.basename(str(image))
+        return os.path.realpath(image)
     return ""
 
 
@@ -181,6 +182,7 @@ class Client:
         options = [("grpc.max_receive_message_length", max_message_bytes),
                    ("grpc.max_send_message_length", max_message_bytes)]
         creds = _credentials(tls)
+        self.address = address
         self.channel = grpc.secure_channel(address, creds, options) if creds else \
             grpc.insecure_channel(address, options)
         self.stub = pb_grpc.RetrievalStub(self.channel)
@@ -198,7 +200,7 @@ class Client:
                 if exc.code() in RETRYABLE and attempt + 1 < attempts:
                     time.sleep(min(2.0, 0.1 * 2**attempt) * (0.5 + random.random()))
                     continue
-                raise from_rpc_error(exc) from None
+                raise from_rpc_error(exc, self.address) from None
         raise CrossbitError("unreachable")
 
     def encode(self, texts: Sequence[str] = (), images: Sequence = (),
@@ -286,6 +288,7 @@ class AsyncClient:
     def __init__(self, address: str = "127.0.0.1:50051", token: str | None = None,
                  tls: bool | str | None = None, timeout: float = 30.0, retries: int = 3):
         creds = _credentials(tls)
+        self.address = address
         self.channel = grpc.aio.secure_channel(address, creds) if creds else \
             grpc.aio.insecure_channel(address)
         self.stub = pb_grpc.RetrievalStub(self.channel)
@@ -303,7 +306,7 @@ class AsyncClient:
                 if exc.code() in RETRYABLE and attempt + 1 < attempts:
                     await asyncio.sleep(min(2.0, 0.1 * 2**attempt) * (0.5 + random.random()))
                     continue
-                raise from_rpc_error(exc) from None
+                raise from_rpc_error(exc, self.address) from None
         raise CrossbitError("unreachable")
 
     async def search(self, text=None, image=None, code=None, top_k=10, radius=None,

@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import grpc
 
+COMMITTED_KEY = "crossbit-committed-bin"
+
 
 class CrossbitError(Exception):
-    """Any error from the crossbit service; ``code`` holds the gRPC status name."""
+    """Any error from the crossbit service; ``code`` holds the gRPC status name.
+
+    ``committed``: for a stream of adds that failed midway, the results of the items the
+    server had committed before the failure (``AddResult`` messages); else None.
+    """
 
     code = "UNKNOWN"
+    committed = None
 
-    def __init__(self, message: str, code: str | None = None):
+    def __init__(self, message: str, code: str | None = None, committed=None):
         super().__init__(message)
         if code is not None:
             self.code = code
+        self.committed = committed
 
 
 class InvalidArgument(CrossbitError, ValueError):
@@ -47,8 +55,30 @@ _BY_CODE = {cls.code: cls for cls in (InvalidArgument, NotFound, ResourceExhaust
                                       Unauthenticated, Unavailable, DeadlineExceeded)}
 
 
-def from_rpc_error(exc: grpc.RpcError) -> CrossbitError:
-    """The client exception for a failed call."""
+CONNECT_FAILED = ("failed to connect", "connection refused", "dns resolution failed",
+                  "name resolution", "connect failed", "no route to host")
+
+
+def from_rpc_error(exc: grpc.RpcError, address: str | None = None) -> CrossbitError:
+    """The client exception for a failed call (``address`` names the server in the message
+    when nothing answers there)."""
     code = exc.code().name if exc.code() is not None else "UNKNOWN"
     cls = _BY_CODE.get(code, CrossbitError)
-    return cls(exc.details() or code, code)
+    details = exc.details() or code
+    if code == "UNAVAILABLE" and address and any(w in details.lower() for w in CONNECT_FAILED):
+        details = (f"no crossbit server answers at {address}: start one with 'crossbit serve', "
+                   f"or point --server (CROSSBIT_SERVER) at the one you have ({details})")
+    return cls(details, code, _committed(exc))
+
+
+def _committed(exc: grpc.RpcError):
+    try:
+        trailing = exc.trailing_metadata() or ()
+    except Exception:  # an error that never reached the server has none
+        return None
+    for key, value in trailing:
+        if key == COMMITTED_KEY:
+            from crossbit.v1 import crossbit_pb2 as pb
+
+            return list(pb.AddResponse.FromString(value).results)
+    return None

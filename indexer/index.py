@@ -304,9 +304,11 @@ class BinaryIndex:
                   keys: Sequence[str | None] | None = None,
                   metadata: Sequence[dict | None] | None = None,
                   embeddings: np.ndarray | None = None,
-                  thumbnails: Sequence[bytes | None] | None = None) -> StoreWrite:
+                  thumbnails: Sequence[bytes | None] | None = None,
+                  positions: Sequence[int] | None = None) -> StoreWrite:
         """Like :meth:`add`, but per item: ``ids`` may mix given ids and None (assign), and an
-        item whose key or id repeats an earlier item of the call is refused alone.
+        item whose key or id repeats an earlier item of the call is refused alone
+        (``positions`` numbers the items in those messages).
 
         Returns:
             a :class:`StoreWrite`: ids (-1 where refused), replaced ids, refusals by position.
@@ -338,7 +340,7 @@ class BinaryIndex:
                 except (TypeError, ValueError) as exc:
                     raise ValueError(f"metadata must be JSON-serialisable: {exc}") from None
         with self._lock.write():
-            write = self.store.add(codes, ids, keys, metadata, embeddings, thumbnails)
+            write = self.store.add(codes, ids, keys, metadata, embeddings, thumbnails, positions)
             kept = write.ids >= 0
             out = write.ids[kept]
             # the invariant, kept here: the backend holds exactly the store's ids, each once.

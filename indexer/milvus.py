@@ -172,14 +172,14 @@ class MilvusIndex:
         return out
 
     def add_items(self, codes: np.ndarray, ids=None, keys=None, metadata=None, embeddings=None,
-                  thumbnails=None) -> StoreWrite:
+                  thumbnails=None, positions=None) -> StoreWrite:
         """Per item, as :meth:`BinaryIndex.add_items`: repeats of a key or id in the call are
         refused alone; given ids and assigned ids may be mixed."""
         codes = check_codes(codes, self.bits)
         n = len(codes)
         ids = list(ids) if ids is not None else [None] * n
         keys = list(keys) if keys is not None else [None] * n
-        refused = repeated_items(keys, ids)
+        refused = repeated_items(keys, ids, positions)
         out = np.full(n, -1, np.int64)
         for given in (True, False):
             rows = [i for i in range(n) if i not in refused and (ids[i] is not None) == given]

@@ -130,7 +130,8 @@ class Store:
     def add(self, codes: np.ndarray, ids: Sequence[int | None] | None,
             keys: Sequence[str | None], metadata: Sequence[dict],
             embeddings: np.ndarray | None,
-            thumbnails: Sequence[bytes | None] | None) -> StoreWrite:
+            thumbnails: Sequence[bytes | None] | None,
+            positions: Sequence[int] | None = None) -> StoreWrite:
         """Insert or replace items in one transaction.
 
         An item whose key is already stored replaces it and keeps its id unless an id is
@@ -138,6 +139,8 @@ class Store:
         item with a given key or id wins: a later item that would replace or remove an item
         of the same call is refused (its id is -1 and ``refused`` says why), so every id
         returned is stored exactly once.
+
+        ``positions`` numbers the items in refusal messages (the caller's own numbering).
 
         Returns:
             a :class:`StoreWrite`: the ids (-1 where refused), the ids whose previous
@@ -164,6 +167,8 @@ class Store:
                 replaced: list[int] = []
                 refused: dict[int, str] = {}
                 claimed: dict[int, int] = {}  # id written by this call -> item position
+                named = set() if ids is None else {int(i) for i in ids if i is not None}
+                pos = list(range(n)) if positions is None else list(positions)
                 for i in range(n):
                     key = keys[i]
                     given = None if ids is None else ids[i]
@@ -176,15 +181,16 @@ class Store:
                     elif old is not None:
                         item_id = old
                     else:
-                        while cur.execute("SELECT 1 FROM items WHERE id=?", (next_id,)).fetchone():
+                        while next_id in named or cur.execute(
+                                "SELECT 1 FROM items WHERE id=?", (next_id,)).fetchone():
                             next_id += 1
                         item_id = next_id
                         next_id += 1
                     if old in claimed:
-                        refused[i] = f"key {key!r} repeats item {claimed[old]} of this call"
+                        refused[i] = f"key {key!r} repeats item {pos[claimed[old]]} of this call"
                         continue
                     if item_id in claimed:
-                        refused[i] = f"id {item_id} repeats item {claimed[item_id]} of this call"
+                        refused[i] = f"id {item_id} repeats item {pos[claimed[item_id]]} of this call"
                         continue
                     if old is not None and old != item_id:
                         cur.execute("DELETE FROM items WHERE id=?", (old,))
@@ -415,8 +421,8 @@ class Store:
         return [Item(i, k, json.loads(m), a) for i, k, m, a in rows]
 
 
-def repeated_items(keys: Sequence[str | None] | None,
-                   ids: Sequence[int | None] | None) -> dict[int, str]:
+def repeated_items(keys: Sequence[str | None] | None, ids: Sequence[int | None] | None,
+                   positions: Sequence[int] | None = None) -> dict[int, str]:
     """Items of one call whose key or id repeats an earlier item's: position -> why.
 
     The rule of every add: within one call the first item with a key or id wins.
@@ -425,13 +431,14 @@ def repeated_items(keys: Sequence[str | None] | None,
     seen_keys: dict[str, int] = {}
     seen_ids: dict[int, int] = {}
     n = len(keys) if keys is not None else len(ids) if ids is not None else 0
+    pos = list(range(n)) if positions is None else list(positions)
     for i in range(n):
         key = None if keys is None else keys[i]
         item_id = None if ids is None or ids[i] is None else int(ids[i])
         if key and key in seen_keys:
-            out[i] = f"key {key!r} repeats item {seen_keys[key]} of this call"
+            out[i] = f"key {key!r} repeats item {pos[seen_keys[key]]} of this call"
         elif item_id is not None and item_id in seen_ids:
-            out[i] = f"id {item_id} repeats item {seen_ids[item_id]} of this call"
+            out[i] = f"id {item_id} repeats item {pos[seen_ids[item_id]]} of this call"
         else:
             if key:
                 seen_keys[key] = i

@@ -29,6 +29,17 @@ STOP_SLACK_S = 3.0  # after the grace period, how long stop() waits for handlers
 SERVICE = crossbit_pb2.DESCRIPTOR.services_by_name["Retrieval"].full_name
 
 
+class HealthServicer(health.HealthServicer):
+    """grpc's health service, with a message on NOT_FOUND (grpc's own leaves it empty)."""
+
+    def Check(self, request, context):
+        response = super().Check(request, context)
+        if context.code() == grpc.StatusCode.NOT_FOUND:
+            context.set_details(f"unknown service {request.service[:100]!r}: ask for '' (the "
+                                f"server) or '{SERVICE}'")
+        return response
+
+
 def load_model(config: ServerConfig):
     """The model named by the config (the shipped default when none), ready to encode."""
     from crossbit.encoders.model import HashModel
@@ -127,7 +138,7 @@ def create_server(config: ServerConfig, model=None) -> Running:
                          interceptors=interceptors, options=options,
                          maximum_concurrent_rpcs=config.workers * 8)
     crossbit_pb2_grpc.add_RetrievalServicer_to_server(RetrievalServicer(core), server)
-    health_servicer = health.HealthServicer()
+    health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     enable_reflection([SERVICE, health.SERVICE_NAME, "grpc.reflection.v1alpha.ServerReflection"],
                       server)

@@ -150,8 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_serve(sub)
     p = sub.add_parser("index", help="add a folder of images to a running server",
-                       description="Stream every image under DIR to the server (keys are paths "
-                       "relative to DIR; adding a key again replaces it).")
+                       description="Stream every image under DIR to the server. Each image's key "
+                       "is its absolute path: indexing the same folder again replaces its items "
+                       "(no duplicates), and two folders' files never replace each other.")
     p.add_argument("dir", help="folder of images (searched recursively)")
     _client_args(p)
     p = sub.add_parser("search", help="search a running server by text or image",
@@ -266,10 +267,20 @@ def _exit_if_threads_linger(wait_s: float = 2.0) -> None:
     os._exit(0)
 
 
+def check_server_address(address: str) -> str:
+    """host:port with a port in 1..65535 (a bare host would silently mean port 443)."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"--server {address!r} needs HOST:PORT, e.g. 127.0.0.1:50051 "
+                         "(the port crossbit serve prints)")
+    return address
+
+
 def _client(args):
     from crossbit.client import Client
 
-    return Client(args.server, token=args.token, tls=args.tls, timeout=args.timeout)
+    return Client(check_server_address(args.server), token=args.token, tls=args.tls,
+                  timeout=args.timeout)
 
 
 def cmd_index(args) -> int:
@@ -283,7 +294,7 @@ def cmd_index(args) -> int:
         return 1
     with _client(args) as client:
         response = client.add_images_detailed(
-            files, keys=[str(p.relative_to(root)) for p in files],
+            files, keys=[str(p.resolve()) for p in files],
             metadata=[{"path": str(p)} for p in files], progress=True)
     print(f"added {response.added} of {len(files)} images; {response.failed} refused")
     for r in response.results:

@@ -212,7 +212,7 @@ class RetrievalCore:
                 self._check_item(item)
                 for what in (("key", item.key) if item.key else None,
                              ("id", item.id) if item.id is not None else None):
-                    if what in seen:
+                    if what in seen:  # taken by an earlier part of this call (a stream)
                         raise ValueError(f"{what[0]} {what[1]!r} repeats item {seen[what]} of "
                                          "this call")
                 if modality == "image":
@@ -225,10 +225,6 @@ class RetrievalCore:
                     thumbs.append(None)
                     futures.append(self.text_batcher.submit(text))
                 prepared.append(i)
-                if item.key:
-                    seen[("key", item.key)] = first + i
-                if item.id is not None:
-                    seen[("id", item.id)] = first + i
             except (ValueError, TypeError) as exc:
                 outcomes[i].error = str(exc)
                 outcomes[i].code = "RESOURCE_EXHAUSTED" if isinstance(exc, LimitError) \
@@ -246,12 +242,16 @@ class RetrievalCore:
         write = index.add_items(np.stack([e[0] for e in encoded]),
                                 ids=[items[i].id for i in prepared],
                                 keys=[items[i].key or None for i in prepared], metadata=metadata,
-                                embeddings=np.stack([e[1] for e in encoded]), thumbnails=thumbs)
+                                embeddings=np.stack([e[1] for e in encoded]), thumbnails=thumbs,
+                                positions=[first + i for i in prepared])
         for n, i in enumerate(prepared):
             if n in write.refused:
                 outcomes[i].error, outcomes[i].code = write.refused[n], "INVALID_ARGUMENT"
-            else:
-                outcomes[i].ok, outcomes[i].id = True, int(write.ids[n])
+                continue
+            outcomes[i].ok, outcomes[i].id = True, int(write.ids[n])
+            if items[i].key:
+                seen[("key", items[i].key)] = first + i
+            seen[("id", int(write.ids[n]))] = first + i
         if self.metrics is not None:
             self.metrics.index_items.labels(modality).set(len(index))
         return outcomes

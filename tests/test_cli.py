@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 
 import pytest
 
 from crossbit.server.cli import build_parser, main
+
+from helpers import free_port
 
 COMMANDS = ["serve", "index", "search", "stats", "train", "evaluate", "export-onnx", "load",
             "demo"]
@@ -37,12 +38,6 @@ def test_python_dash_m_and_top_level_help():
 def test_search_without_a_query_says_how(capsys):
     assert main(["search"]) == 2
     assert "give a text" in capsys.readouterr().err
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_serve_index_search_stats_and_sigterm(tmp_path, photos):
@@ -71,12 +66,12 @@ def test_serve_index_search_stats_and_sigterm(tmp_path, photos):
                                 + address, capture_output=True, text=True, env=env, timeout=60,
                                 check=True)
         hits = json.loads(search.stdout)
-        assert len(hits) == 2 and {h["key"] for h in hits} <= {
-            "chelsea.jpg", "coffee.jpg", "rocket.jpg", "camera.jpg"}
+        assert len(hits) == 2 and {h["key"] for h in hits} <= {  # keys: absolute paths
+            str((images / f"{n}.jpg").resolve()) for n in ("chelsea", "coffee", "rocket", "camera")}
         by_image = subprocess.run(crossbit + ["search", "--image", str(images / "rocket.jpg")]
                                   + address, capture_output=True, text=True, env=env,
                                   timeout=60, check=True)
-        assert by_image.stdout.splitlines()[0].split()[-1] == "rocket.jpg"
+        assert by_image.stdout.splitlines()[0].split()[-1] == str((images / "rocket.jpg").resolve())
         stats = subprocess.run(crossbit + ["stats"] + address, capture_output=True, text=True,
                                env=env, timeout=60, check=True)
         assert json.loads(stats.stdout)["images"] == 4

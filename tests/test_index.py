@@ -8,17 +8,7 @@ import pytest
 from crossbit.indexer.backends import TorchHammingBackend
 from crossbit.indexer.index import SNAPSHOT, open_index
 
-
-def popcount_distances(queries, codes):
-    return np.bitwise_count(queries[:, None, :] ^ codes[None, :, :]).sum(axis=2)
-
-
-def clustered_codes(n, bits, rng, centers=20, flip=0.08):
-    """Codes around a few centres, so that IVF and HNSW see realistic structure and ties."""
-    c = rng.integers(0, 2, size=(centers, bits), dtype=np.uint8)
-    pick = c[rng.integers(0, centers, size=n)]
-    noise = (rng.random((n, bits)) < flip).astype(np.uint8)
-    return np.packbits(pick ^ noise, axis=1)
+from helpers import clustered_codes, popcount_distances
 
 
 def check_exact(results, queries, codes, ids, k):

@@ -10,7 +10,7 @@ pytest.importorskip("milvus_lite", reason="milvus-lite not installed: pip instal
 
 from crossbit.indexer.index import open_index  # noqa: E402
 
-from test_index import clustered_codes, popcount_distances  # noqa: E402
+from helpers import clustered_codes, popcount_distances  # noqa: E402
 
 
 @pytest.fixture(scope="module")

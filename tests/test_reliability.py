@@ -6,16 +6,11 @@ tests longer (CROSSBIT_RELIABILITY_ROUNDS, CROSSBIT_FUZZ_EXAMPLES) and records t
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import grpc
 import pytest
@@ -27,55 +22,11 @@ from crossbit.client.errors import CrossbitError
 from crossbit.v1 import crossbit_pb2 as pb
 from crossbit.v1 import crossbit_pb2_grpc as pb_grpc
 
+from helpers import free_port, record, start_server, stop_server
+
 ROUNDS = int(os.environ.get("CROSSBIT_RELIABILITY_ROUNDS", "3"))
 FUZZ = int(os.environ.get("CROSSBIT_FUZZ_EXAMPLES", "60"))
-RESULTS = os.environ.get("CROSSBIT_RELIABILITY_JSON")
 BAD_STATUSES = {grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL}
-
-
-def record(name: str, **figures) -> None:
-    """Append figures for RELIABILITY.md when make reliability asks for them."""
-    if RESULTS:
-        with open(RESULTS, "a") as f:
-            f.write(json.dumps({"test": name, **figures}) + "\n")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(data: Path, port: int) -> subprocess.Popen:
-    """``crossbit serve`` in its own process; its log is drained into ``proc.log`` as it comes."""
-    proc = subprocess.Popen([sys.executable, "-m", "crossbit", "serve", "--data", str(data),
-                             "--port", str(port), "--index", "flat", "--snapshot-interval", "0.5"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1"})
-    proc.log = []
-    threading.Thread(target=lambda: proc.log.extend(iter(proc.stderr.readline, "")),
-                     daemon=True).start()
-    line = proc.stdout.readline()
-    if f":{port}" not in line:
-        proc.kill()
-        proc.wait()
-        raise RuntimeError("server did not start: " + line + "".join(proc.log)[-3000:])
-    return proc
-
-
-def stop_server(proc: subprocess.Popen, timeout: float = 90) -> str:
-    """SIGTERM, wait; on a hang, dump every thread (faulthandler) into the failure message."""
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGABRT)
-        proc.wait(timeout=30)
-        time.sleep(0.5)
-        log = "".join(proc.log)[-6000:]
-        raise AssertionError(f"server ignored SIGTERM for {timeout}s:\n{log}") from None
-    time.sleep(0.2)
-    return "".join(proc.log)
 
 
 def test_sigkill_during_ingestion_loses_nothing_acknowledged(tmp_path, photos):

@@ -17,6 +17,7 @@ from crossbit.v1 import crossbit_pb2 as pb
 from crossbit.v1 import crossbit_pb2_grpc as pb_grpc
 
 from conftest import jpeg, png_header_only
+from helpers import self_signed
 
 
 @pytest.fixture
@@ -235,17 +236,8 @@ def test_embeddings_read_from_sqlite_when_not_in_memory(make_server, photos):
     assert ranked[False] == pytest.approx(ranked[True], abs=2e-3)
 
 
-def _self_signed(tmp_path):
-    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
-                    str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
-                   check=True, capture_output=True)
-    return key, cert
-
-
 def test_tls(make_server, tmp_path):
-    key, cert = _self_signed(tmp_path)
+    key, cert = self_signed(tmp_path)
     running = make_server(tls_cert=str(cert), tls_key=str(key))
     with Client(f"localhost:{running.port}", tls=str(cert)) as secure:
         assert secure.stats()["images"] == 0

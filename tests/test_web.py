@@ -13,14 +13,10 @@ import pytest
 
 from crossbit.client import Client
 
+from helpers import free_port
+
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 CHROMIUM = os.environ.get("CROSSBIT_CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -136,3 +132,99 @@ def test_page_in_a_real_browser(web, photos, tmp_path):
         expect(page.locator("#page-info")).to_contain_text("1–6 of 6")
         browser.close()
     assert (ARTIFACTS / "web_text_search.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("path,params,status", [
+    ("/api/items/99999999999999999999999", {}, 404),
+    ("/api/items/99999999999999999999999/thumbnail", {}, 404),
+    ("/api/items/9223372036854775808", {}, 404),
+    ("/api/search", {"like": "99999999999999999999999"}, 400),
+    ("/api/search", {"like": "-1"}, 404),
+    ("/api/items", {"offset": "99999999999999999999999"}, 400),
+    ("/api/items", {"offset": str(2**63 - 1)}, 400),
+    ("/api/search", {"q": "x", "k": "99999999999999999999"}, 400),
+])
+def test_ids_beyond_int64_are_not_server_errors(web, path, params, status):
+    base, _, _ = web
+    r = httpx.get(f"{base}{path}", params=params)
+    assert r.status_code == status, r.text
+    assert r.json()["error"]["message"]
+
+
+def test_starlette_refusals_keep_their_status(web):
+    base, _, _ = web
+    broken = httpx.post(f"{base}/api/search/image", content=b"--x\r\nbroken",
+                        headers={"content-type": "multipart/form-data; boundary=zzz"})
+    assert broken.status_code == 400 and broken.json()["error"]["code"] == "INVALID_ARGUMENT"
+    many = httpx.post(f"{base}/api/search/image", data={f"f{i}": "v" for i in range(50)})
+    assert many.status_code == 400, many.text
+
+
+def _send_until_answered(port: int, headers: bytes, chunk: bytes, most: int) -> tuple[int, bytes]:
+    """Send a chunked body until the server answers or ``most`` bytes are out."""
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(headers)
+        s.settimeout(0.01)
+        sent = 0
+        answer = b""
+        while sent < most:
+            try:
+                s.sendall(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
+                sent += len(chunk)
+            except OSError:
+                break
+            try:
+                answer += s.recv(65536)
+                if answer:
+                    break
+            except TimeoutError:
+                continue
+        s.settimeout(5)
+        try:
+            while b"\r\n\r\n" not in answer:
+                got = s.recv(65536)
+                if not got:
+                    break
+                answer += got
+        except OSError:
+            pass
+        return sent, answer
+
+
+def test_a_body_over_the_limit_is_refused_while_it_streams(web):
+    base, _, running = web
+    port = int(base.rsplit(":", 1)[1])
+    limit = running.core.config.max_image_bytes
+    # a declared length over the limit: refused before any of the body is read
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(b"POST /api/search/image HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                  b"Content-Type: application/octet-stream\r\nContent-Length: 629145600\r\n\r\n")
+        s.settimeout(10)
+        assert b" 413 " in s.recv(65536).split(b"\r\n")[0]
+    # chunked, no length: refused once the limit is passed, not after 600 MB
+    headers = (b"POST /api/search/image HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+               b"Content-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+    sent, answer = _send_until_answered(port, headers, b"\0" * (1 << 20), 600 << 20)
+    assert b" 413 " in answer.split(b"\r\n")[0], answer[:200]
+    assert sent < limit + (16 << 20), f"{sent} bytes were taken before the refusal"
+
+
+def test_host_header_and_security_headers(web):
+    base, _, _ = web
+    evil = httpx.get(f"{base}/api/stats", headers={"host": "attacker.example"})
+    assert evil.status_code == 421 and "unknown Host" in evil.json()["error"]["message"]
+    assert httpx.get(f"{base}/api/stats", headers={"host": "localhost:1234"}).status_code == 200
+    page = httpx.get(f"{base}/")
+    csp = page.headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in csp and "'sha256-" in csp and "unsafe-inline" not in csp
+    assert page.headers["x-frame-options"] == "DENY"
+    assert httpx.get(f"{base}/favicon.ico").status_code == 200
+
+
+def test_an_items_own_text_wins_over_metadata(web):
+    base, _, running = web
+    with Client(f"127.0.0.1:{running.port}") as c:
+        c.add_texts(["a red bicycle by a wall"], keys=["bike"], metadata=[{"text": "forged"}])
+    hits = httpx.get(f"{base}/api/search", params={"q": "a red bicycle", "modality": "text",
+                                                    "k": 1}).json()["hits"]
+    assert hits[0]["key"] == "bike" and hits[0]["metadata"]["text"] == "a red bicycle by a wall"

@@ -1,0 +1,86 @@
+"""Helpers shared by the tests: free ports, server processes, certificates, code generators."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = os.environ.get("CROSSBIT_RELIABILITY_JSON")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def record(name: str, **figures) -> None:
+    """Append figures for RELIABILITY.md when make reliability asks for them."""
+    if RESULTS:
+        with open(RESULTS, "a") as f:
+            f.write(json.dumps({"test": name, **figures}) + "\n")
+
+
+def start_server(data: Path, port: int, *extra: str) -> subprocess.Popen:
+    """``crossbit serve`` in its own process; its log is drained into ``proc.log`` as it comes."""
+    proc = subprocess.Popen([sys.executable, "-m", "crossbit", "serve", "--data", str(data),
+                             "--port", str(port), "--index", "flat", "--snapshot-interval", "0.5",
+                             *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1"})
+    proc.log = []
+    threading.Thread(target=lambda: proc.log.extend(iter(proc.stderr.readline, "")),
+                     daemon=True).start()
+    line = proc.stdout.readline()
+    if f":{port}" not in line:
+        proc.kill()
+        proc.wait()
+        time.sleep(0.2)
+        raise RuntimeError("server did not start: " + line + "".join(proc.log)[-3000:])
+    return proc
+
+
+def stop_server(proc: subprocess.Popen, timeout: float = 90) -> str:
+    """SIGTERM, wait; on a hang, dump every thread (faulthandler) into the failure message."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        proc.wait(timeout=30)
+        time.sleep(0.5)
+        log = "".join(proc.log)[-6000:]
+        raise AssertionError(f"server ignored SIGTERM for {timeout}s:\n{log}") from None
+    time.sleep(0.2)
+    return "".join(proc.log)
+
+
+def self_signed(folder: Path, name: str = "") -> tuple[Path, Path]:
+    """A fresh self-signed key and certificate for localhost (openssl)."""
+    key, cert = folder / f"key{name}.pem", folder / f"cert{name}.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                    str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    return key, cert
+
+
+def popcount_distances(queries, codes):
+    return np.bitwise_count(queries[:, None, :] ^ codes[None, :, :]).sum(axis=2)
+
+
+def clustered_codes(n, bits, rng, centers=20, flip=0.08):
+    """Codes around a few centres, so that IVF and HNSW see realistic structure and ties."""
+    c = rng.integers(0, 2, size=(centers, bits), dtype=np.uint8)
+    pick = c[rng.integers(0, centers, size=n)]
+    noise = (rng.random((n, bits)) < flip).astype(np.uint8)
+    return np.packbits(pick ^ noise, axis=1)
