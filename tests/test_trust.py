@@ -602,3 +602,50 @@ def test_mismatched_tls_pair_and_damaged_store_say_what(tmp_path):
     assert out.returncode == 1 and "Traceback" not in out.stderr
     last = out.stderr.strip().splitlines()[-1]
     assert str(store) in last and "not a readable crossbit store" in last, out.stderr
+
+
+# -- 3. a stream that fails midway says what it committed ------------------------------------------
+
+def test_a_stream_failing_midway_names_what_it_committed(make_server, photos):
+    from crossbit.client.errors import from_rpc_error
+
+    running = make_server()
+    images = list(photos.values())
+    first_chunk_in, go_on = threading.Event(), threading.Event()
+
+    def items():
+        for i in range(74):
+            if i == 64:
+                first_chunk_in.set()
+                go_on.wait(60)
+            yield pb.ImageItem(key=f"s{i}", image=images[i % len(images)])
+
+    store = running.core.indexes["image"].store
+    errors = []
+
+    def add():
+        channel = grpc.insecure_channel(f"127.0.0.1:{running.port}")
+        try:
+            pb_grpc.RetrievalStub(channel).AddImagesStream(items(), timeout=120)
+        except grpc.RpcError as exc:
+            errors.append(from_rpc_error(exc))
+        channel.close()
+
+    t = threading.Thread(target=add)
+    t.start()
+    assert first_chunk_in.wait(60)
+    deadline = time.monotonic() + 60
+    while store.count() < 64 and time.monotonic() < deadline:  # the first 64 are committed
+        time.sleep(0.05)
+    store._writer.execute("PRAGMA query_only=1")  # then the disk refuses writes
+    go_on.set()
+    t.join(120)
+    store._writer.execute("PRAGMA query_only=0")
+    assert len(errors) == 1
+    error = errors[0]
+    assert error.code == "UNAVAILABLE" and "64 of them were committed" in str(error)
+    assert error.committed is not None and len(error.committed) == 64
+    assert all(r.ok for r in error.committed) and [r.index for r in error.committed] == list(range(64))
+    stored = store.ids_for_keys([f"s{i}" for i in range(74)])
+    assert {r.key: r.id for r in error.committed} == stored  # exactly what the error named
+    assert running.core.indexes["image"].verify() == ""
