@@ -136,17 +136,23 @@ def _ids_from(response: pb.AddResponse) -> list[int | None]:
 
 
 class _Progress:
-    """A tiny progress line on stderr (tqdm is not a client dependency)."""
+    """A small progress line on stderr, only on a terminal (tqdm is not a client dependency);
+    or a caller's own ``progress(n)`` callback."""
 
-    def __init__(self, total: int, enabled: bool):
-        self.total, self.done, self.enabled = total, 0, enabled and total > 0
+    def __init__(self, total: int, progress):
+        self.callback = progress if callable(progress) else None
+        self.total, self.done = total, 0
+        self.enabled = self.callback is None and bool(progress) and total > 0 and \
+            sys.stderr.isatty()
         self.start = time.monotonic()
 
     def update(self, n: int) -> None:
         self.done += n
-        if self.enabled:
+        if self.callback is not None:
+            self.callback(n)
+        elif self.enabled:
             rate = self.done / max(time.monotonic() - self.start, 1e-9)
-            sys.stderr.write(f"\radding images: {self.done}/{self.total} ({rate:.1f}/s)")
+            sys.stderr.write(f"\r\x1b[Kadding images: {self.done}/{self.total} ({rate:.1f}/s)")
             sys.stderr.flush()
 
     def close(self) -> None:
@@ -235,13 +241,22 @@ class Client:
     def add_texts(self, texts: Sequence[str], keys: Sequence[str] | None = None,
                   metadata: Sequence[dict] | None = None,
                   timeout: float | None = None) -> list[int | None]:
+        """Add texts; returns an id per text (None where refused: :meth:`add_texts_detailed`
+        says why)."""
+        return _ids_from(self.add_texts_detailed(texts, keys, metadata, timeout))
+
+    def add_texts_detailed(self, texts: Sequence[str], keys: Sequence[str] | None = None,
+                           metadata: Sequence[dict] | None = None,
+                           timeout: float | None = None) -> pb.AddResponse:
+        """The server's answer: a result per text (ok, id, outcome added/replaced/unchanged,
+        or error) and the counts."""
         if isinstance(texts, str):
             raise TypeError("texts must be a list of strings")
         items = [pb.TextItem(text=t, key=(keys[n] if keys else ""),
                              metadata={str(k): str(v) for k, v in
                                        ((metadata[n] if metadata else None) or {}).items()})
                  for n, t in enumerate(texts)]
-        return _ids_from(self._call(self.stub.AddTexts, pb.AddTextsRequest(items=items), timeout))
+        return self._call(self.stub.AddTexts, pb.AddTextsRequest(items=items), timeout)
 
     def search(self, text: str | None = None, image=None, code=None, top_k: int = 10,
                radius: int | None = None, modality: str = "image", rerank: bool | None = None,

@@ -66,8 +66,9 @@ def from_rpc_error(exc: grpc.RpcError, address: str | None = None) -> CrossbitEr
     cls = _BY_CODE.get(code, CrossbitError)
     details = exc.details() or code
     if code == "UNAVAILABLE" and address and any(w in details.lower() for w in CONNECT_FAILED):
-        details = (f"no crossbit server answers at {address}: start one with 'crossbit serve', "
-                   f"or point --server (CROSSBIT_SERVER) at the one you have ({details})")
+        reason = details.rsplit(": ", 1)[-1].strip().rstrip(".").lower()
+        details = (f"no crossbit server answers at {address} ({reason}): start one with "
+                   "'crossbit serve', or point --server (CROSSBIT_SERVER) at the one you have")
     return cls(details, code, _committed(exc))
 
 

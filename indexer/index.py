@@ -332,7 +332,7 @@ class BinaryIndex:
             if embeddings.ndim != 2 or len(embeddings) != n:
                 raise ValueError(f"embeddings must have shape ({n}, d), got {embeddings.shape}")
         if n == 0:
-            return StoreWrite(np.zeros(0, dtype=np.int64), [], {})
+            return StoreWrite(np.zeros(0, dtype=np.int64), [], {}, [])
         for m in metadata:
             if m is not None:
                 try:
@@ -341,7 +341,8 @@ class BinaryIndex:
                     raise ValueError(f"metadata must be JSON-serialisable: {exc}") from None
         with self._lock.write():
             write = self.store.add(codes, ids, keys, metadata, embeddings, thumbnails, positions)
-            kept = write.ids >= 0
+            # unchanged items were not written: the backend already holds them as they are
+            kept = np.array([o in ("added", "replaced") for o in write.outcomes], dtype=bool)
             out = write.ids[kept]
             # the invariant, kept here: the backend holds exactly the store's ids, each once.
             # Before this call it did; the store says which of its ids this call replaced or

@@ -191,7 +191,8 @@ class MilvusIndex:
                 metadata=None if metadata is None else [metadata[i] for i in rows],
                 embeddings=None if embeddings is None else np.asarray(embeddings)[rows],
                 thumbnails=None if thumbnails is None else [thumbnails[i] for i in rows])
-        return StoreWrite(out, [], refused)
+        return StoreWrite(out, [], refused,
+                          ["refused" if i in refused else "added" for i in range(n)])
 
     def remove(self, ids: Sequence[int]) -> int:
         """Delete by id; KeyError naming unknown ids (nothing deleted then)."""

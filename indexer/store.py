@@ -8,7 +8,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +62,7 @@ class StoreWrite:
     ids: np.ndarray  # int64 per item, -1 where refused
     replaced: list[int]  # stored ids whose previous contents this call replaced or removed
     refused: dict[int, str]  # item position -> why it was refused
+    outcomes: list[str] = field(default_factory=list)  # per item: added, replaced, unchanged, refused
 
 
 class Store:
@@ -162,8 +163,9 @@ class Store:
                                            thumbnails, now)
                     self._reserve(next_id + n)
                     cur.execute("COMMIT")
-                    return StoreWrite(out, [], {})
+                    return StoreWrite(out, [], {}, ["added"] * n)
                 out = np.full(n, -1, dtype=np.int64)
+                outcomes = ["refused"] * n
                 replaced: list[int] = []
                 refused: dict[int, str] = {}
                 claimed: dict[int, int] = {}  # id written by this call -> item position
@@ -172,10 +174,11 @@ class Store:
                 for i in range(n):
                     key = keys[i]
                     given = None if ids is None else ids[i]
-                    old = None
+                    old = stored = None
                     if key is not None:
-                        row = cur.execute("SELECT id FROM items WHERE key=?", (key,)).fetchone()
-                        old = row[0] if row else None
+                        stored = cur.execute("SELECT id, code, embedding, metadata FROM items "
+                                             "WHERE key=?", (key,)).fetchone()
+                        old = stored[0] if stored else None
                     if given is not None:
                         item_id = int(given)
                     elif old is not None:
@@ -192,18 +195,25 @@ class Store:
                     if item_id in claimed:
                         refused[i] = f"id {item_id} repeats item {pos[claimed[item_id]]} of this call"
                         continue
+                    emb = None if embeddings is None else \
+                        np.ascontiguousarray(embeddings[i], dtype=np.float32).tobytes()
+                    meta = json.dumps(metadata[i] or {})
+                    if stored is not None and old == item_id and stored[1] == codes[i].tobytes() \
+                            and stored[3] == meta and _same_embedding(stored[2], emb):
+                        claimed[item_id] = i  # the same item again: nothing to write
+                        out[i], outcomes[i] = item_id, "unchanged"
+                        continue
                     if old is not None and old != item_id:
                         cur.execute("DELETE FROM items WHERE id=?", (old,))
                         cur.execute("INSERT INTO log(op, id) VALUES (?, ?)", (OP_REMOVE, old))
                         replaced.append(old)
-                    if cur.execute("SELECT 1 FROM items WHERE id=?", (item_id,)).fetchone():
+                    exists = cur.execute("SELECT 1 FROM items WHERE id=?", (item_id,)).fetchone()
+                    if exists:
                         replaced.append(item_id)
-                    emb = None if embeddings is None else \
-                        np.ascontiguousarray(embeddings[i], dtype=np.float32).tobytes()
+                    outcomes[i] = "replaced" if exists or old is not None else "added"
                     thumb = None if thumbnails is None else thumbnails[i]
                     cur.execute("INSERT OR REPLACE INTO items VALUES (?, ?, ?, ?, ?, ?, ?)",
-                                (item_id, key, codes[i].tobytes(), emb,
-                                 json.dumps(metadata[i] or {}), thumb, now))
+                                (item_id, key, codes[i].tobytes(), emb, meta, thumb, now))
                     cur.execute("INSERT INTO log(op, id) VALUES (?, ?)", (OP_ADD, item_id))
                     claimed[item_id] = i
                     out[i] = item_id
@@ -219,7 +229,7 @@ class Store:
             except BaseException:
                 _rollback(cur)
                 raise
-        return StoreWrite(out, replaced, refused)
+        return StoreWrite(out, replaced, refused, outcomes)
 
     # -- the id mark: assigned ids never go back, even if the SQLite file does -------------------
     def _next_id(self, cur) -> int:
@@ -419,6 +429,14 @@ class Store:
             "SELECT id, key, metadata, added FROM items ORDER BY id LIMIT ? OFFSET ?",
             (limit, offset)).fetchall()
         return [Item(i, k, json.loads(m), a) for i, k, m, a in rows]
+
+
+def _same_embedding(a: bytes | None, b: bytes | None) -> bool:
+    """Equal up to float noise: the same image encoded in another batch differs in the 7th digit."""
+    if a is None or b is None or len(a) != len(b):
+        return a == b
+    return bool(np.allclose(np.frombuffer(a, np.float32), np.frombuffer(b, np.float32),
+                            rtol=0, atol=1e-4))
 
 
 def repeated_items(keys: Sequence[str | None] | None, ids: Sequence[int | None] | None,

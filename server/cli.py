@@ -26,7 +26,7 @@ def _client_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_serve(sub) -> None:
-    from crossbit.server.config import ServerConfig
+    from crossbit.server.config import ServerConfig, choices, field_help
 
     p = sub.add_parser("serve", help="run the gRPC service",
                        description="Run the gRPC service on the shipped default model (or "
@@ -36,35 +36,33 @@ def _add_serve(sub) -> None:
                        "snapshotted.")
     p.add_argument("--config", help="JSON or TOML file with settings (names as below, with _)")
     defaults = ServerConfig()
-    helps = {
-        "host": "address to bind", "port": "gRPC port (0 = any free port)",
-        "data": "data directory (SQLite stores, snapshots)", "model": "model directory",
-        "index": "index kind: auto, flat, ivf, hnsw, gpu, milvus",
-        "milvus_uri": "Milvus server URI or milvus-lite file (with --index milvus)",
-        "runtime": "image backbone runtime: auto, onnx, torch", "device": "torch device",
-        "text_runtime": "text encoder: auto (ONNX fp32 on CPU), onnx, torch, or int8 "
-                        "(ONNX per-channel int8: about 2x faster again, slightly lower recall)",
-        "text_workers": "text batches encoded side by side, each on its own thread",
-        "embeddings_in_memory": "keep every item's float embedding in memory for re-ranking "
-                                "(about 128 MB and 1.8 s of start-up per million 64-bit "
-                                "items); --no-embeddings-in-memory reads them from SQLite",
-        "web_port": "serve the web page and JSON API on this port",
-        "metrics_port": "serve Prometheus metrics on this port",
-        "auth_token": "require 'authorization: Bearer TOKEN' on every RPC but health",
-        "tls_cert": "PEM certificate (TLS with --tls-key)", "tls_key": "PEM private key",
-    }
+    helps = {**field_help(), **SERVE_HELP}
+    names = choices()
     for name, value in vars(defaults).items():
         flag = "--" + name.replace("_", "-")
-        text = helps.get(name, name.replace("_", " "))
+        text = helps[name].replace("%", "%%")
+        shown = "none" if value is None else value
         if isinstance(value, bool):
             p.add_argument(flag, dest=name, default=None, action=argparse.BooleanOptionalAction,
-                           help=f"{text} (default {value})")
-        else:
-            kind = type(value) if value is not None else str
-            if name in ("web_port", "metrics_port"):
-                kind = int
-            p.add_argument(flag, dest=name, type=kind, default=None,
-                           help=f"{text} (default {value})")
+                           help=f"{text} (default {shown})")
+            continue
+        kind = type(value) if value is not None else str
+        if name in ("web_port", "metrics_port"):
+            kind = int
+        metavar = "{" + ",".join(names[name]) + "}" if name in names else name.split("_")[-1].upper()
+        p.add_argument(flag, dest=name, type=kind, default=None, metavar=metavar,
+                       choices=names.get(name), help=f"{text} (default {shown})")
+
+
+SERVE_HELP = {  # longer words than the config's comments, where a flag needs them
+    "text_runtime": "text encoder: auto (ONNX fp32 on CPU), onnx, torch, or int8 (ONNX "
+                    "per-channel int8: about 2x faster again, slightly lower recall)",
+    "embeddings_in_memory": "keep every item's float embedding in memory for re-ranking (about "
+                            "128 MB and 1.8 s of start-up per million 64-bit items); "
+                            "--no-embeddings-in-memory reads them from SQLite",
+    "auth_token": "require 'authorization: Bearer TOKEN' on every RPC but health (an empty "
+                  "token is refused)",
+}
 
 
 def _add_train(sub) -> None:
@@ -75,7 +73,8 @@ def _add_train(sub) -> None:
                    help="dataset file: captions CSV (image,caption), COCO captions JSON, "
                    "Karpathy JSON, or multi-label CSV (image,text,labels)")
     p.add_argument("--images", required=True, help="folder the image names are relative to")
-    p.add_argument("--format", choices=["csv", "coco", "karpathy", "multilabel"], default="csv")
+    p.add_argument("--format", choices=["csv", "coco", "karpathy", "multilabel"], default="csv",
+                   help="how --captions is laid out (default %(default)s)")
     p.add_argument("--split", help="csv: file of training image names; karpathy: split name")
     p.add_argument("--val-images", type=int, default=500,
                    help="images held out of the training data for early stopping")
@@ -87,17 +86,27 @@ def _add_train(sub) -> None:
                    help="minilm-l6 or a local Hugging Face BERT directory")
     p.add_argument("--objective", choices=["infonce", "triplet", "dcmh"], default="infonce",
                    help="infonce; triplet = the seeds' max-violation ranking loss; dcmh = labels")
-    p.add_argument("--margin", type=float, default=0.2)
-    p.add_argument("--epochs", type=int, default=60)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=5e-4)
-    p.add_argument("--hidden", type=int, default=1024)
-    p.add_argument("--dropout", type=float, default=0.3)
-    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--margin", type=float, default=0.2,
+                   help="triplet loss margin (default %(default)s)")
+    p.add_argument("--epochs", type=int, default=60,
+                   help="most passes over the training data; early stopping may end sooner "
+                        "(default %(default)s)")
+    p.add_argument("--batch-size", type=int, default=128,
+                   help="images per training step (default %(default)s)")
+    p.add_argument("--lr", type=float, default=5e-4,
+                   help="Adam learning rate, cosine-decayed (default %(default)s)")
+    p.add_argument("--hidden", type=int, default=1024,
+                   help="hidden width of the hash heads' MLP (default %(default)s)")
+    p.add_argument("--dropout", type=float, default=0.3,
+                   help="dropout in the hash heads (default %(default)s)")
+    p.add_argument("--weight-decay", type=float, default=1e-4,
+                   help="Adam weight decay (default %(default)s)")
     p.add_argument("--embed-dim", type=int, default=0,
                    help="extra float embedding for re-ranking (0 = re-rank on tanh outputs)")
-    p.add_argument("--patience", type=int, default=8)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--patience", type=int, default=8,
+                   help="epochs without a better held-out score before stopping "
+                        "(default %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
     p.add_argument("--seeds", type=int, default=1,
                    help="train this many seeds (from --seed) and keep the best on the "
                         "held-out images (frozen-backbone training)")
@@ -128,8 +137,9 @@ def _add_evaluate(sub) -> None:
                        "order) and over the float embeddings; PR curve over Hamming radius; "
                        "encoding and search speed. Writes JSON and PNG plots.")
     p.add_argument("--captions", required=True, help="dataset file (see train --format)")
-    p.add_argument("--images", required=True, help="image folder")
-    p.add_argument("--format", choices=["csv", "coco", "karpathy", "multilabel"], default="csv")
+    p.add_argument("--images", required=True, help="folder the image names are relative to")
+    p.add_argument("--format", choices=["csv", "coco", "karpathy", "multilabel"], default="csv",
+                   help="how --captions is laid out (default %(default)s)")
     p.add_argument("--split", help="csv: file of image names to evaluate on; karpathy: split")
     p.add_argument("--model", help="model directory (default: the shipped model)")
     p.add_argument("--json", required=True, help="where to write the report")
@@ -140,7 +150,7 @@ def _add_evaluate(sub) -> None:
                    help="image backbone runtime")
     p.add_argument("--text-runtime", choices=TEXT_RUNTIMES, default="auto",
                    help="text encoder runtime (int8: ONNX int8 weights)")
-    p.add_argument("--device")
+    p.add_argument("--device", help="torch device (default: CUDA if visible, else the CPU)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -149,18 +159,30 @@ def build_parser() -> argparse.ArgumentParser:
         description="Cross-modal retrieval over binary codes: type a sentence, get the photos.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_serve(sub)
-    p = sub.add_parser("index", help="add a folder of images to a running server",
-                       description="Stream every image under DIR to the server. Each image's key "
-                       "is its absolute path: indexing the same folder again replaces its items "
-                       "(no duplicates), and two folders' files never replace each other.")
-    p.add_argument("dir", help="folder of images (searched recursively)")
+    p = sub.add_parser("index", help="add images (files, folders, globs) to a running server",
+                       description="Stream images to the server: files, folders (their images; "
+                       "subfolders too with --recursive) and globs ('photos/*.jpg'). Each "
+                       "image's key is its absolute path: indexing the same folder again "
+                       "duplicates nothing (unchanged files are reported as such), and two "
+                       "folders' IMG_0001.jpg never replace each other.")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders or globs")
+    p.add_argument("-r", "--recursive", action="store_true",
+                   help="also take images in the folders' subfolders (default: only their own)")
+    _client_args(p)
+    p = sub.add_parser("add-texts", help="add texts (one per line) to a running server",
+                       description="Add the lines of FILE as text items (for image-to-text "
+                       "search: crossbit search --modality text). A line's key is FILE:LINE "
+                       "(absolute path), so adding the file again duplicates nothing; blank "
+                       "lines are skipped.")
+    p.add_argument("file", help="a text file, one text per line")
+    p.add_argument("--batch", type=int, default=256, help="texts per call (default %(default)s)")
     _client_args(p)
     p = sub.add_parser("search", help="search a running server by text or image",
                        description='Search by text (crossbit search "two dogs in the snow") or '
                        "by image (--image FILE).")
     p.add_argument("text", nargs="?", help="the query text")
     p.add_argument("--image", help="query image file instead of text")
-    p.add_argument("-k", "--top-k", type=int, default=10)
+    p.add_argument("-k", "--top-k", type=int, default=10, help="hits to return (default %(default)s)")
     p.add_argument("--modality", choices=["image", "text"], default="image",
                    help="what to return: images (default) or texts")
     p.add_argument("--radius", type=int, help="hash lookup: only hits within this distance")
@@ -183,15 +205,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export-onnx", help="export the image backbone to ONNX",
                        description="Export the image backbone for ONNX Runtime (used "
                        "automatically on the CPU; this writes it where you want it).")
-    p.add_argument("--backbone", default="efficientnet-lite0")
-    p.add_argument("--out", required=True)
+    p.add_argument("--backbone", default="efficientnet-lite0",
+                   help="image backbone to export (default %(default)s)")
+    p.add_argument("--out", required=True, help="the .onnx file to write")
     p = sub.add_parser("load", help="load-test a server on this machine (like ghz)",
                        description="Send a bounded number of requests (-n) for a bounded time "
                        "(-z) from -c concurrent clients to a crossbit server on loopback, then "
                        "report count, requests/s, the latency distribution and status codes.")
     p.add_argument("--rpc", choices=["search", "search-code", "search-batch", "encode",
-                                     "add-images"], default="search")
-    p.add_argument("-c", "--concurrency", type=int, default=8)
+                                     "add-images"], default="search",
+                   help="what to send: text searches, searches by code, batches of searches, "
+                        "encodes, or image streams (default %(default)s)")
+    p.add_argument("-c", "--concurrency", type=int, default=8,
+                   help="requests in flight at once (default %(default)s)")
     p.add_argument("-n", "--total", type=int, default=1000, help="most requests to send")
     p.add_argument("-z", "--duration", type=float, default=30.0, help="most seconds to run")
     p.add_argument("--batch", type=int, default=32, help="queries per SearchBatch")
@@ -202,16 +228,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--captions", help="query texts: a captions CSV or one text per line "
                    "(default: 16 built-in captions)")
     p.add_argument("--json", help="also write the summary here")
-    p.add_argument("--server", default=os.environ.get("CROSSBIT_SERVER", "127.0.0.1:50051"))
-    p.add_argument("--token", default=os.environ.get("CROSSBIT_TOKEN"))
+    p.add_argument("--server", default=os.environ.get("CROSSBIT_SERVER", "127.0.0.1:50051"),
+                   help="host:port of the server, on loopback (env CROSSBIT_SERVER; default "
+                        "%(default)s)")
+    p.add_argument("--token", default=os.environ.get("CROSSBIT_TOKEN"),
+                   help="bearer token, when the server requires one (env CROSSBIT_TOKEN)")
     p = sub.add_parser("demo", help="index sample photos and run a few searches",
                        description="Start a server on the default model with a temporary data "
                        "directory, index scikit-image's public-domain sample photos, run text "
                        "searches and print the hits.")
     p.add_argument("--keep", action="store_true", help="keep serving after the searches")
-    p.add_argument("--port", type=int, default=0)
-    p.add_argument("--web-port", type=int)
+    p.add_argument("--port", type=int, default=50051,
+                   help="gRPC port; a free one when this is taken (default %(default)s)")
+    p.add_argument("--web-port", type=int, help="also serve the web page on this port")
+    _say_defaults(sub)
     return parser
+
+
+def _say_defaults(sub) -> None:
+    """Every flag's help ends with its default, where it has one and does not say it yet."""
+    for command in sub.choices.values():
+        for action in command._actions:
+            if action.help and action.default not in (None, False, argparse.SUPPRESS) and \
+                    "default" not in action.help:
+                action.help += " (default %(default)s)"
 
 
 def limit_malloc_arenas(arenas: int = 2) -> None:
@@ -283,24 +323,91 @@ def _client(args):
                   timeout=args.timeout)
 
 
+def find_images(paths: list[str], recursive: bool) -> tuple[list[Path], int, list[str]]:
+    """(image files, files skipped as not images, paths that name nothing) for ``index``.
+
+    Files named directly are sent whatever their suffix (the server says if one is not an
+    image); in folders, files are taken by suffix and the others counted as skipped.
+    """
+    import glob
+
+    files: dict[Path, None] = {}
+    skipped, missing = 0, []
+    for raw in paths:
+        matches = sorted(glob.glob(raw)) if glob.has_magic(raw) else [raw]
+        if not matches:
+            missing.append(raw)
+        for match in matches:
+            path = Path(match).expanduser()
+            if path.is_dir():
+                found = path.rglob("*") if recursive else path.iterdir()
+                for p in sorted(found):
+                    if not p.is_file():
+                        continue
+                    if p.suffix.lower() in IMAGE_SUFFIXES:
+                        files[p] = None
+                    else:
+                        skipped += 1
+            elif path.is_file():
+                files[path] = None
+            else:
+                missing.append(raw)
+    return list(files), skipped, missing
+
+
 def cmd_index(args) -> int:
-    root = Path(args.dir)
-    if not root.is_dir():
-        print(f"crossbit index: {root} is not a folder", file=sys.stderr)
-        return 2
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    from tqdm import tqdm
+
+    files, skipped, missing = find_images(args.paths, args.recursive)
+    for raw in missing:
+        print(f"crossbit index: {raw}: no such file or folder", file=sys.stderr)
     if not files:
-        print(f"crossbit index: no images under {root}", file=sys.stderr)
+        print("crossbit index: no images in " + ", ".join(args.paths)
+              + ("" if args.recursive else " (subfolders are searched with --recursive)"),
+              file=sys.stderr)
         return 1
-    with _client(args) as client:
+    with _client(args) as client, tqdm(total=len(files), unit="img", desc="indexing",
+                                       disable=not sys.stderr.isatty()) as bar:
         response = client.add_images_detailed(
             files, keys=[str(p.resolve()) for p in files],
-            metadata=[{"path": str(p)} for p in files], progress=True)
-    print(f"added {response.added} of {len(files)} images; {response.failed} refused")
+            metadata=[{"path": str(p)} for p in files], progress=bar.update)
+    new = response.added - response.replaced - response.unchanged
+    print(f"{len(files)} images: {new} added, {response.replaced} replaced, "
+          f"{response.unchanged} unchanged, {response.failed} refused"
+          + (f"; {skipped} files skipped (not images)" if skipped else ""))
     for r in response.results:
         if not r.ok:
             print(f"  {files[r.index]}: {r.error_code}: {r.error}")
-    return 0 if response.failed == 0 else 1
+    return 0 if response.failed == 0 and not missing else 1
+
+
+def cmd_add_texts(args) -> int:
+    path = Path(args.file)
+    if not path.is_file():
+        print(f"crossbit add-texts: {path} is not a file", file=sys.stderr)
+        return 2
+    lines = [(n, line.strip()) for n, line in
+             enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if line.strip()]
+    if not lines:
+        print(f"crossbit add-texts: {path} has no texts", file=sys.stderr)
+        return 1
+    base = str(path.resolve())
+    counts = {"added": 0, "replaced": 0, "unchanged": 0, "failed": 0}
+    with _client(args) as client:
+        for start in range(0, len(lines), max(1, args.batch)):
+            part = lines[start:start + max(1, args.batch)]
+            response = client.add_texts_detailed([t for _, t in part],
+                                                 keys=[f"{base}:{n}" for n, _ in part])
+            counts["added"] += response.added - response.replaced - response.unchanged
+            counts["replaced"] += response.replaced
+            counts["unchanged"] += response.unchanged
+            counts["failed"] += response.failed
+            for r in response.results:
+                if not r.ok:
+                    print(f"  line {part[r.index][0]}: {r.error_code}: {r.error}")
+    print(f"{len(lines)} texts: {counts['added']} added, {counts['replaced']} replaced, "
+          f"{counts['unchanged']} unchanged, {counts['failed']} refused")
+    return 0 if counts["failed"] == 0 else 1
 
 
 def _print_hits(hits, as_json: bool) -> None:
@@ -317,8 +424,8 @@ def _print_hits(hits, as_json: bool) -> None:
 
 def cmd_search(args) -> int:
     if (args.text is None) == (args.image is None):
-        print('crossbit search: give a text ("a dog on a beach") or --image FILE',
-              file=sys.stderr)
+        print('crossbit search: give a text ("a dog on a beach") or --image FILE'
+              + (", not both" if args.text is not None else ""), file=sys.stderr)
         return 2
     with _client(args) as client:
         hits = client.search(text=args.text, image=args.image, top_k=args.top_k,
@@ -419,7 +526,7 @@ def cmd_demo(args) -> int:
 
 
 COMMANDS = {"serve": cmd_serve, "index": cmd_index, "search": cmd_search, "stats": cmd_stats,
-            "check": cmd_check,
+            "check": cmd_check, "add-texts": cmd_add_texts,
             "train": cmd_train, "evaluate": cmd_evaluate, "export-onnx": cmd_export_onnx,
             "load": cmd_load, "demo": cmd_demo}
 
@@ -430,6 +537,10 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # crossbit stats | head: the reader left, which is fine
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except Exception as exc:  # a clear one-line error for users; the trace with CROSSBIT_DEBUG=1
         if os.environ.get("CROSSBIT_DEBUG") == "1":
             raise

@@ -12,6 +12,9 @@ from pathlib import Path
 from crossbit.encoders.config import IMAGE_RUNTIMES, TEXT_RUNTIMES
 
 MB = 1 << 20
+INDEX_KINDS = ("auto", "flat", "ivf", "hnsw", "gpu", "milvus")
+LOG_FORMATS = ("json", "text")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 @dataclass
@@ -59,9 +62,15 @@ class ServerConfig:
     web_hosts: str | None = None  # extra Host names the web API answers to (comma-separated; * = any)
     grace_s: float = 10.0  # SIGTERM: time given to calls in flight
     log_format: str = "json"  # json (structured) or text
-    log_level: str = "INFO"
+    log_level: str = "INFO"  # least severe log lines written
 
     def __post_init__(self) -> None:
+        for name, allowed in choices().items():
+            value = getattr(self, name)
+            if name == "log_level" and isinstance(value, str):
+                value = self.log_level = value.upper()
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
         if self.auth_token is not None and not self.auth_token.strip():
             raise ValueError("auth_token is empty (an unset variable?): an empty token would let "
                              "everyone in; give a token, or leave the setting out for no auth")
@@ -95,6 +104,25 @@ class ServerConfig:
         if data["auth_token"]:
             data["auth_token"] = "***"
         return data
+
+
+def choices() -> dict[str, tuple[str, ...]]:
+    """The settings that take one of a few names, with those names."""
+    return {"index": INDEX_KINDS, "runtime": IMAGE_RUNTIMES, "text_runtime": TEXT_RUNTIMES,
+            "log_format": LOG_FORMATS, "log_level": LOG_LEVELS}
+
+
+def field_help() -> dict[str, str]:
+    """Each setting's one-line comment in the class above (the ``--help`` of its flag)."""
+    import inspect
+    import re
+
+    out = {}
+    for line in inspect.getsource(ServerConfig).splitlines():
+        match = re.match(r"\s+(\w+): [^=]+= .*?  # (.+)$", line)
+        if match:
+            out[match.group(1)] = match.group(2).strip()
+    return out
 
 
 def _coerce(type_text: str, value: str):

@@ -28,9 +28,12 @@ def text_item(msg: pb.TextItem) -> NewItem:
 
 def add_response(outcomes: list[AddOutcome]) -> pb.AddResponse:
     results = [pb.AddResult(index=o.index, ok=o.ok, id=o.id if o.ok else 0, key=o.key,
-                            error=o.error, error_code=o.code) for o in outcomes]
+                            error=o.error, error_code=o.code, outcome=o.outcome)
+               for o in outcomes]
     added = sum(o.ok for o in outcomes)
-    return pb.AddResponse(results=results, added=added, failed=len(outcomes) - added)
+    return pb.AddResponse(results=results, added=added, failed=len(outcomes) - added,
+                          replaced=sum(o.outcome == "replaced" for o in outcomes),
+                          unchanged=sum(o.outcome == "unchanged" for o in outcomes))
 
 
 def with_committed(exc: BaseException, committed: list[AddOutcome], read: int) -> BaseException:

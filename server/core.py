@@ -44,6 +44,7 @@ class AddOutcome:
     key: str = ""
     error: str = ""
     code: str = ""  # status name of the error (INVALID_ARGUMENT, RESOURCE_EXHAUSTED)
+    outcome: str = ""  # when ok: added, replaced or unchanged
 
 
 @dataclass
@@ -249,6 +250,7 @@ class RetrievalCore:
                 outcomes[i].error, outcomes[i].code = write.refused[n], "INVALID_ARGUMENT"
                 continue
             outcomes[i].ok, outcomes[i].id = True, int(write.ids[n])
+            outcomes[i].outcome = write.outcomes[n]
             if items[i].key:
                 seen[("key", items[i].key)] = first + i
             seen[("id", int(write.ids[n]))] = first + i

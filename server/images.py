@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import io
+import re
 import warnings
 
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from crossbit.server.errors import LimitError
 
@@ -66,10 +67,18 @@ def decode_image(data: bytes, max_bytes: int, max_pixels: int,
             return image.convert("RGB")
     except LimitError:
         raise
+    except UnidentifiedImageError:
+        raise ValueError(f"not a readable image (no decoder knows these {len(data)} bytes: "
+                         "JPEG, PNG, WebP, GIF, BMP and TIFF are)") from None
     except ValueError as exc:
-        raise ValueError(f"not a readable image ({exc})") from None
+        raise ValueError(f"not a readable image ({_plain(exc)})") from None
     except Exception as exc:  # any decoder failure (NotImplementedError for DDS...) is the input's
-        raise ValueError(f"not a readable image ({type(exc).__name__}: {exc})") from None
+        raise ValueError(f"not a readable image ({type(exc).__name__}: {_plain(exc)})") from None
+
+
+def _plain(exc: BaseException) -> str:
+    """The decoder's message without Python object reprs (``<_io.BytesIO object at 0x...>``)."""
+    return re.sub(r"<[\w.]+ object at 0x[0-9a-f]+>", "the image", str(exc))
 
 
 def _arithmetic_jpeg(data: bytes) -> bool:

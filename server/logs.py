@@ -25,3 +25,14 @@ def setup_logging(fmt: str = "json", level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    quiet_third_parties()
+
+
+NOISY = ("faiss", "faiss.loader", "httpx", "urllib3", "filelock", "huggingface_hub",
+         "transformers", "onnxruntime", "PIL", "matplotlib")
+
+
+def quiet_third_parties(level: int = logging.WARNING) -> None:
+    """Other libraries' INFO chatter (faiss's AVX512 probing...) stays out of crossbit's log."""
+    for name in NOISY:
+        logging.getLogger(name).setLevel(level)

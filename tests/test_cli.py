@@ -14,8 +14,8 @@ from crossbit.server.cli import build_parser, main
 
 from helpers import free_port
 
-COMMANDS = ["serve", "index", "search", "stats", "train", "evaluate", "export-onnx", "load",
-            "demo"]
+COMMANDS = ["serve", "index", "add-texts", "search", "stats", "check", "train", "evaluate",
+            "export-onnx", "load", "demo"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -60,7 +60,7 @@ def test_serve_index_search_stats_and_sigterm(tmp_path, photos):
         index = subprocess.run(crossbit + ["index", str(images)] + address, capture_output=True,
                                text=True, env=env, timeout=120)
         assert index.returncode == 1  # one image was refused, and the output says which
-        assert "added 4 of 5 images; 1 refused" in index.stdout
+        assert "5 images: 4 added, 0 replaced, 0 unchanged, 1 refused" in index.stdout
         assert "broken.jpg: INVALID_ARGUMENT" in index.stdout
         search = subprocess.run(crossbit + ["search", "a cup of coffee", "--json", "-k", "2"]
                                 + address, capture_output=True, text=True, env=env, timeout=60,
@@ -91,3 +91,88 @@ def test_serve_index_search_stats_and_sigterm(tmp_path, photos):
 
     with open_index(data / "images", 64, "flat", snapshot_interval=0) as reopened:
         assert len(reopened) == 4 and "loaded snapshot" in reopened.opened_from
+
+
+def test_every_flag_says_what_it_does():
+    import argparse
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for name, command in sub.choices.items():
+        for action in command._actions:
+            if action.dest == "help":
+                continue
+            assert action.help, f"crossbit {name} {action.option_strings}: no help"
+            words = action.help.replace("-", " ").replace("_", " ").lower().split()
+            assert len(words) >= 3, f"crossbit {name} {action.option_strings}: {action.help!r}"
+
+
+def test_index_keys_two_folders_reindex_and_texts(make_server, photos, tmp_path, capsys):
+    running = make_server()
+    server = ["--server", f"127.0.0.1:{running.port}"]
+    for trip, names in (("trip2023", ("chelsea", "coffee")), ("trip2024", ("rocket", "camera"))):
+        (tmp_path / trip / "sub").mkdir(parents=True)
+        for n, name in enumerate(names):
+            (tmp_path / trip / f"IMG_000{n}.jpg").write_bytes(photos[name])
+        (tmp_path / trip / "notes.txt").write_text("not a photo")
+        (tmp_path / trip / "sub" / "IMG_0009.jpg").write_bytes(photos["moon"])
+    assert main(["index", str(tmp_path / "trip2023")] + server) == 0
+    out = capsys.readouterr().out
+    assert "2 images: 2 added, 0 replaced, 0 unchanged, 0 refused; 1 files skipped" in out
+    assert main(["index", str(tmp_path / "trip2024"), "--recursive"] + server) == 0
+    assert "3 images: 3 added" in capsys.readouterr().out  # same names, other folder: new items
+    assert running.core.indexes["image"].stats()["items"] == 5
+    assert main(["index", str(tmp_path / "trip2023")] + server) == 0  # again: nothing duplicated
+    assert "2 images: 0 added, 0 replaced, 2 unchanged" in capsys.readouterr().out
+    (tmp_path / "trip2023" / "IMG_0000.jpg").write_bytes(photos["coins"])  # edited on disk
+    assert main(["index", str(tmp_path / "trip2023" / "*.jpg")] + server) == 0  # a glob
+    assert "2 images: 0 added, 1 replaced, 1 unchanged" in capsys.readouterr().out
+    assert running.core.indexes["image"].stats()["items"] == 5
+    assert running.core.indexes["image"].verify() == ""
+    texts = tmp_path / "captions.txt"
+    texts.write_text("a cat on a sofa\n\na rocket on its pad\n")
+    assert main(["add-texts", str(texts)] + server) == 0
+    assert "2 texts: 2 added" in capsys.readouterr().out
+    assert main(["add-texts", str(texts)] + server) == 0
+    assert "2 texts: 0 added, 0 replaced, 2 unchanged" in capsys.readouterr().out
+    assert main(["search", "a cat", "--modality", "text", "-k", "1"] + server) == 0
+    assert "captions.txt:1" in capsys.readouterr().out
+
+
+def test_dead_address_and_bare_host_say_what_to_do(capsys):
+    port = free_port()
+    assert main(["stats", "--server", f"127.0.0.1:{port}", "--timeout", "3"]) == 1
+    err = capsys.readouterr().err
+    assert f"no crossbit server answers at 127.0.0.1:{port}" in err and "crossbit serve" in err
+    assert "UNKNOWN" not in err and len(err.strip().splitlines()) == 1
+    assert main(["stats", "--server", "localhost"]) == 1
+    assert "needs HOST:PORT" in capsys.readouterr().err
+
+
+def test_a_taken_port_fails_in_one_line_before_the_model_loads(tmp_path):
+    import socket
+    import time
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        start = time.monotonic()
+        out = subprocess.run([sys.executable, "-m", "crossbit", "serve", "--data", str(tmp_path),
+                              "--port", str(port), "--log-format", "text"], capture_output=True,
+                             text=True, timeout=120)
+    assert out.returncode == 1 and f"cannot listen on 127.0.0.1:{port}" in out.stderr
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert time.monotonic() - start < 30
+
+
+def test_unknown_choices_are_refused(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["serve", "--log-format", "yaml"])
+    assert info.value.code == 2 and "invalid choice: 'yaml'" in capsys.readouterr().err
+
+
+def test_stats_into_a_closed_pipe_is_quiet(make_server):
+    running = make_server()
+    out = subprocess.run(f"{sys.executable} -m crossbit stats --server 127.0.0.1:{running.port}"
+                         " | head -c 1", shell=True, capture_output=True, text=True, timeout=60)
+    assert "Broken pipe" not in out.stderr and "Traceback" not in out.stderr, out.stderr

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x63rossbit/v1/crossbit.proto\x12\x0b\x63rossbit.v1\"I\n\rEncodeRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12\x0e\n\x06images\x18\x02 \x03(\x0c\x12\x19\n\x11return_embeddings\x18\x03 \x01(\x08\"+\n\x08\x45ncoding\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x0c\x12\x11\n\tembedding\x18\x02 \x03(\x02\"k\n\x0e\x45ncodeResponse\x12\x0c\n\x04\x62its\x18\x01 \x01(\r\x12$\n\x05texts\x18\x02 \x03(\x0b\x32\x15.crossbit.v1.Encoding\x12%\n\x06images\x18\x03 \x03(\x0b\x32\x15.crossbit.v1.Encoding\"\xa8\x01\n\tImageItem\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0f\n\x02id\x18\x02 \x01(\x03H\x00\x88\x01\x01\x12\r\n\x05image\x18\x03 \x01(\x0c\x12\x36\n\x08metadata\x18\x04 \x03(\x0b\x32$.crossbit.v1.ImageItem.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x05\n\x03_id\"\xa5\x01\n\x08TextItem\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0f\n\x02id\x18\x02 \x01(\x03H\x00\x88\x01\x01\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x35\n\x08metadata\x18\x04 \x03(\x0b\x32#.crossbit.v1.TextItem.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x05\n\x03_id\"9\n\x10\x41\x64\x64ImagesRequest\x12%\n\x05items\x18\x01 \x03(\x0b\x32\x16.crossbit.v1.ImageItem\"7\n\x0f\x41\x64\x64TextsRequest\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.crossbit.v1.TextItem\"b\n\tAddResult\x12\r\n\x05index\x18\x01 \x01(\r\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\n\n\x02id\x18\x03 \x01(\x03\x12\x0b\n\x03key\x18\x04 \x01(\t\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12\x12\n\nerror_code\x18\x06 \x01(\t\"U\n\x0b\x41\x64\x64Response\x12\'\n\x07results\x18\x01 \x03(\x0b\x32\x16.crossbit.v1.AddResult\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x02 \x01(\r\x12\x0e\n\x06\x66\x61iled\x18\x03 \x01(\r\"\xd1\x01\n\rSearchRequest\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12\x0f\n\x05image\x18\x02 \x01(\x0cH\x00\x12\x0e\n\x04\x63ode\x18\x03 \x01(\x0cH\x00\x12\r\n\x05top_k\x18\x04 \x01(\x05\x12\x13\n\x06radius\x18\x05 \x01(\x05H\x01\x88\x01\x01\x12\'\n\x08modality\x18\x06 \x01(\x0e\x32\x15.crossbit.v1.Modality\x12\x13\n\x06rerank\x18\x07 \x01(\x08H\x02\x88\x01\x01\x12\x0e\n\x06nprobe\x18\x08 \x01(\x05\x42\x07\n\x05queryB\t\n\x07_radiusB\t\n\x07_rerank\"\xcb\x01\n\x03Hit\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x10\n\x08\x64istance\x18\x03 \x01(\r\x12\r\n\x05score\x18\x04 \x01(\x02\x12\x30\n\x08metadata\x18\x05 \x03(\x0b\x32\x1e.crossbit.v1.Hit.MetadataEntry\x12\'\n\x08modality\x18\x06 \x01(\x0e\x32\x15.crossbit.v1.Modality\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"v\n\x0eSearchResponse\x12\x1e\n\x04hits\x18\x01 \x03(\x0b\x32\x10.crossbit.v1.Hit\x12\x0c\n\x04\x62its\x18\x02 \x01(\r\x12\x11\n\tencode_ms\x18\x03 \x01(\x01\x12\x11\n\tsearch_ms\x18\x04 \x01(\x01\x12\x10\n\x08reranked\x18\x05 \x01(\x08\"A\n\x12SearchBatchRequest\x12+\n\x07queries\x18\x01 \x03(\x0b\x32\x1a.crossbit.v1.SearchRequest\"C\n\x13SearchBatchResponse\x12,\n\x07results\x18\x01 \x03(\x0b\x32\x1b.crossbit.v1.SearchResponse\"S\n\rDeleteRequest\x12\x0b\n\x03ids\x18\x01 \x03(\x03\x12\x0c\n\x04keys\x18\x02 \x03(\t\x12\'\n\x08modality\x18\x03 \x01(\x0e\x32\x15.crossbit.v1.Modality\"!\n\x0e\x44\x65leteResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\r\"\x11\n\x0fGetStatsRequest\"\x9d\x01\n\x05Stats\x12\x0e\n\x06images\x18\x01 \x01(\x04\x12\r\n\x05texts\x18\x02 \x01(\x04\x12\x12\n\nindex_kind\x18\x03 \x01(\t\x12\x0c\n\x04\x62its\x18\x04 \x01(\r\x12\r\n\x05model\x18\x05 \x01(\t\x12\x0b\n\x03gpu\x18\x06 \x01(\x08\x12\x10\n\x08uptime_s\x18\x07 \x01(\x01\x12\x14\n\x0cindex_params\x18\x08 \x01(\t\x12\x0f\n\x07version\x18\t \x01(\t*9\n\x08Modality\x12\x18\n\x14MODALITY_UNSPECIFIED\x10\x00\x12\t\n\x05IMAGE\x10\x01\x12\x08\n\x04TEXT\x10\x02\x32\xb5\x04\n\tRetrieval\x12\x41\n\x06\x45ncode\x12\x1a.crossbit.v1.EncodeRequest\x1a\x1b.crossbit.v1.EncodeResponse\x12\x44\n\tAddImages\x12\x1d.crossbit.v1.AddImagesRequest\x1a\x18.crossbit.v1.AddResponse\x12\x45\n\x0f\x41\x64\x64ImagesStream\x12\x16.crossbit.v1.ImageItem\x1a\x18.crossbit.v1.AddResponse(\x01\x12\x42\n\x08\x41\x64\x64Texts\x12\x1c.crossbit.v1.AddTextsRequest\x1a\x18.crossbit.v1.AddResponse\x12\x41\n\x06Search\x12\x1a.crossbit.v1.SearchRequest\x1a\x1b.crossbit.v1.SearchResponse\x12P\n\x0bSearchBatch\x12\x1f.crossbit.v1.SearchBatchRequest\x1a .crossbit.v1.SearchBatchResponse\x12\x41\n\x06\x44\x65lete\x12\x1a.crossbit.v1.DeleteRequest\x1a\x1b.crossbit.v1.DeleteResponse\x12<\n\x08GetStats\x12\x1c.crossbit.v1.GetStatsRequest\x1a\x12.crossbit.v1.Statsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x63rossbit/v1/crossbit.proto\x12\x0b\x63rossbit.v1\"I\n\rEncodeRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12\x0e\n\x06images\x18\x02 \x03(\x0c\x12\x19\n\x11return_embeddings\x18\x03 \x01(\x08\"+\n\x08\x45ncoding\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x0c\x12\x11\n\tembedding\x18\x02 \x03(\x02\"k\n\x0e\x45ncodeResponse\x12\x0c\n\x04\x62its\x18\x01 \x01(\r\x12$\n\x05texts\x18\x02 \x03(\x0b\x32\x15.crossbit.v1.Encoding\x12%\n\x06images\x18\x03 \x03(\x0b\x32\x15.crossbit.v1.Encoding\"\xa8\x01\n\tImageItem\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0f\n\x02id\x18\x02 \x01(\x03H\x00\x88\x01\x01\x12\r\n\x05image\x18\x03 \x01(\x0c\x12\x36\n\x08metadata\x18\x04 \x03(\x0b\x32$.crossbit.v1.ImageItem.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x05\n\x03_id\"\xa5\x01\n\x08TextItem\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0f\n\x02id\x18\x02 \x01(\x03H\x00\x88\x01\x01\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x35\n\x08metadata\x18\x04 \x03(\x0b\x32#.crossbit.v1.TextItem.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x05\n\x03_id\"9\n\x10\x41\x64\x64ImagesRequest\x12%\n\x05items\x18\x01 \x03(\x0b\x32\x16.crossbit.v1.ImageItem\"7\n\x0f\x41\x64\x64TextsRequest\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.crossbit.v1.TextItem\"s\n\tAddResult\x12\r\n\x05index\x18\x01 \x01(\r\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\n\n\x02id\x18\x03 \x01(\x03\x12\x0b\n\x03key\x18\x04 \x01(\t\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12\x12\n\nerror_code\x18\x06 \x01(\t\x12\x0f\n\x07outcome\x18\x07 \x01(\t\"z\n\x0b\x41\x64\x64Response\x12\'\n\x07results\x18\x01 \x03(\x0b\x32\x16.crossbit.v1.AddResult\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x02 \x01(\r\x12\x0e\n\x06\x66\x61iled\x18\x03 \x01(\r\x12\x10\n\x08replaced\x18\x04 \x01(\r\x12\x11\n\tunchanged\x18\x05 \x01(\r\"\xd1\x01\n\rSearchRequest\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12\x0f\n\x05image\x18\x02 \x01(\x0cH\x00\x12\x0e\n\x04\x63ode\x18\x03 \x01(\x0cH\x00\x12\r\n\x05top_k\x18\x04 \x01(\x05\x12\x13\n\x06radius\x18\x05 \x01(\x05H\x01\x88\x01\x01\x12\'\n\x08modality\x18\x06 \x01(\x0e\x32\x15.crossbit.v1.Modality\x12\x13\n\x06rerank\x18\x07 \x01(\x08H\x02\x88\x01\x01\x12\x0e\n\x06nprobe\x18\x08 \x01(\x05\x42\x07\n\x05queryB\t\n\x07_radiusB\t\n\x07_rerank\"\xcb\x01\n\x03Hit\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x10\n\x08\x64istance\x18\x03 \x01(\r\x12\r\n\x05score\x18\x04 \x01(\x02\x12\x30\n\x08metadata\x18\x05 \x03(\x0b\x32\x1e.crossbit.v1.Hit.MetadataEntry\x12\'\n\x08modality\x18\x06 \x01(\x0e\x32\x15.crossbit.v1.Modality\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"v\n\x0eSearchResponse\x12\x1e\n\x04hits\x18\x01 \x03(\x0b\x32\x10.crossbit.v1.Hit\x12\x0c\n\x04\x62its\x18\x02 \x01(\r\x12\x11\n\tencode_ms\x18\x03 \x01(\x01\x12\x11\n\tsearch_ms\x18\x04 \x01(\x01\x12\x10\n\x08reranked\x18\x05 \x01(\x08\"A\n\x12SearchBatchRequest\x12+\n\x07queries\x18\x01 \x03(\x0b\x32\x1a.crossbit.v1.SearchRequest\"C\n\x13SearchBatchResponse\x12,\n\x07results\x18\x01 \x03(\x0b\x32\x1b.crossbit.v1.SearchResponse\"S\n\rDeleteRequest\x12\x0b\n\x03ids\x18\x01 \x03(\x03\x12\x0c\n\x04keys\x18\x02 \x03(\t\x12\'\n\x08modality\x18\x03 \x01(\x0e\x32\x15.crossbit.v1.Modality\"!\n\x0e\x44\x65leteResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\r\"\x11\n\x0fGetStatsRequest\"\x9d\x01\n\x05Stats\x12\x0e\n\x06images\x18\x01 \x01(\x04\x12\r\n\x05texts\x18\x02 \x01(\x04\x12\x12\n\nindex_kind\x18\x03 \x01(\t\x12\x0c\n\x04\x62its\x18\x04 \x01(\r\x12\r\n\x05model\x18\x05 \x01(\t\x12\x0b\n\x03gpu\x18\x06 \x01(\x08\x12\x10\n\x08uptime_s\x18\x07 \x01(\x01\x12\x14\n\x0cindex_params\x18\x08 \x01(\t\x12\x0f\n\x07version\x18\t \x01(\t*9\n\x08Modality\x12\x18\n\x14MODALITY_UNSPECIFIED\x10\x00\x12\t\n\x05IMAGE\x10\x01\x12\x08\n\x04TEXT\x10\x02\x32\xb5\x04\n\tRetrieval\x12\x41\n\x06\x45ncode\x12\x1a.crossbit.v1.EncodeRequest\x1a\x1b.crossbit.v1.EncodeResponse\x12\x44\n\tAddImages\x12\x1d.crossbit.v1.AddImagesRequest\x1a\x18.crossbit.v1.AddResponse\x12\x45\n\x0f\x41\x64\x64ImagesStream\x12\x16.crossbit.v1.ImageItem\x1a\x18.crossbit.v1.AddResponse(\x01\x12\x42\n\x08\x41\x64\x64Texts\x12\x1c.crossbit.v1.AddTextsRequest\x1a\x18.crossbit.v1.AddResponse\x12\x41\n\x06Search\x12\x1a.crossbit.v1.SearchRequest\x1a\x1b.crossbit.v1.SearchResponse\x12P\n\x0bSearchBatch\x12\x1f.crossbit.v1.SearchBatchRequest\x1a .crossbit.v1.SearchBatchResponse\x12\x41\n\x06\x44\x65lete\x12\x1a.crossbit.v1.DeleteRequest\x1a\x1b.crossbit.v1.DeleteResponse\x12<\n\x08GetStats\x12\x1c.crossbit.v1.GetStatsRequest\x1a\x12.crossbit.v1.Statsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,8 +37,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TEXTITEM_METADATAENTRY']._serialized_options = b'8\001'
   _globals['_HIT_METADATAENTRY']._loaded_options = None
   _globals['_HIT_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_MODALITY']._serialized_start=1887
-  _globals['_MODALITY']._serialized_end=1944
+  _globals['_MODALITY']._serialized_start=1941
+  _globals['_MODALITY']._serialized_end=1998
   _globals['_ENCODEREQUEST']._serialized_start=43
   _globals['_ENCODEREQUEST']._serialized_end=116
   _globals['_ENCODING']._serialized_start=118
@@ -58,29 +58,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ADDTEXTSREQUEST']._serialized_start=670
   _globals['_ADDTEXTSREQUEST']._serialized_end=725
   _globals['_ADDRESULT']._serialized_start=727
-  _globals['_ADDRESULT']._serialized_end=825
-  _globals['_ADDRESPONSE']._serialized_start=827
-  _globals['_ADDRESPONSE']._serialized_end=912
-  _globals['_SEARCHREQUEST']._serialized_start=915
-  _globals['_SEARCHREQUEST']._serialized_end=1124
-  _globals['_HIT']._serialized_start=1127
-  _globals['_HIT']._serialized_end=1330
+  _globals['_ADDRESULT']._serialized_end=842
+  _globals['_ADDRESPONSE']._serialized_start=844
+  _globals['_ADDRESPONSE']._serialized_end=966
+  _globals['_SEARCHREQUEST']._serialized_start=969
+  _globals['_SEARCHREQUEST']._serialized_end=1178
+  _globals['_HIT']._serialized_start=1181
+  _globals['_HIT']._serialized_end=1384
   _globals['_HIT_METADATAENTRY']._serialized_start=387
   _globals['_HIT_METADATAENTRY']._serialized_end=434
-  _globals['_SEARCHRESPONSE']._serialized_start=1332
-  _globals['_SEARCHRESPONSE']._serialized_end=1450
-  _globals['_SEARCHBATCHREQUEST']._serialized_start=1452
-  _globals['_SEARCHBATCHREQUEST']._serialized_end=1517
-  _globals['_SEARCHBATCHRESPONSE']._serialized_start=1519
-  _globals['_SEARCHBATCHRESPONSE']._serialized_end=1586
-  _globals['_DELETEREQUEST']._serialized_start=1588
-  _globals['_DELETEREQUEST']._serialized_end=1671
-  _globals['_DELETERESPONSE']._serialized_start=1673
-  _globals['_DELETERESPONSE']._serialized_end=1706
-  _globals['_GETSTATSREQUEST']._serialized_start=1708
-  _globals['_GETSTATSREQUEST']._serialized_end=1725
-  _globals['_STATS']._serialized_start=1728
-  _globals['_STATS']._serialized_end=1885
-  _globals['_RETRIEVAL']._serialized_start=1947
-  _globals['_RETRIEVAL']._serialized_end=2512
+  _globals['_SEARCHRESPONSE']._serialized_start=1386
+  _globals['_SEARCHRESPONSE']._serialized_end=1504
+  _globals['_SEARCHBATCHREQUEST']._serialized_start=1506
+  _globals['_SEARCHBATCHREQUEST']._serialized_end=1571
+  _globals['_SEARCHBATCHRESPONSE']._serialized_start=1573
+  _globals['_SEARCHBATCHRESPONSE']._serialized_end=1640
+  _globals['_DELETEREQUEST']._serialized_start=1642
+  _globals['_DELETEREQUEST']._serialized_end=1725
+  _globals['_DELETERESPONSE']._serialized_start=1727
+  _globals['_DELETERESPONSE']._serialized_end=1760
+  _globals['_GETSTATSREQUEST']._serialized_start=1762
+  _globals['_GETSTATSREQUEST']._serialized_end=1779
+  _globals['_STATS']._serialized_start=1782
+  _globals['_STATS']._serialized_end=1939
+  _globals['_RETRIEVAL']._serialized_start=2001
+  _globals['_RETRIEVAL']._serialized_end=2566
 # @@protoc_insertion_point(module_scope)

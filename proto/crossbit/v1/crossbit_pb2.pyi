@@ -95,30 +95,36 @@ class AddTextsRequest(_message.Message):
     def __init__(self, items: _Optional[_Iterable[_Union[TextItem, _Mapping]]] = ...) -> None: ...
 
 class AddResult(_message.Message):
-    __slots__ = ("index", "ok", "id", "key", "error", "error_code")
+    __slots__ = ("index", "ok", "id", "key", "error", "error_code", "outcome")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     OK_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
     index: int
     ok: bool
     id: int
     key: str
     error: str
     error_code: str
-    def __init__(self, index: _Optional[int] = ..., ok: _Optional[bool] = ..., id: _Optional[int] = ..., key: _Optional[str] = ..., error: _Optional[str] = ..., error_code: _Optional[str] = ...) -> None: ...
+    outcome: str
+    def __init__(self, index: _Optional[int] = ..., ok: _Optional[bool] = ..., id: _Optional[int] = ..., key: _Optional[str] = ..., error: _Optional[str] = ..., error_code: _Optional[str] = ..., outcome: _Optional[str] = ...) -> None: ...
 
 class AddResponse(_message.Message):
-    __slots__ = ("results", "added", "failed")
+    __slots__ = ("results", "added", "failed", "replaced", "unchanged")
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     ADDED_FIELD_NUMBER: _ClassVar[int]
     FAILED_FIELD_NUMBER: _ClassVar[int]
+    REPLACED_FIELD_NUMBER: _ClassVar[int]
+    UNCHANGED_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[AddResult]
     added: int
     failed: int
-    def __init__(self, results: _Optional[_Iterable[_Union[AddResult, _Mapping]]] = ..., added: _Optional[int] = ..., failed: _Optional[int] = ...) -> None: ...
+    replaced: int
+    unchanged: int
+    def __init__(self, results: _Optional[_Iterable[_Union[AddResult, _Mapping]]] = ..., added: _Optional[int] = ..., failed: _Optional[int] = ..., replaced: _Optional[int] = ..., unchanged: _Optional[int] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
     __slots__ = ("text", "image", "code", "top_k", "radius", "modality", "rerank", "nprobe")
