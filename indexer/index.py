@@ -305,10 +305,12 @@ class BinaryIndex:
                   metadata: Sequence[dict | None] | None = None,
                   embeddings: np.ndarray | None = None,
                   thumbnails: Sequence[bytes | None] | None = None,
-                  positions: Sequence[int] | None = None) -> StoreWrite:
+                  positions: Sequence[int] | None = None,
+                  previews: Sequence[bytes | None] | None = None) -> StoreWrite:
         """Like :meth:`add`, but per item: ``ids`` may mix given ids and None (assign), and an
         item whose key or id repeats an earlier item of the call is refused alone
-        (``positions`` numbers the items in those messages).
+        (``positions`` numbers the items in those messages). ``previews``: an optional
+        larger JPEG per item, for viewing.
 
         Returns:
             a :class:`StoreWrite`: ids (-1 where refused), replaced ids, refusals by position.
@@ -327,6 +329,8 @@ class BinaryIndex:
         metadata = self._list(metadata, n, "metadata", (dict, type(None)))
         if thumbnails is not None:
             thumbnails = self._list(thumbnails, n, "thumbnails", (bytes, type(None)))
+        if previews is not None:
+            previews = self._list(previews, n, "previews", (bytes, type(None)))
         if embeddings is not None:
             embeddings = np.asarray(embeddings, dtype=np.float32)
             if embeddings.ndim != 2 or len(embeddings) != n:
@@ -340,7 +344,8 @@ class BinaryIndex:
                 except (TypeError, ValueError) as exc:
                     raise ValueError(f"metadata must be JSON-serialisable: {exc}") from None
         with self._lock.write():
-            write = self.store.add(codes, ids, keys, metadata, embeddings, thumbnails, positions)
+            write = self.store.add(codes, ids, keys, metadata, embeddings, thumbnails, positions,
+                                   previews)
             # unchanged items were not written: the backend already holds them as they are
             kept = np.array([o in ("added", "replaced") for o in write.outcomes], dtype=bool)
             out = write.ids[kept]
@@ -486,6 +491,10 @@ class BinaryIndex:
         """The stored thumbnail (None when the item has none). KeyError for an unknown id."""
         return self.store.thumbnail(item_id)
 
+    def preview(self, item_id: int) -> bytes | None:
+        """The stored larger preview (None without one). KeyError for an unknown id."""
+        return self.store.preview(item_id)
+
     def codes(self, ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         """(ids found, their stored codes)."""
         return self.store.codes_for(ids)
@@ -494,9 +503,9 @@ class BinaryIndex:
         """Stored float32 embeddings by id, as given (items without one are absent)."""
         return self.store.embeddings([int(i) for i in ids])
 
-    def page(self, offset: int, limit: int) -> list[Item]:
-        """Items in id order, ``limit`` of them from ``offset``."""
-        return self.store.page(offset, limit)
+    def page(self, offset: int, limit: int, newest_first: bool = False) -> list[Item]:
+        """Items in id order (or newest first), ``limit`` of them from ``offset``."""
+        return self.store.page(offset, limit, newest_first)
 
     def __len__(self) -> int:
         return len(self.backend)

@@ -172,9 +172,10 @@ class MilvusIndex:
         return out
 
     def add_items(self, codes: np.ndarray, ids=None, keys=None, metadata=None, embeddings=None,
-                  thumbnails=None, positions=None) -> StoreWrite:
+                  thumbnails=None, positions=None, previews=None) -> StoreWrite:
         """Per item, as :meth:`BinaryIndex.add_items`: repeats of a key or id in the call are
-        refused alone; given ids and assigned ids may be mixed."""
+        refused alone; given ids and assigned ids may be mixed. Previews are not kept
+        (the thumbnail stands in for them)."""
         codes = check_codes(codes, self.bits)
         n = len(codes)
         ids = list(ids) if ids is not None else [None] * n
@@ -275,6 +276,9 @@ class MilvusIndex:
             raise KeyError(f"unknown id {item_id}")
         return base64.b64decode(rows[0]["thumbnail"]) if rows[0]["thumbnail"] else None
 
+    def preview(self, item_id: int) -> bytes | None:
+        return self.thumbnail(item_id)
+
     def codes(self, ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         rows = self._by_ids(ids, ["id", "code"])
         if not rows:
@@ -287,9 +291,10 @@ class MilvusIndex:
         return {r["id"]: np.frombuffer(base64.b64decode(r["embedding"]), np.float32)
                 for r in self._by_ids(ids, ["id", "embedding"]) if r["embedding"]}
 
-    def page(self, offset: int, limit: int) -> list[Item]:
-        rows = self._query("id >= 0", ["id", "key", "metadata", "added"], limit=offset + limit)
-        rows = sorted(rows, key=lambda r: r["id"])[offset:offset + limit]
+    def page(self, offset: int, limit: int, newest_first: bool = False) -> list[Item]:
+        rows = self._query("id >= 0", ["id", "key", "metadata", "added"],
+                           limit=None if newest_first else offset + limit)
+        rows = sorted(rows, key=lambda r: r["id"], reverse=newest_first)[offset:offset + limit]
         return [Item(r["id"], r["key"] or None, json.loads(r["metadata"] or "{}"), r["added"])
                 for r in rows]
 

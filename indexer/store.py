@@ -28,6 +28,7 @@ CREATE TABLE IF NOT EXISTS items (
     thumbnail BLOB,
     added REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS previews (id INTEGER PRIMARY KEY, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS log (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     op INTEGER NOT NULL,
@@ -132,7 +133,8 @@ class Store:
             keys: Sequence[str | None], metadata: Sequence[dict],
             embeddings: np.ndarray | None,
             thumbnails: Sequence[bytes | None] | None,
-            positions: Sequence[int] | None = None) -> StoreWrite:
+            positions: Sequence[int] | None = None,
+            previews: Sequence[bytes | None] | None = None) -> StoreWrite:
         """Insert or replace items in one transaction.
 
         An item whose key is already stored replaces it and keeps its id unless an id is
@@ -161,6 +163,9 @@ class Store:
                         (next_id, next_id + n)).fetchone():
                     out = self._insert_new(cur, codes, next_id, metadata, embeddings,
                                            thumbnails, now)
+                    if previews is not None:
+                        cur.executemany("INSERT OR REPLACE INTO previews VALUES (?, ?)",
+                                        [(int(out[i]), p) for i, p in enumerate(previews) if p])
                     self._reserve(next_id + n)
                     cur.execute("COMMIT")
                     return StoreWrite(out, [], {}, ["added"] * n)
@@ -205,6 +210,7 @@ class Store:
                         continue
                     if old is not None and old != item_id:
                         cur.execute("DELETE FROM items WHERE id=?", (old,))
+                        cur.execute("DELETE FROM previews WHERE id=?", (old,))
                         cur.execute("INSERT INTO log(op, id) VALUES (?, ?)", (OP_REMOVE, old))
                         replaced.append(old)
                     exists = cur.execute("SELECT 1 FROM items WHERE id=?", (item_id,)).fetchone()
@@ -215,6 +221,12 @@ class Store:
                     cur.execute("INSERT OR REPLACE INTO items VALUES (?, ?, ?, ?, ?, ?, ?)",
                                 (item_id, key, codes[i].tobytes(), emb, meta, thumb, now))
                     cur.execute("INSERT INTO log(op, id) VALUES (?, ?)", (OP_ADD, item_id))
+                    preview = None if previews is None else previews[i]
+                    if preview:
+                        cur.execute("INSERT OR REPLACE INTO previews VALUES (?, ?)",
+                                    (item_id, preview))
+                    else:
+                        cur.execute("DELETE FROM previews WHERE id=?", (item_id,))
                     claimed[item_id] = i
                     out[i] = item_id
                 cur.execute("INSERT OR REPLACE INTO meta VALUES ('next_id', ?)", (str(next_id),))
@@ -311,6 +323,7 @@ class Store:
                     raise KeyError(f"unknown ids: {missing[:20]}"
                                    + (f" and {len(missing) - 20} more" if len(missing) > 20 else ""))
                 cur.executemany("DELETE FROM items WHERE id=?", [(i,) for i in ids])
+                cur.executemany("DELETE FROM previews WHERE id=?", [(i,) for i in ids])
                 cur.executemany("INSERT INTO log(op, id) VALUES (?, ?)", [(OP_REMOVE, i) for i in ids])
                 cur.execute("COMMIT")
             except sqlite3.Error as exc:
@@ -424,9 +437,18 @@ class Store:
             raise KeyError(f"unknown id {item_id}")
         return row[0]
 
-    def page(self, offset: int, limit: int) -> list[Item]:
+    def preview(self, item_id: int) -> bytes | None:
+        """The larger preview kept at add time (None without one); KeyError for an unknown id."""
+        row = self._reader.execute("SELECT p.data, i.id FROM items i LEFT JOIN previews p "
+                                   "ON p.id = i.id WHERE i.id=?", (int(item_id),)).fetchone()
+        if row is None:
+            raise KeyError(f"unknown id {item_id}")
+        return row[0]
+
+    def page(self, offset: int, limit: int, newest_first: bool = False) -> list[Item]:
+        order = "DESC" if newest_first else "ASC"
         rows = self._reader.execute(
-            "SELECT id, key, metadata, added FROM items ORDER BY id LIMIT ? OFFSET ?",
+            f"SELECT id, key, metadata, added FROM items ORDER BY id {order} LIMIT ? OFFSET ?",
             (limit, offset)).fetchall()
         return [Item(i, k, json.loads(m), a) for i, k, m, a in rows]
 

@@ -53,6 +53,7 @@ class ServerConfig:
     max_batch_items: int = 1024  # most items or queries in one request
     thumbnails: bool = True  # keep a small JPEG thumbnail per image in the store
     thumbnail_size: int = 160  # longest side of thumbnails, pixels
+    preview_size: int = 640  # longest side of the larger view kept per image (JPEG); 0 keeps none
     snapshot_interval: float = 30.0  # seconds between background index snapshots
     tls_cert: str | None = None  # PEM certificate file: enables TLS with tls_key
     tls_key: str | None = None  # PEM private key file

@@ -203,7 +203,7 @@ class RetrievalCore:
         deadline = _deadline(timeout)
         outcomes = [AddOutcome(first + i, False, key=getattr(item, "key", ""))
                     for i, item in enumerate(items)]
-        prepared, thumbs, futures = [], [], []
+        prepared, thumbs, previews, futures = [], [], [], []
         seen = {} if seen is None else seen  # ("key", k) or ("id", i) -> position in the call
         budget = self._budget()
         for i, item in enumerate(items):
@@ -220,10 +220,12 @@ class RetrievalCore:
                     image = self.decode(item.payload, budget)
                     thumbs.append(make_thumbnail(image, self.config.thumbnail_size)
                                   if self.config.thumbnails else None)
+                    previews.append(self._preview(image))
                     futures.append(self.image_batcher.submit(image))
                 else:
                     text = self.check_text(item.payload)
                     thumbs.append(None)
+                    previews.append(None)
                     futures.append(self.text_batcher.submit(text))
                 prepared.append(i)
             except (ValueError, TypeError) as exc:
@@ -244,7 +246,7 @@ class RetrievalCore:
                                 ids=[items[i].id for i in prepared],
                                 keys=[items[i].key or None for i in prepared], metadata=metadata,
                                 embeddings=np.stack([e[1] for e in encoded]), thumbnails=thumbs,
-                                positions=[first + i for i in prepared])
+                                positions=[first + i for i in prepared], previews=previews)
         for n, i in enumerate(prepared):
             if n in write.refused:
                 outcomes[i].error, outcomes[i].code = write.refused[n], "INVALID_ARGUMENT"
@@ -257,6 +259,13 @@ class RetrievalCore:
         if self.metrics is not None:
             self.metrics.index_items.labels(modality).set(len(index))
         return outcomes
+
+    def _preview(self, image) -> bytes | None:
+        """The larger view kept for the web page: none when the thumbnail is as large."""
+        size = self.config.preview_size
+        if not size or max(image.size) <= self.config.thumbnail_size:
+            return None
+        return make_thumbnail(image, size, quality=85)
 
     # -- searching -----------------------------------------------------------------------------
     def _index(self, modality: str):
@@ -435,12 +444,19 @@ class RetrievalCore:
         except KeyError:
             raise NotFoundError(f"unknown {modality} id {item_id}") from None
 
-    def page(self, offset: int, limit: int, modality: str = "image") -> list[dict]:
-        """Items in id order, for browsing."""
+    def preview(self, item_id: int, modality: str = "image") -> bytes | None:
+        try:
+            return self._index(modality).preview(int(item_id))
+        except KeyError:
+            raise NotFoundError(f"unknown {modality} id {item_id}") from None
+
+    def page(self, offset: int, limit: int, modality: str = "image",
+             newest_first: bool = False) -> list[dict]:
+        """Items in id order (or newest first), for browsing."""
         if offset < 0 or not 1 <= limit <= self.config.max_top_k:
             raise ValueError(f"offset must be >= 0 and limit between 1 and {self.config.max_top_k}")
         return [{"id": i.id, "key": i.key or "", "metadata": i.metadata, "modality": modality}
-                for i in self._index(modality).page(offset, limit)]
+                for i in self._index(modality).page(offset, limit, newest_first)]
 
     # -- deleting and stats ---------------------------------------------------------------------
     def delete(self, ids: Sequence[int], keys: Sequence[str], modality: str = "image") -> int:

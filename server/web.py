@@ -178,12 +178,24 @@ def build_app(core: RetrievalCore, config: ServerConfig) -> Starlette:
         return Response(data, media_type="image/jpeg",
                         headers={"cache-control": "private, max-age=3600"})
 
+    async def preview(request: Request):
+        modality = request.query_params.get("modality", "image")
+        item_id = _item_id(request.path_params["item_id"])
+        data = core.preview(item_id, modality) or core.thumbnail(item_id, modality)
+        if data is None:
+            return Response(PLACEHOLDER, media_type="image/svg+xml")
+        return Response(data, media_type="image/jpeg",
+                        headers={"cache-control": "private, max-age=3600"})
+
     async def items(request: Request):
         modality = request.query_params.get("modality", "image")
         offset, limit = _int(request, "offset", 0), _int(request, "limit", 24)
         if offset > MAX_OFFSET:
             raise ValueError(f"offset must be at most {MAX_OFFSET}")
-        rows = core.page(offset, limit, modality)
+        order = request.query_params.get("order", "id")
+        if order not in ("id", "newest"):
+            raise ValueError(f"order must be 'id' or 'newest', got {order[:20]!r}")
+        rows = core.page(offset, limit, modality, newest_first=order == "newest")
         return JSONResponse({"items": rows, "offset": offset, "limit": limit,
                              "total": core.stats()["images" if modality == "image" else "texts"]})
 
@@ -199,6 +211,7 @@ def build_app(core: RetrievalCore, config: ServerConfig) -> Starlette:
         Route("/api/items", guarded(items)),
         Route("/api/items/{item_id:int}", guarded(item)),
         Route("/api/items/{item_id:int}/thumbnail", guarded(thumbnail)),
+        Route("/api/items/{item_id:int}/preview", guarded(preview)),
         Route("/api/stats", guarded(stats)),
     ]
     app = Starlette(routes=routes)

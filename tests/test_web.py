@@ -106,6 +106,9 @@ def test_page_in_a_real_browser(web, photos, tmp_path):
         page = browser.new_page(viewport={"width": 1100, "height": 800})
         page.goto(base + "/")
         expect(page.locator("#stats")).to_contain_text("6 images")
+        # the landing page shows the most recent items
+        expect(page.locator("#status")).to_contain_text("most recent")
+        expect(page.locator(".hit").first).to_have_attribute("data-key", "coins")
         page.fill("#q", "a cup of coffee")
         page.click("button[type=submit]")
         expect(page.locator("#status")).to_contain_text("encode")
@@ -118,18 +121,36 @@ def test_page_in_a_real_browser(web, photos, tmp_path):
         page.fill("#q", "a rocket")
         page.click("button[type=submit]")
         expect(page.locator("#status")).to_contain_text("“a rocket”")  # its grid is shown
-        page.locator('.hit[data-key="rocket"] img').click()
+        page.locator('.hit[data-key="rocket"] img').click()  # the larger view opens
+        expect(page.locator("#viewer")).to_be_visible()
+        expect(page.locator("#viewer-img")).to_have_attribute("src", re.compile(r"^blob:"))
+        page.wait_for_function("document.getElementById('viewer-img').naturalWidth > 160")
+        expect(page.locator("#viewer-caption")).to_contain_text("rocket")
+        page.screenshot(path=str(ARTIFACTS / "web_larger_view.png"))
+        page.click("#viewer-like")
+        expect(page.locator("#viewer")).to_be_hidden()
         expect(page.locator("#status")).to_contain_text(f"more like item {ids['rocket']}")
         expect(page.locator(".hit").first).to_have_attribute("data-key", "rocket")
         expect(page.locator(".hit").first.locator(".nums").first).to_contain_text("hamming 0")
+        # Back returns to the text search before it, from the URL
+        page.go_back()
+        expect(page.locator("#status")).to_contain_text("“a rocket”")
+        assert "q=a+rocket" in page.url
+        expect(page.locator("#q")).to_have_value("a rocket")
         # a bad upload shows a readable error
         page.set_input_files("#file", str(upload))
         expect(page.locator("#status")).to_have_class("error")
         expect(page.locator("#status")).to_contain_text("not a readable image")
         page.screenshot(path=str(ARTIFACTS / "web_bad_upload.png"))
+        expect(page.locator("#q")).to_have_value("")  # an image search clears the text box
         # paging through the index
         page.click("#browse")
         expect(page.locator("#page-info")).to_contain_text("1–6 of 6")
+        # a deep link runs its search on arrival
+        page.goto(base + "/?q=a%20cup%20of%20coffee&k=3")
+        expect(page.locator("#status")).to_contain_text("3 hits for “a cup of coffee”")
+        expect(page.locator('.hit[data-key="coffee"]')).to_be_visible()
+        expect(page.locator("#k")).to_have_value("3")
         browser.close()
     assert (ARTIFACTS / "web_text_search.png").stat().st_size > 10_000
 
