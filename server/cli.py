@@ -76,8 +76,9 @@ def _add_train(sub) -> None:
     p.add_argument("--format", choices=["csv", "coco", "karpathy", "multilabel"], default="csv",
                    help="how --captions is laid out (default %(default)s)")
     p.add_argument("--split", help="csv: file of training image names; karpathy: split name")
-    p.add_argument("--val-images", type=int, default=500,
-                   help="images held out of the training data for early stopping")
+    p.add_argument("--val-images", type=int, default=None,
+                   help="images held out of the training data for early stopping (default: a "
+                        "tenth of the images, 20 to 500; none below 100 images)")
     p.add_argument("--out", required=True, help="output model directory")
     p.add_argument("--bits", type=int, default=64, help="code length: 16, 32, 64, 128, 256")
     p.add_argument("--backbone", default="efficientnet-lite0", help="efficientnet-lite0, resnet18")
@@ -465,6 +466,10 @@ def cmd_train(args) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     pairs = load_pairs(args.format, args.captions, args.images, args.split, args.skip_bad)
+    val_images = args.val_images if args.val_images is not None else \
+        auto_held_out(len(pairs.images))
+    print(f"{len(pairs.images)} images, {len(pairs.captions)} texts; {val_images} images held "
+          "out for early stopping" + ("" if val_images else " (too few: fixed epochs)"))
     model_config = ModelConfig(bits=args.bits, image_backbone=args.backbone,
                                image_weights=args.backbone_weights, text_model=args.text_model,
                                hidden=args.hidden, dropout=args.dropout, embed_dim=args.embed_dim)
@@ -474,7 +479,7 @@ def cmd_train(args) -> int:
                                seeds=args.seeds, finetune=args.finetune,
                                distill=args.distill, teacher_dim=args.teacher_dim,
                                all_captions=not args.one_caption, crop_views=args.crop_views)
-    report = train_model(model_config, train_config, pairs, args.val_images, args.out,
+    report = train_model(model_config, train_config, pairs, val_images, args.out,
                          args.cache, args.device)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2, default=float) + "\n")
@@ -485,6 +490,11 @@ def cmd_train(args) -> int:
         print(format_report(report))
     print(f"model written to {args.out}")
     return 0
+
+
+def auto_held_out(n_images: int) -> int:
+    """Images held out for early stopping when --val-images is not given."""
+    return 0 if n_images < 100 else min(500, max(20, n_images // 10))
 
 
 def cmd_evaluate(args) -> int:
