@@ -98,10 +98,34 @@ class HashModel:
         self.text_head = text_head or self._new_head(config.text_feature_dim)
         for head in (self.image_head, self.text_head):
             head.eval().to(self.device)
+        self.name = ""  # where it was loaded from ("default" for the shipped model)
         self._backbone = None
         self._text = None
         self.image_runtime = None  # optional replacement for the torch backbone (ONNX Runtime)
         self.text_runtime = None  # optional replacement for the torch text encoder (ONNX Runtime)
+
+    def fingerprint(self) -> dict:
+        """What identifies the codes this model makes: bits, backbones and a hash of the head
+        weights. Codes of two models with different fingerprints are not comparable."""
+        import hashlib
+
+        digest = hashlib.sha256()
+        c = self.config
+        weights = c.image_weights
+        if weights and os.path.exists(weights):  # a tuned backbone: its name and size
+            weights = f"{Path(weights).name}:{os.path.getsize(weights)}"
+        for part in (c.bits, c.image_backbone, weights, Path(c.text_model).name, c.embed_dim):
+            digest.update(repr(part).encode())
+        heads = [("image.", self.image_head), ("text.", self.text_head)]
+        if self.semantics is not None:
+            heads.append(("semantic.", self.semantics))
+        for prefix, module in heads:
+            for name, tensor in sorted(module.state_dict().items()):
+                digest.update((prefix + name).encode())
+                digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return {"fingerprint": digest.hexdigest()[:16], "bits": c.bits,
+                "image_backbone": c.image_backbone, "text_model": Path(c.text_model).name,
+                "name": self.name or "unsaved model"}
 
     def _new_head(self, in_dim: int) -> HashHead:
         c = self.config
@@ -275,6 +299,7 @@ class HashModel:
             head.load_state_dict(state)
         log.info("model %s: %d bits, %s + %s", directory, config.bits, config.image_backbone,
                  config.text_model)
+        model.name = "default" if directory == DEFAULT_MODEL_DIR else str(directory)
         return model
 
 

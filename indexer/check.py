@@ -43,7 +43,7 @@ class CheckReport:
         return out
 
 
-def _stored_bits(path: Path) -> int:
+def stored_bits(path: Path) -> int:
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         row = conn.execute("SELECT value FROM meta WHERE name='bits'").fetchone()
@@ -69,7 +69,7 @@ def check_index(directory: str | Path, repair: bool = False) -> CheckReport:
         report.problems.append(f"no store at {store_path}")
         return report
     try:
-        report.bits = _stored_bits(store_path)
+        report.bits = stored_bits(store_path)
         store = Store(store_path, report.bits, mark_path=directory / ID_MARK)
     except (sqlite3.DatabaseError, StoreError) as exc:
         report.problems.append(f"store unreadable: {exc}")

@@ -140,7 +140,8 @@ class BinaryIndex:
 
     def __init__(self, directory: str | os.PathLike, bits: int, kind: str = "auto",
                  threads: int | None = None, snapshot_interval: float = 30.0,
-                 synchronous: str = "FULL", embeddings_in_memory: bool = True, **options):
+                 synchronous: str = "FULL", embeddings_in_memory: bool = True,
+                 model: dict | None = None, **options):
         if kind not in KINDS:
             raise ValueError(f"unknown index kind {kind!r}; choose one of {KINDS}")
         if bits % 8 or bits <= 0:
@@ -153,6 +154,12 @@ class BinaryIndex:
         self.options = self._options(options)
         self.threads = threads
         self.store = Store(self.directory / STORE, bits, synchronous, self.directory / ID_MARK)
+        if model is not None:
+            try:
+                check_model(self.store, model, self.directory)
+            except ValueError:
+                self.store.close()
+                raise
         self._lock = RWLock()
         self._closed = False
         self._changes = 0
@@ -592,6 +599,28 @@ class BinaryIndex:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class ModelMismatch(ValueError):
+    """The store holds codes of another model: searching them with this one returns garbage."""
+
+
+def check_model(store: Store, model: dict, directory: Path) -> None:
+    """Record the model of a store's codes on first use; refuse another model afterwards."""
+    stored = store.model_record()
+    if stored is None:
+        if store.count():
+            log.warning("index %s: no model recorded for its %d items (made before crossbit "
+                        "kept one); recording %s", directory, store.count(), model["name"])
+        store.set_model_record(model)
+        return
+    if stored.get("fingerprint") != model.get("fingerprint"):
+        raise ModelMismatch(
+            f"{directory} holds codes made by {stored.get('name')} (fingerprint "
+            f"{stored.get('fingerprint')}, {stored.get('bits')} bits, {stored.get('text_model')}), "
+            f"not by {model.get('name')} (fingerprint {model.get('fingerprint')}): serve it with "
+            "the model that made it, or re-encode it first (crossbit reindex --data DIR "
+            "--model ...)")
 
 
 def read_snapshot(path: Path) -> tuple[dict, bytes]:

@@ -330,6 +330,46 @@ class Store:
                 _rollback(cur)
                 raise StoreError(f"store {self.path}: write failed ({exc})") from exc
 
+    def rewrite_codes(self, ids: Sequence[int], codes: np.ndarray, embeddings: np.ndarray | None,
+                      bits: int, drop: Sequence[int] = ()) -> None:
+        """Give items new codes (another model's, maybe another length) in one transaction, and
+        remove ``drop``; logged, so an index opened on it replays every change."""
+        with self._write_lock:
+            cur = self._writer.cursor()
+            try:
+                cur.execute("BEGIN IMMEDIATE")
+                rows = [(codes[n].tobytes(),
+                         None if embeddings is None else
+                         np.ascontiguousarray(embeddings[n], np.float32).tobytes(), int(i))
+                        for n, i in enumerate(ids)]
+                cur.executemany("UPDATE items SET code=?, embedding=? WHERE id=?", rows)
+                cur.executemany("INSERT INTO log(op, id) VALUES (?, ?)",
+                                [(OP_ADD, int(i)) for i in ids])
+                cur.executemany("DELETE FROM items WHERE id=?", [(int(i),) for i in drop])
+                cur.executemany("DELETE FROM previews WHERE id=?", [(int(i),) for i in drop])
+                cur.executemany("INSERT INTO log(op, id) VALUES (?, ?)",
+                                [(OP_REMOVE, int(i)) for i in drop])
+                cur.execute("INSERT OR REPLACE INTO meta VALUES ('bits', ?)", (str(bits),))
+                cur.execute("COMMIT")
+            except sqlite3.Error as exc:
+                _rollback(cur)
+                raise StoreError(f"store {self.path}: write failed ({exc})") from exc
+        self.bits = bits
+
+    def sources(self, batch: int = 256) -> Iterator[list[tuple[int, str | None, dict, bytes | None]]]:
+        """(id, key, metadata, the larger image kept: preview, else thumbnail) in id order, in
+        chunks: what an item can be encoded again from."""
+        conn = self._reader
+        last = -(2**63)
+        while True:
+            rows = conn.execute("SELECT i.id, i.key, i.metadata, COALESCE(p.data, i.thumbnail) "
+                                "FROM items i LEFT JOIN previews p ON p.id = i.id WHERE i.id > ? "
+                                "ORDER BY i.id LIMIT ?", (last, batch)).fetchall()
+            if not rows:
+                return
+            last = rows[-1][0]
+            yield [(r[0], r[1], json.loads(r[2]), r[3]) for r in rows]
+
     def compact_log(self, upto: int) -> None:
         """Forget log entries up to ``upto`` (a snapshot holds them)."""
         with self._write_lock:
@@ -345,6 +385,16 @@ class Store:
 
     def count(self) -> int:
         return self._reader.execute("SELECT COUNT(*) FROM items").fetchone()[0]
+
+    def model_record(self) -> dict | None:
+        """The fingerprint of the model whose codes this store holds (None: not recorded)."""
+        row = self._reader.execute("SELECT value FROM meta WHERE name='model'").fetchone()
+        return json.loads(row[0]) if row else None
+
+    def set_model_record(self, record: dict) -> None:
+        with self._write_lock:
+            self._writer.execute("INSERT OR REPLACE INTO meta VALUES ('model', ?)",
+                                 (json.dumps(record, sort_keys=True),))
 
     def all_ids(self) -> np.ndarray:
         """Every stored id, sorted (int64)."""

@@ -51,17 +51,26 @@ def load_model(config: ServerConfig):
     return model
 
 
-def open_indexes(config: ServerConfig, bits: int) -> dict:
+def open_indexes(config: ServerConfig, bits: int, model: dict | None = None) -> dict:
+    """The image and text indexes under the data directory; ``model`` (a fingerprint) is
+    recorded in a new store and must match an existing one's."""
     from crossbit.indexer.index import open_index
 
     options = {"threads": config.faiss_threads, "snapshot_interval": config.snapshot_interval,
-               "embeddings_in_memory": config.embeddings_in_memory}
+               "embeddings_in_memory": config.embeddings_in_memory, "model": model}
     if config.index in ("ivf", "auto"):
         options["nprobe"] = config.nprobe
     if config.index == "milvus":
         options = {"uri": config.milvus_uri}
-    return {m: open_index(Path(config.data) / f"{m}s", bits, config.index, **options)
-            for m in ("image", "text")}
+    indexes: dict = {}
+    try:
+        for m in ("image", "text"):
+            indexes[m] = open_index(Path(config.data) / f"{m}s", bits, config.index, **options)
+    except BaseException:
+        for index in indexes.values():
+            index.close()
+        raise
+    return indexes
 
 
 def warm_up(model) -> None:
@@ -121,7 +130,7 @@ def create_server(config: ServerConfig, model=None) -> Running:
     model = model if model is not None else load_model(config)
     warm_up(model)
     metrics = Metrics()
-    indexes = open_indexes(config, model.bits)
+    indexes = open_indexes(config, model.bits, model.fingerprint())
     core = RetrievalCore(model, indexes, config, metrics,
                          model_name=str(config.model or "default"))
     for modality, index in indexes.items():

@@ -199,6 +199,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default="data", help="the server's data directory (default %(default)s)")
     p.add_argument("--repair", action="store_true",
                    help="rebuild what disagrees from the store (server stopped)")
+    p = sub.add_parser("reindex", help="encode a data directory again with another model",
+                       description="Give every item under DATA new codes from MODEL (server "
+                       "stopped): texts from their stored text, images from the preview kept "
+                       "at AddImages (or the thumbnail). A store made with another model is "
+                       "refused by crossbit serve until this is done.")
+    p.add_argument("--data", default="data", help="the server's data directory")
+    p.add_argument("--model", help="the new model's directory (default: the shipped model)")
+    p.add_argument("--drop", action="store_true",
+                   help="remove items that have nothing to encode again from (they are listed; "
+                        "without this flag nothing is changed when there are any)")
+    p.add_argument("--device", help="torch device (default: CUDA if visible, else the CPU)")
     p = sub.add_parser("stats", help="show a running server's index and model")
     _client_args(p)
     _add_train(sub)
@@ -451,6 +462,26 @@ def cmd_check(args) -> int:
     return 0 if all(r.ok or r.repaired for r in reports) else 1
 
 
+def cmd_reindex(args) -> int:
+    from tqdm import tqdm
+
+    from crossbit.encoders.model import HashModel
+    from crossbit.encoders.pipeline import use_onnx_if_possible, use_text_runtime
+    from crossbit.server.logs import quiet_third_parties
+    from crossbit.server.reindex import reindex
+
+    quiet_third_parties()
+    model = HashModel.load(args.model, device=args.device)
+    use_onnx_if_possible(model)
+    use_text_runtime(model, "auto")
+    with tqdm(unit="item", desc="encoding", disable=not sys.stderr.isatty()) as bar:
+        reports = reindex(args.data, model, drop=args.drop, progress=bar.update)
+    for r in reports:
+        print(f"{r.modality}s: {r.encoded} encoded again with {model.name}"
+              + (f", {r.dropped} removed (nothing to encode them from)" if r.dropped else ""))
+    return 0
+
+
 def cmd_stats(args) -> int:
     with _client(args) as client:
         print(json.dumps(client.stats(), indent=2))
@@ -536,7 +567,7 @@ def cmd_demo(args) -> int:
 
 
 COMMANDS = {"serve": cmd_serve, "index": cmd_index, "search": cmd_search, "stats": cmd_stats,
-            "check": cmd_check, "add-texts": cmd_add_texts,
+            "check": cmd_check, "add-texts": cmd_add_texts, "reindex": cmd_reindex,
             "train": cmd_train, "evaluate": cmd_evaluate, "export-onnx": cmd_export_onnx,
             "load": cmd_load, "demo": cmd_demo}
 
