@@ -14,13 +14,14 @@ import pytest
 from crossbit.indexer.index import open_index
 
 WRITER = Path(__file__).with_name("crash_writer.py")
+KILLS = 6 if os.environ.get("CROSSBIT_RELIABILITY_ROUNDS") else 4  # make reliability: 6
 
 
 @pytest.mark.parametrize("kind", ["flat", "ivf"])
 def test_sigkill_loses_no_acknowledged_item(tmp_path, kind):
     rng = random.Random(kind)
     acked: dict[str, tuple[int, str]] = {}
-    for round_no in range(6):
+    for round_no in range(KILLS):
         proc = subprocess.Popen([sys.executable, str(WRITER), str(tmp_path), kind, str(round_no)],
                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + rng.uniform(0.8, 2.5)
@@ -49,6 +50,7 @@ def test_sigkill_loses_no_acknowledged_item(tmp_path, kind):
     with open_index(tmp_path, 64, kind, snapshot_interval=0, train_size=300) as index:
         # no duplicates: the in-memory index and the store agree, ids are unique
         assert len(index) == index.store.count()
+        assert index.verify() == ""  # the index holds exactly the store's ids, each once
         found = index.ids_for_keys(list(acked))
         assert set(found) == set(acked), f"lost {len(set(acked) - set(found))} items"
         for key, (item_id, _) in acked.items():

@@ -24,7 +24,7 @@ from crossbit.v1 import crossbit_pb2_grpc as pb_grpc
 
 from helpers import free_port, record, start_server, stop_server
 
-ROUNDS = int(os.environ.get("CROSSBIT_RELIABILITY_ROUNDS", "3"))
+ROUNDS = int(os.environ.get("CROSSBIT_RELIABILITY_ROUNDS", "2"))
 FUZZ = int(os.environ.get("CROSSBIT_FUZZ_EXAMPLES", "60"))
 BAD_STATUSES = {grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL}
 

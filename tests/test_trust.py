@@ -452,7 +452,7 @@ def test_sigterm_with_broken_and_idle_streams_open(tmp_path):
 
 def test_idle_streams_do_not_starve_health_and_search(make_server, photos):
     workers = 8
-    running = make_server(workers=workers, stream_idle_s=3.0)
+    running = make_server(workers=workers, stream_idle_s=2.0)
     address = f"127.0.0.1:{running.port}"
     with Client(address) as c:
         c.add_images([photos["coffee"]], keys=["coffee"])
@@ -474,7 +474,7 @@ def test_idle_streams_do_not_starve_health_and_search(make_server, photos):
     refused = sum(1 for call in calls if call.done() and call.exception() is not None and
                   call.exception().code() == grpc.StatusCode.RESOURCE_EXHAUSTED)
     assert refused >= 4 * workers - running.core.config.stream_slots
-    time.sleep(5.0)  # past the idle limit: the streams that were served are cancelled
+    time.sleep(3.5)  # past the idle limit: the streams that were served are cancelled
     assert running.guard.open_streams == 0
     hold.set()
     for ch in channels:
