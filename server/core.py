@@ -331,15 +331,17 @@ class RetrievalCore:
             searches.append((self.search_batcher.submit((key, codes[n], embeddings.get(n))),
                              rerank))
         found = [future.result(timeout=_remaining(deadline)) for future, _ in searches]
-        hits = self._hits([q.modality for q in queries], [rows for rows, _ in found])
+        hits = self._hits([q.modality for q in queries], [rows for rows, _, _ in found],
+                          [items for _, _, items in found])
         return [SearchResult(h, self.bits, encode_ms if n in futures else 0.0, ms, rerank)
-                for n, (h, (_, ms), (_, rerank)) in enumerate(zip(hits, found, searches))]
+                for n, (h, (_, ms, _), (_, rerank)) in enumerate(zip(hits, found, searches))]
 
     def _search_batch(self, items: list) -> list:
         """Search a batch of encoded queries: one index call per group of compatible ones.
 
-        Each query's answer is (ids, distances, scores or None) and the group's time; the
-        callers build their hits themselves (each within its own response budget).
+        Each query's answer is (ids, distances, scores or None), the group's time, and the
+        group's stored items, read in one go when they fit one response's budget (else None:
+        each caller then reads its own, within its own budget).
         """
         groups: dict[tuple, list[int]] = {}
         for n, (key, _, _) in enumerate(items):
@@ -355,9 +357,17 @@ class RetrievalCore:
                 for n in members:
                     out[n] = exc
                 continue
+            wanted = sorted({int(i) for ids, _, _ in rows for i in ids if i >= 0})
+            try:
+                stored = self._index(modality).items(wanted,
+                                                     max_bytes=self.config.max_response_bytes)
+            except StoreLimit:
+                stored = None
+            except Exception as exc:
+                stored = exc
             ms = 1000 * (time.perf_counter() - t0)
             for n, r in zip(members, rows):
-                out[n] = (r, ms)
+                out[n] = stored if isinstance(stored, Exception) else (r, ms, stored)
         return out
 
     def _search_group(self, modality, codes, k, nprobe, radius, rerank, embeddings) -> list:
@@ -374,24 +384,28 @@ class RetrievalCore:
         res = index.search(codes, k, nprobe=nprobe)
         return [(i, d, None) for i, d in zip(res.ids, res.distances)]
 
-    def _hits(self, modalities: Sequence[str], rows: Sequence[tuple]) -> list[list[Hit]]:
+    def _hits(self, modalities: Sequence[str], rows: Sequence[tuple],
+              prefetched: Sequence[dict | None] | None = None) -> list[list[Hit]]:
         """Hits with their stored keys and metadata, within the response budget.
 
         The budget (``max_response_bytes``) bounds the keys and metadata the answer carries,
         counted while they are read, so a small request cannot make a huge answer.
+        ``prefetched``: per query, the items its search group already read (or None).
         """
         limit = self.config.max_response_bytes
+        prefetched = prefetched or [None] * len(rows)
         wanted: dict[str, set[int]] = {}
-        for modality, (ids, _, _) in zip(modalities, rows):
-            wanted.setdefault(modality, set()).update(int(i) for i in ids if i >= 0)
+        for modality, (ids, _, _), got in zip(modalities, rows, prefetched):
+            if got is None:
+                wanted.setdefault(modality, set()).update(int(i) for i in ids if i >= 0)
         try:
             stored = {m: self._index(m).items(sorted(w), max_bytes=limit)
                       for m, w in wanted.items()}
         except StoreLimit:
             raise LimitError(self._too_large(limit, sum(map(len, wanted.values())))) from None
         out, total = [], 0
-        for modality, (ids, dist, scores) in zip(modalities, rows):
-            items = stored[modality]
+        for modality, (ids, dist, scores), got in zip(modalities, rows, prefetched):
+            items = got if got is not None else stored[modality]
             hits = []
             for j, (item_id, d) in enumerate(zip(ids, dist)):
                 item = items.get(int(item_id)) if item_id >= 0 else None

@@ -37,6 +37,14 @@ from helpers import free_port, record, start_server, stop_server
 ROUNDS = int(os.environ.get("CROSSBIT_RELIABILITY_ROUNDS", "1"))  # server restarts per test
 FUZZ = int(os.environ.get("CROSSBIT_FUZZ_EXAMPLES", "60"))
 BAD = {grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL}
+checked = {"index_calls": 0, "index_items": 0, "service_calls": 0}  # recorded at the end
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _record_checks():
+    yield
+    if checked["index_calls"]:
+        record("index_equals_store", **checked)
 
 
 # -- 1. index == store, whatever the mix of keys, ids and replacements ------------------------
@@ -96,6 +104,8 @@ def test_index_equals_store_for_any_key_and_id_mix(tmp_path_factory, kind, optio
                 assert arg[n][1] is None or write.ids[n] == arg[n][1]
             for n in accepted:
                 codes_of[int(write.ids[n])] = codes[n].tobytes()
+            checked["index_calls"] += 1
+            checked["index_items"] += len(arg)
             assert index.verify() == ""
             stored = index.store.all_ids()
             assert len(index) == len(stored)
@@ -162,6 +172,7 @@ def test_service_adds_refuse_repeats_and_keep_index_equal_to_store(fuzz_server, 
         assert {r.error_code for r in response.results if not r.ok} <= {"INVALID_ARGUMENT"}
         accepted = [r.index for r in response.results if r.ok]
         check_call_outcome(call, accepted, [r.id for r in response.results if r.ok], refused)
+        checked["service_calls"] += 1
         assert index.verify() == ""
     n = len(index)
     if n:
@@ -213,7 +224,7 @@ def test_lost_wal_after_sigkill(tmp_path, photos):
     """The real thing: a server is killed, its -wal file is lost, it restarts."""
     data, port = tmp_path / "data", free_port()
     acknowledged: set[int] = set()
-    lost_total = 0
+    lost_total = detected = 0
     for round_no in range(ROUNDS):
         server = start_server(data, port)
         with Client(f"127.0.0.1:{port}") as c:
@@ -240,8 +251,10 @@ def test_lost_wal_after_sigkill(tmp_path, photos):
             log = stop_server(server)
         if stored_after < len(acknowledged - set(fresh)):  # the store lost what the snapshot has
             assert "disagree" in log and "not in the store" in log
+            detected += 1
     assert lost_total > 0, "the WAL was never there to lose: the test did not test"
-    record("lost_wal_after_sigkill", rounds=ROUNDS, wal_files_lost=lost_total, ids_reused=0)
+    record("lost_wal_after_sigkill", rounds=ROUNDS, wal_files_lost=lost_total, ids_reused=0,
+           store_behind_detected=detected)
 
 
 def test_crossbit_check_reports_and_repairs(tmp_path):
@@ -649,3 +662,4 @@ def test_a_stream_failing_midway_names_what_it_committed(make_server, photos):
     stored = store.ids_for_keys([f"s{i}" for i in range(74)])
     assert {r.key: r.id for r in error.committed} == stored  # exactly what the error named
     assert running.core.indexes["image"].verify() == ""
+
