@@ -403,19 +403,18 @@ class RetrievalCore:
                       for m, w in wanted.items()}
         except StoreLimit:
             raise LimitError(self._too_large(limit, sum(map(len, wanted.values())))) from None
-        out, total = [], 0
+        out, total, bits = [], 0, float(self.bits)
         for modality, (ids, dist, scores), got in zip(modalities, rows, prefetched):
             items = got if got is not None else stored[modality]
             hits = []
-            for j, (item_id, d) in enumerate(zip(ids, dist)):
-                item = items.get(int(item_id)) if item_id >= 0 else None
+            for j, (item_id, d) in enumerate(zip(ids.tolist(), dist.tolist())):
+                item = items.get(item_id) if item_id >= 0 else None
                 if item is None:  # padding, or deleted since the search
                     continue
                 score = float(scores[j]) if scores is not None and np.isfinite(scores[j]) \
-                    else 1.0 - float(d) / self.bits
+                    else 1.0 - d / bits
                 total += item.size + HIT_OVERHEAD
-                hits.append(Hit(int(item_id), item.key or "", int(d), score, item.metadata,
-                                modality))
+                hits.append(Hit(item_id, item.key or "", d, score, item.metadata, modality))
             out.append(hits)
         if total > limit:
             raise LimitError(self._too_large(limit, sum(map(len, out))))

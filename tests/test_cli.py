@@ -176,3 +176,10 @@ def test_stats_into_a_closed_pipe_is_quiet(make_server):
     out = subprocess.run(f"{sys.executable} -m crossbit stats --server 127.0.0.1:{running.port}"
                          " | head -c 1", shell=True, capture_output=True, text=True, timeout=60)
     assert "Broken pipe" not in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
+def test_train_holds_out_what_the_data_size_allows():
+    from crossbit.server.cli import auto_held_out
+
+    assert [auto_held_out(n) for n in (40, 99, 100, 300, 1_500, 6_000, 100_000)] == \
+        [0, 0, 20, 30, 150, 500, 500]
