@@ -1,7 +1,8 @@
 """A/B: the same load against two builds of crossbit serve on copies of one data directory.
 
 Each build is a PYTHONPATH that puts its ``crossbit`` package first (a worktree mapped into
-the namespace, see --help). Runs alternate A, B, A, B... so both see the same machine state;
+the namespace, see --help). Runs alternate A, B, B, A, A, B... so both see the same machine
+state and neither always goes second;
 the figures are medians over the rounds, and B/A ratios come from the same run.
 
     python bench/ab_servers.py --a /tmp/oldpkg --b /tmp/newpkg --items 200000 --rounds 3
@@ -81,18 +82,22 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="A/B rounds")
     parser.add_argument("--port", type=int, default=50071, help="gRPC port to use")
     parser.add_argument("--json", default="bench/results/ab_servers.json", help="output file")
+    parser.add_argument("--loads", default=",".join(n for n, _ in LOADS),
+                        help="comma-separated names of the loads to run")
     args = parser.parse_args()
+    loads = [(n, a) for n, a in LOADS if n in args.loads.split(",")]
     work = Path(tempfile.mkdtemp(prefix="crossbit-ab-"))
     print(f"building {args.items} items in {work} ...", flush=True)
     build_data(work / "base", args.items)
-    runs: dict = {name: {"A": [], "B": []} for name, _ in LOADS}
+    runs: dict = {name: {"A": [], "B": []} for name, _ in loads}
     for round_no in range(args.rounds):
-        for side, path in (("A", args.a), ("B", args.b)):
+        order = (("A", args.a), ("B", args.b))
+        for side, path in (order if round_no % 2 == 0 else order[::-1]):  # ABBA: no side always second
             data = work / f"{side}{round_no}"
             shutil.copytree(work / "base", data)
             proc = serve(path, data, args.port)
             try:
-                for name, load_args in LOADS:
+                for name, load_args in loads:
                     load(args.port, load_args[:2] + ["-n", "50"] + load_args[2:4])  # warm up
                     report = load(args.port, load_args)
                     runs[name][side].append(report)
@@ -117,7 +122,7 @@ def main() -> None:
     out = {"what": "the same crossbit load against builds A and B, alternating, medians",
            "items": args.items, "rounds": args.rounds, "machine": platform.node(),
            "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d"), "a": args.a, "b": args.b,
-           "loads": {n: a for n, a in LOADS}, "summary": summary}
+           "loads": {n: a for n, a in loads}, "summary": summary}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
     shutil.rmtree(work)

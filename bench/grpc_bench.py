@@ -113,6 +113,39 @@ def load_run(server: ServeProcess, captions, seconds: float, **kw) -> dict:
     return s
 
 
+GHZ = Path(__file__).resolve().parent.parent.parent / "shared" / "tools" / "ghz"
+
+
+def ghz_run(server: ServeProcess, captions, seconds: float, concurrency: int,
+            rps: int = 0) -> dict | None:
+    """The same load with ghz (the operators' tool), one caption per call round-robin; None
+    where ghz is not at hand. Reads the status codes from -O json (ghz exits 0 on errors)."""
+    if not GHZ.exists():
+        return None
+    body = [{"text": t, "top_k": 10} for t in (captions or ["two dogs playing in the snow"])[:2000]]
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(body, f)
+    cpu = server.cpu_seconds()
+    n = int(seconds * (rps or 400))
+    args = [str(GHZ), "--insecure", "--cpus", "1", "-O", "json", "--call",
+            "crossbit.v1.Retrieval.Search", "-D", f.name, "-c", str(concurrency), "-n", str(n),
+            "--connections", "1", server.address]
+    if rps:
+        args[1:1] = ["--rps", str(rps)]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=seconds * 10 + 120)
+    os.unlink(f.name)
+    report = json.loads(done.stdout)
+    lat = {d["percentage"]: d["latency"] / 1e6 for d in report.get("latencyDistribution") or []}
+    s = {"tool": "ghz v0.121.0", "count": report["count"], "rps": report["rps"],
+         "latency_ms": {"average": report["average"] / 1e6, "p50": lat.get(50), "p99": lat.get(99)},
+         "status_codes": report["statusCodeDistribution"],
+         "server_cpu_ms_per_query": 1000 * (server.cpu_seconds() - cpu) / max(report["count"], 1)}
+    print(f"  ghz c={concurrency}{' rps=' + str(rps) if rps else ''}: {s['rps']:.0f} q/s, p50 "
+          f"{s['latency_ms']['p50']:.1f} ms, p99 {s['latency_ms']['p99']:.1f} ms, codes "
+          f"{s['status_codes']}", flush=True)
+    return s
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -187,6 +220,9 @@ def main(argv=None) -> int:
                 runs[f"c{c}"] = load_run(server, captions, args.seconds, concurrency=c)
             runs["c64_rps200"] = load_run(server, captions, args.seconds, concurrency=64,
                                           rps=200)
+            # the same two loads with ghz, on the same server in the same run
+            runs["ghz_c64"] = ghz_run(server, captions, args.seconds, 64)
+            runs["ghz_c64_rps200"] = ghz_run(server, captions, args.seconds, 64, rps=200)
         finally:
             server.stop()
     save()

@@ -140,6 +140,121 @@ class FlatBackend(Backend):
         self.index = _faiss().IndexBinaryIDMap2(index) if not hasattr(index, "id_map") else index
 
 
+class HammingFlatBackend(Backend):
+    """Exact search with crossbit's own XOR+POPCNT kernel (:mod:`crossbit.indexer.hamming`):
+    codes as uint64 words, word-major (one row per word) in a growable array, ids beside
+    them by position."""
+
+    kind = "flat"
+
+    def __init__(self, bits: int, threads: int = 1):
+        super().__init__(bits)
+        self.words = -(-bits // 64)
+        self.threads = threads
+        self.n = 0
+        self._codes = np.zeros((self.words, 1024), np.uint64)
+        self._ids = np.zeros(1024, np.int64)
+
+    def _grow(self, extra: int) -> None:
+        need = self.n + extra
+        if need <= len(self._ids):
+            return
+        cap = max(need, 2 * len(self._ids))
+        codes = np.zeros((self.words, cap), np.uint64)
+        codes[:, : self.n] = self._codes[:, : self.n]
+        ids = np.zeros(cap, np.int64)
+        ids[: self.n] = self._ids[: self.n]
+        self._codes, self._ids = codes, ids
+
+    def add(self, codes, ids):
+        from crossbit.indexer.hamming import words
+
+        self._grow(len(ids))
+        self._codes[:, self.n : self.n + len(ids)] = words(codes).T
+        self._ids[self.n : self.n + len(ids)] = ids
+        self.n += len(ids)
+
+    def remove(self, ids):
+        keep = ~np.isin(self._ids[: self.n], np.asarray(ids, dtype=np.int64))
+        kept = int(keep.sum())
+        self._codes[:, :kept] = self._codes[:, : self.n][:, keep]
+        self._ids[:kept] = self._ids[: self.n][keep]
+        self.n = kept
+
+    def search(self, codes, k, nprobe=None):
+        from crossbit.indexer.hamming import top_k, words
+
+        positions, distances = top_k(words(codes), self._codes, k, self.threads, self.n)
+        ids = np.where(positions >= 0, self._ids[np.clip(positions, 0, None)], -1)
+        return ids, distances
+
+    def range_search(self, codes, radius):
+        from crossbit.indexer.hamming import distances_to, words
+
+        out = []
+        for q in words(codes):
+            d = distances_to(q, self._codes, self.n)
+            hit = np.flatnonzero(d <= radius)
+            ids = self._ids[hit]
+            order = np.lexsort((ids, d[hit]))
+            out.append((ids[order], d[hit][order].astype(np.int32)))
+        return out
+
+    def __len__(self):
+        return self.n
+
+    def all_ids(self):
+        return self._ids[: self.n].copy()
+
+    def contents(self) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, packed uint8 codes) of every entry, in insertion order."""
+        rows = np.ascontiguousarray(self._codes[:, : self.n].T)
+        packed = rows.view(np.uint8).reshape(self.n, -1)[:, : self.bits // 8]
+        return self._ids[: self.n].copy(), np.ascontiguousarray(packed)
+
+    def params(self):
+        from crossbit.indexer.hamming import HAVE_NUMBA
+
+        return {"engine": "crossbit XOR+POPCNT" + ("" if HAVE_NUMBA else " (numpy: no numba)"),
+                "threads": self.threads}
+
+    def to_bytes(self):
+        return self._ids[: self.n].tobytes() + \
+            np.ascontiguousarray(self._codes[:, : self.n]).tobytes()
+
+    def snapshot_extra(self):
+        return {"engine": "crossbit-hamming", "layout": "word-major", "count": self.n,
+                "words": self.words}
+
+    def load_bytes(self, payload, extra):
+        if extra.get("engine") != "crossbit-hamming":  # a FAISS flat snapshot of an older version
+            old = FlatBackend(self.bits)
+            old.load_bytes(payload, extra)
+            ids = old.all_ids()
+            codes = old.index.index.reconstruct_n(0, len(ids))
+            self.n = 0
+            self.add(np.asarray(codes, np.uint8).reshape(len(ids), self.bits // 8), ids)
+            return
+        n, w = int(extra["count"]), int(extra["words"])
+        self.n = 0
+        self._grow(n)
+        self._ids[:n] = np.frombuffer(payload[: 8 * n], np.int64)
+        self._codes[:, :n] = np.frombuffer(payload[8 * n :], np.uint64).reshape(w, n)
+        self.n = n
+
+
+def flat_backend(bits: int, engine: str = "crossbit", **_ignored) -> Backend:
+    """The exact flat backend: crossbit's kernel, or FAISS ``IndexBinaryFlat`` (``faiss``).
+
+    Options meant for other kinds (``train_size``...) are ignored, as they always were here.
+    """
+    if engine == "faiss":
+        return FlatBackend(bits)
+    if engine != "crossbit":
+        raise ValueError(f"flat engine must be 'crossbit' or 'faiss', got {engine!r}")
+    return HammingFlatBackend(bits)
+
+
 def nlist_for(n: int) -> int:
     """IVF lists for n codes: about 4 * sqrt(n), a power of two, between 16 and 65536."""
     return int(min(65536, max(16, 2 ** round(math.log2(max(1.0, 4 * math.sqrt(n)))))))
@@ -162,7 +277,7 @@ class IVFBackend(Backend):
         self.fixed_nlist = nlist
         self.retrain_factor = retrain_factor
         self.trained_at = 0
-        self.flat = FlatBackend(bits)
+        self.flat = HammingFlatBackend(bits)
         self.ivf = None
 
     @property
@@ -185,9 +300,7 @@ class IVFBackend(Backend):
         self.ivf, self.trained_at = ivf, len(codes)
 
     def _flat_contents(self) -> tuple[np.ndarray, np.ndarray]:
-        ids = self.flat.all_ids()
-        codes = self.flat.index.index.reconstruct_n(0, len(ids))
-        return ids, np.asarray(codes, dtype=np.uint8).reshape(len(ids), self.bits // 8)
+        return self.flat.contents()
 
     def add(self, codes, ids):
         if self.ivf is None:
@@ -195,7 +308,7 @@ class IVFBackend(Backend):
             if len(self.flat) >= self.train_size:
                 all_ids, all_codes = self._flat_contents()
                 self._train(all_ids, all_codes)
-                self.flat = FlatBackend(self.bits)
+                self.flat = HammingFlatBackend(self.bits)
             return
         self.ivf.add_with_ids(codes, ids)
 
@@ -246,16 +359,17 @@ class IVFBackend(Backend):
                 "trained_at": self.trained_at}
 
     def to_bytes(self):
-        return _faiss().serialize_index_binary(self.ivf if self.ivf is not None else
-                                               self.flat.index).tobytes()
+        if self.ivf is None:
+            return self.flat.to_bytes()
+        return _faiss().serialize_index_binary(self.ivf).tobytes()
 
     def snapshot_extra(self):
-        return {"trained_at": self.trained_at, "ivf": self.ivf is not None}
+        flat = self.flat.snapshot_extra() if self.ivf is None else {}
+        return {**flat, "trained_at": self.trained_at, "ivf": self.ivf is not None}
 
     def load_bytes(self, payload, extra):
-        index = _faiss().deserialize_index_binary(np.frombuffer(payload, dtype=np.uint8))
         if extra.get("ivf"):
-            self.ivf = index
+            self.ivf = _faiss().deserialize_index_binary(np.frombuffer(payload, dtype=np.uint8))
             self.ivf.nprobe = self.default_nprobe
             self.trained_at = int(extra.get("trained_at", self.ivf.ntotal))
         else:
@@ -519,7 +633,7 @@ class TorchHammingBackend(_PositionalBackend):
 def make_backend(kind: str, bits: int, options: dict) -> Backend:
     """A backend by kind name (``auto`` resolved by the caller)."""
     if kind == "flat":
-        return FlatBackend(bits)
+        return flat_backend(bits, **options)
     if kind == "ivf":
         return IVFBackend(bits, **options)
     if kind == "hnsw":

@@ -34,7 +34,6 @@ SNAPSHOT = "index.snapshot"
 STORE = "store.sqlite3"
 ID_MARK = "ids.mark"
 MAGIC = b"CROSSBIT-SNAPSHOT-1\n"
-AUTO_IVF_THRESHOLD = 200_000
 MAX_K = 100_000
 
 
@@ -187,11 +186,13 @@ class BinaryIndex:
             return kind
         if gpu_available() or torch_cuda_available():
             return "gpu"
-        return "ivf"
+        # exact: recall 1 on anyone's data, and with crossbit's kernel fast enough at 1M
+        # codes (BENCHMARKS.md); IVF and HNSW trade recall for speed, so they are asked for
+        return "flat"
 
     def _options(self, options: dict) -> dict:
-        if self.requested_kind == "auto" and self.kind == "ivf":
-            options = {"train_size": AUTO_IVF_THRESHOLD, **options}
+        if self.kind in ("flat", "gpu"):  # settings of other kinds (nprobe...) do not apply
+            options = {k: v for k, v in options.items() if k in ("engine", "device")}
         return options
 
     def _new_backend(self) -> Backend:
@@ -661,7 +662,7 @@ def open_index(directory: str | os.PathLike, bits: int, kind: str = "auto", **op
         directory: where the SQLite store and the snapshot live.
         bits: code length (a multiple of 8).
         kind: ``flat``, ``ivf``, ``hnsw``, ``gpu``, ``milvus`` or ``auto`` (GPU flat with a
-            GPU, else IVF that stays exact flat below 200,000 items).
+            GPU, else exact flat with crossbit's kernel).
         **options: ``threads`` (OpenMP threads per call), ``snapshot_interval`` (seconds),
             ``synchronous`` (SQLite), and backend options (ivf: ``train_size``, ``nprobe``,
             ``nlist``; hnsw: ``m``, ``ef_search``; gpu: ``device``; milvus: ``uri``...).
