@@ -12,6 +12,7 @@ from concurrent import futures
 from pathlib import Path
 
 import grpc
+import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from crossbit.server.auth import BearerTokenInterceptor
@@ -135,6 +136,8 @@ def create_server(config: ServerConfig, model=None) -> Running:
                          model_name=str(config.model or "default"))
     for modality, index in indexes.items():
         metrics.index_items.labels(modality).set(len(index))
+        if index.kind != "milvus":  # the search kernels compile (or load) now, not on a call
+            index.search(np.zeros((1, model.bits // 8), np.uint8), 1)
     guard = GuardInterceptor(config.stream_slots, config.stream_idle_s)
     interceptors = [guard, MetricsInterceptor(metrics)]
     if config.auth_token:
