@@ -29,6 +29,8 @@ def main(argv=None) -> int:
     p.add_argument("--flickr8k", default=os.environ.get("CROSSBIT_FLICKR8K",
                                                         "../shared/datasets/flickr8k"))
     p.add_argument("--shortlists", type=int, nargs="+", default=[20, 50, 100, 200])
+    p.add_argument("--text-runtime", default="auto",
+                   help="the text encoder's runtime (auto: ONNX fp32; int8)")
     p.add_argument("--out", default="bench/results/rerank.json")
     args = p.parse_args(argv)
     root = Path(args.flickr8k)
@@ -38,11 +40,12 @@ def main(argv=None) -> int:
     from crossbit.encoders.datasets import load_captions_csv
     from crossbit.encoders.evaluate import encode_pairs
     from crossbit.encoders.model import HashModel
-    from crossbit.encoders.pipeline import use_onnx_if_possible
+    from crossbit.encoders.pipeline import use_onnx_if_possible, use_text_runtime
     from crossbit.indexer.index import open_index
 
     model = HashModel.load()
     use_onnx_if_possible(model)
+    use_text_runtime(model, args.text_runtime)
     dev = load_captions_csv(root / "captions.csv", root / "images", root / "dev.txt")
     images, texts = encode_pairs(model, dev, ".cache/features", progress=False)
     truth = dev.caption_image
@@ -64,6 +67,7 @@ def main(argv=None) -> int:
         print(f"{name:14s} " + "  ".join(f"{k} {v:.2f}" for k, v in row.items()))
     result = {"what": "Flickr8k dev text->image, 1,000 photos x 5,000 captions, shipped "
                       f"{model.bits}-bit model; re-rank by cosine of its float (tanh) embeddings",
+              "text_runtime": args.text_runtime,
               "machine": f"{platform.machine()}, {os.cpu_count()} cores",
               "date": time.strftime("%Y-%m-%d"), "rows": rows}
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

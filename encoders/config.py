@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from crossbit.encoders.codes import validate_bits
 
 IMAGE_RUNTIMES = ("auto", "onnx", "torch")  # image backbone: auto = ONNX Runtime on the CPU
-TEXT_RUNTIMES = ("auto", "onnx", "int8", "torch")  # text encoder: auto = ONNX fp32 on the CPU
+TEXT_RUNTIMES = ("auto", "onnx", "int8", "torch")  # text encoder: auto = ONNX int8 on the CPU
 
 
 @dataclass

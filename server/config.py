@@ -31,7 +31,7 @@ class ServerConfig:
     milvus_uri: str | None = None  # milvus kind: a server URI or a local milvus-lite file
     device: str | None = None  # torch device for the encoders; None = CUDA if visible, else CPU
     runtime: str = "auto"  # image backbone runtime: auto (ONNX on CPU), onnx, torch
-    text_runtime: str = "auto"  # text encoder: auto (ONNX fp32 on CPU), onnx, int8 (ONNX int8), torch
+    text_runtime: str = "auto"  # text encoder: auto (ONNX int8 on CPU), onnx (ONNX fp32), int8, torch
     workers: int = 32  # gRPC worker threads (concurrent calls served)
     max_streams: int = 0  # client streams open at once (each holds a worker); 0 = workers // 4
     stream_idle_s: float = 30.0  # a client stream that sends nothing for this long is cancelled
