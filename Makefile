@@ -19,7 +19,7 @@ setup: ## create .venv and install crossbit with FAISS (FAISS=cpu or gpu), milvu
 	$(BIN)/pip install --upgrade pip
 	$(BIN)/pip install -e ".[$(FAISS),milvus,test]"
 
-test: ## run the test suite (under 10 minutes on 2 cores)
+test: ## run the test suite (about 3 minutes on an idle 2-core machine)
 	$(BIN)/python -m pytest -q
 
 lint: ## ruff over the project
