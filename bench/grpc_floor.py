@@ -70,8 +70,9 @@ def main(argv=None) -> int:
         with Client(f"127.0.0.1:{port}") as c:
             code = b"\0" * 8
             batch = [{"code": code, "top_k": 10, "rerank": False}] * 32
-            for name, fn, per_call in (("batch1", lambda: c.search(code=code, top_k=10), 1),
-                                       ("batch32", lambda: c.search_batch(batch), 32)):
+            calls = (("batch1", lambda c=c, code=code: c.search(code=code, top_k=10), 1),
+                     ("batch32", lambda c=c, batch=batch: c.search_batch(batch), 32))
+            for name, fn, per_call in calls:
                 fn()
                 qps = statistics.median(rate(fn, args.seconds) * per_call
                                         for _ in range(args.rounds))
