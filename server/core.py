@@ -13,7 +13,7 @@ import numpy as np
 from crossbit.indexer.store import StoreLimit
 from crossbit.server.batching import MicroBatcher
 from crossbit.server.config import ServerConfig
-from crossbit.server.errors import LimitError, NotFoundError, UnavailableError
+from crossbit.server.exceptions import LimitError, NotFoundError, UnavailableError
 from crossbit.server.images import PixelBudget, decode_image, make_thumbnail
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""Errors of the service core, and their one mapping to gRPC status codes at the boundary."""
+"""The one mapping of the core's exceptions to gRPC status codes, at the boundary."""
 
 from __future__ import annotations
 
@@ -9,23 +9,12 @@ import logging
 import grpc
 
 from crossbit.indexer.store import StoreError
+from crossbit.server.exceptions import LimitError, NotFoundError, UnavailableError
+
+__all__ = ["LimitError", "NotFoundError", "UnavailableError", "grpc_errors", "is_abort",
+           "status_for"]
 
 log = logging.getLogger(__name__)
-
-
-class LimitError(ValueError):
-    """A request is over a configured limit (size, pixels, batch, top_k): RESOURCE_EXHAUSTED."""
-
-
-class NotFoundError(KeyError):
-    """Ids or keys that are not stored: NOT_FOUND."""
-
-    def __str__(self) -> str:  # KeyError quotes its message; this one reads as plain text
-        return str(self.args[0]) if self.args else "not found"
-
-
-class UnavailableError(RuntimeError):
-    """The service cannot do this now (shutting down, store not writable): UNAVAILABLE."""
 
 
 def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:

@@ -8,7 +8,7 @@ import warnings
 
 from PIL import Image, UnidentifiedImageError
 
-from crossbit.server.errors import LimitError
+from crossbit.server.exceptions import LimitError
 
 Image.MAX_IMAGE_PIXELS = None  # our own limit below is checked first, with a clear message
 

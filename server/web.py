@@ -23,7 +23,8 @@ from starlette.routing import Route
 from crossbit.server.auth import token_ok
 from crossbit.server.config import ServerConfig
 from crossbit.server.core import Query, RetrievalCore, SearchResult
-from crossbit.server.errors import LimitError, NotFoundError, status_for
+from crossbit.server.errors import status_for
+from crossbit.server.exceptions import LimitError, NotFoundError
 
 log = logging.getLogger(__name__)
 

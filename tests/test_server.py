@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
@@ -343,3 +344,16 @@ def test_client_retries_count_after_the_first_try(retries):
             c.stats()
         if retries:  # backed off at least 0.1 * 0.5 and 0.2 * 0.5 seconds between tries
             assert time.monotonic() - start >= 0.15
+
+
+def test_layers_import_what_they_should():
+    """The core needs no grpc; the indexer and the encoders need neither grpc nor each other."""
+    probe = ("import json, sys; import {m}; "
+             "print(json.dumps(sorted(p for p in ('grpc', 'crossbit.encoders', 'crossbit.indexer') "
+             "if any(k == p or k.startswith(p + '.') for k in sys.modules))))")
+    for module, allowed in (("crossbit.server.core", ["crossbit.encoders", "crossbit.indexer"]),
+                            ("crossbit.indexer.index", ["crossbit.indexer"]),
+                            ("crossbit.encoders.model", ["crossbit.encoders"])):
+        out = subprocess.run([sys.executable, "-c", probe.format(m=module)], capture_output=True,
+                             text=True, check=True).stdout.strip()
+        assert json.loads(out) == allowed, (module, out)
