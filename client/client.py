@@ -131,8 +131,26 @@ def _image_items(images, keys, metadata) -> Iterator[pb.ImageItem]:
                            metadata={str(k): str(v) for k, v in (meta or {}).items()})
 
 
-def _ids_from(response: pb.AddResponse) -> list[int | None]:
-    return [r.id if r.ok else None for r in sorted(response.results, key=lambda r: r.index)]
+class Added(list):
+    """The ids of an add, one per item in order (None where refused), with what happened:
+    ``added`` (new), ``replaced``, ``unchanged`` and ``refused`` counts, and ``refusals``
+    (position, status name, reason) for the refused items."""
+
+    def __init__(self, response: pb.AddResponse):
+        results = sorted(response.results, key=lambda r: r.index)
+        super().__init__(r.id if r.ok else None for r in results)
+        self.replaced, self.unchanged = response.replaced, response.unchanged
+        self.added = response.added - response.replaced - response.unchanged
+        self.refused = response.failed
+        self.refusals = [(r.index, r.error_code, r.error) for r in results if not r.ok]
+
+    def __repr__(self) -> str:
+        return (f"Added({list.__repr__(self)}, added={self.added}, replaced={self.replaced}, "
+                f"unchanged={self.unchanged}, refused={self.refused})")
+
+
+def _ids_from(response: pb.AddResponse) -> Added:
+    return Added(response)
 
 
 class _Progress:
@@ -217,9 +235,10 @@ class Client:
 
     def add_images(self, images: Iterable, keys: Sequence[str] | None = None,
                    metadata: Sequence[dict] | None = None, progress: bool | None = None,
-                   timeout: float | None = None) -> list[int | None]:
+                   timeout: float | None = None) -> Added:
         """Add images (paths, bytes or PIL images), streamed; returns an id per image (None
-        where the server refused it; :meth:`add_images_detailed` says why)."""
+        where the server refused it), a list that also counts what was added, replaced,
+        unchanged and refused (``.refusals`` says why)."""
         return _ids_from(self.add_images_detailed(images, keys, metadata, progress, timeout))
 
     def add_images_detailed(self, images: Iterable, keys=None, metadata=None,
@@ -240,7 +259,7 @@ class Client:
 
     def add_texts(self, texts: Sequence[str], keys: Sequence[str] | None = None,
                   metadata: Sequence[dict] | None = None,
-                  timeout: float | None = None) -> list[int | None]:
+                  timeout: float | None = None) -> Added:
         """Add texts; returns an id per text (None where refused: :meth:`add_texts_detailed`
         says why)."""
         return _ids_from(self.add_texts_detailed(texts, keys, metadata, timeout))
@@ -333,12 +352,12 @@ class AsyncClient:
         request = pb.SearchBatchRequest(queries=[_search_request(**q) for q in queries])
         return [_hits(r) for r in (await self._call(self.stub.SearchBatch, request, timeout)).results]
 
-    async def add_images(self, images, keys=None, metadata=None, timeout=None) -> list[int | None]:
+    async def add_images(self, images, keys=None, metadata=None, timeout=None) -> Added:
         items = list(_image_items(list(images), keys, metadata))
         return _ids_from(await self._call(self.stub.AddImages,
                                           pb.AddImagesRequest(items=items), timeout))
 
-    async def add_texts(self, texts, keys=None, timeout=None) -> list[int | None]:
+    async def add_texts(self, texts, keys=None, timeout=None) -> Added:
         items = [pb.TextItem(text=t, key=(keys[n] if keys else "")) for n, t in enumerate(texts)]
         return _ids_from(await self._call(self.stub.AddTexts, pb.AddTextsRequest(items=items),
                                           timeout))

@@ -183,3 +183,25 @@ def test_train_holds_out_what_the_data_size_allows():
 
     assert [auto_held_out(n) for n in (40, 99, 100, 300, 1_500, 6_000, 100_000)] == \
         [0, 0, 20, 30, 150, 500, 500]
+
+
+def test_the_readme_python_snippet_runs_as_written(make_server, photos, tmp_path, monkeypatch,
+                                                   capsys):
+    import io
+    from pathlib import Path
+
+    from PIL import Image
+
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    snippet = text.split("```python\n", 1)[1].split("```", 1)[0]
+    running = make_server()
+    (tmp_path / "cat.jpg").write_bytes(photos["chelsea"])
+    png = io.BytesIO()
+    Image.open(io.BytesIO(photos["coffee"])).save(png, format="PNG")
+    (tmp_path / "beach.png").write_bytes(png.getvalue())
+    monkeypatch.chdir(tmp_path)
+    exec(compile(snippet.replace("127.0.0.1:50051", f"127.0.0.1:{running.port}"), "README", "exec"),
+         {})
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "2 0 0 []"  # two added, nothing replaced, unchanged or refused
+    assert len(out) == 1 + 2  # then one line per hit (two images stored, top_k 5)

@@ -663,3 +663,18 @@ def test_a_stream_failing_midway_names_what_it_committed(make_server, photos):
     assert {r.key: r.id for r in error.committed} == stored  # exactly what the error named
     assert running.core.indexes["image"].verify() == ""
 
+
+
+def test_add_images_return_says_what_happened(make_server, photos, tmp_path):
+    running = make_server()
+    (tmp_path / "cat.jpg").write_bytes(photos["chelsea"])
+    (tmp_path / "junk.jpg").write_bytes(b"not an image")
+    with Client(f"127.0.0.1:{running.port}") as c:
+        first = c.add_images([tmp_path / "cat.jpg", tmp_path / "junk.jpg"])
+        assert first[1] is None and (first.added, first.refused) == (1, 1)
+        assert first.refusals[0][:2] == (1, "INVALID_ARGUMENT")
+        again = c.add_images([tmp_path / "cat.jpg"])
+        assert again == first[:1] and (again.added, again.unchanged) == (0, 1)
+        (tmp_path / "cat.jpg").write_bytes(photos["coffee"])
+        edited = c.add_images([tmp_path / "cat.jpg"])
+        assert edited == first[:1] and edited.replaced == 1
