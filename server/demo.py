@@ -112,7 +112,7 @@ def run_demo(port: int = DEFAULT_PORT, keep: bool = False, web_port: int | None 
                       + (f", web page http://127.0.0.1:{web_port}" if web_port else "")
                       + "; Ctrl-C to stop. From another terminal:\n"
                       f'  .venv/bin/crossbit search "a cup of coffee"{server}\n'
-                      f"  .venv/bin/crossbit index ~/Pictures{server}\n"
+                      f"  .venv/bin/crossbit index ~/Pictures --recursive{server}\n"
                       f"  .venv/bin/crossbit stats{server}")
                 try:
                     while True:
