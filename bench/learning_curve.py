@@ -29,6 +29,9 @@ def main(argv=None) -> int:
                                                         "../shared/datasets/flickr8k"))
     p.add_argument("--sizes", default="250,500,1000,2000,4000,6000")
     p.add_argument("--cache", default=".cache/features")
+    p.add_argument("--epochs", default="60",
+                   help="epochs per size: a number, or 'auto' (about 3,000 steps, 60 to 400 epochs:"
+                        " a trial, not crossbit train's default)")
     p.add_argument("--out", default="bench/results/learning_curve.json")
     args = p.parse_args(argv)
     root = Path(args.flickr8k)
@@ -74,7 +77,9 @@ def main(argv=None) -> int:
         start = time.perf_counter()
         train_feats = head_inputs(fresh, subset_features(features, rest), False)
         val_feats = head_inputs(fresh, subset_features(features, held), False) if val_n else None
-        run_cfg = TrainConfig(seed=0)
+        epochs = auto_epochs(len(rest), cfg.batch_size) if args.epochs == "auto" \
+            else int(args.epochs)
+        run_cfg = TrainConfig(seed=0, epochs=epochs)
         report, run_cfg = train_seeds(fresh, train_feats, val_feats, run_cfg, progress=False)
         seconds = time.perf_counter() - start
         out = work / f"n{n}"
@@ -85,6 +90,7 @@ def main(argv=None) -> int:
         ev = run_evaluation(scored, dev, None, plots=False, cache=args.cache, speed=False,
                             progress=False)
         row = {"train_images": n, "fit_images": int(len(rest)), "held_out": int(len(held)),
+               "epochs": epochs, "epochs_run": len(run_cfg.history),
                "train_s": seconds, "hamming_rsum": recall_sum(ev),
                "float_rsum": recall_sum(ev["float"]),
                "hamming": {d: {k: ev[d][k] for k in ("recall@1", "recall@5", "recall@10", "map")}
@@ -105,6 +111,12 @@ def main(argv=None) -> int:
     plot(rows, out.with_suffix(".png"))
     print(f"written to {out} and {out.with_suffix('.png')}")
     return 0
+
+
+def auto_epochs(n_fit: int, batch_size: int, steps: int = 3000) -> int:
+    """About ``steps`` optimizer steps, 60 to 400 epochs (tried for small catalogs)."""
+    per_epoch = max(1, -(-n_fit // batch_size))
+    return int(min(400, max(60, -(-steps // per_epoch))))
 
 
 def plot(rows: list[dict], path: Path) -> None:
