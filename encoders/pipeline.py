@@ -259,6 +259,28 @@ def train_model(model_config: ModelConfig, train_config: TrainConfig, pairs: Pai
     train_feats = head_inputs(model, subset_features(features, rest), train_config.pseudo_captions)
     val_feats = head_inputs(model, subset_features(features, held), False) if val_images else None
     report, train_config = train_seeds(model, train_feats, val_feats, train_config, progress)
+    if val_images:
+        report["shipped_model"] = shipped_model_on(subset_features(features, held), model_config)
     save_checkpoint(model, train_config, out, report, data)
     log.info("saved model to %s", Path(out))
     return report
+
+
+def shipped_model_on(val_raw: FeatureSet, model_config: ModelConfig) -> dict | None:
+    """The shipped model's held-out report on the same images and texts (None when the new
+    model's backbones differ, so the same features would not fit it)."""
+    import torch
+
+    from crossbit.encoders.evaluate import evaluate_encoded
+    from crossbit.encoders.model import head_outputs
+
+    shipped = HashModel.load()
+    if (shipped.config.image_backbone, Path(shipped.config.text_model).name) != \
+            (model_config.image_backbone, Path(model_config.text_model).name):
+        return None
+    feats = head_inputs(shipped, val_raw, False)
+    with torch.no_grad():
+        images = head_outputs(shipped.image_head, torch.as_tensor(feats.images, device=shipped.device))
+        texts = head_outputs(shipped.text_head, torch.as_tensor(feats.texts, device=shipped.device))
+    return evaluate_encoded(images, texts, feats.caption_image, shipped.bits, feats.labels,
+                            curves=False)

@@ -394,9 +394,12 @@ def save_checkpoint(model: HashModel, cfg: TrainConfig, directory: str | Path, r
     stopping (``extra.held_out``), never a dev or test split.
     """
     training = asdict(cfg)
+    keys = ("text_to_image", "image_to_text", "float", "bits", "images", "captions")
+    held_out = {k: report.get(k) for k in keys if k in report}
+    if report.get("shipped_model"):  # the shipped model on the same held-out images
+        held_out["shipped_model"] = {k: report["shipped_model"].get(k) for k in keys
+                                     if k in report["shipped_model"]}
     model.config.extra = {"training": training, "data": data,
-                          "held_out": {k: report.get(k) for k in ("text_to_image", "image_to_text",
-                                                                 "float", "bits", "images", "captions")
-                                       if k in report},
+                          "held_out": held_out,
                           "trained_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
     model.save(directory)

@@ -520,8 +520,23 @@ def cmd_train(args) -> int:
 
         print("validation (held-out training images):")
         print(format_report(report))
+        print(summary_line(report, val_images))
     print(f"model written to {args.out}")
     return 0
+
+
+def summary_line(report: dict, held_out: int) -> str:
+    """One line: held-out recall of the new model, and of the shipped one on the same data."""
+    def r(block, direction):
+        return "/".join(f"{block[direction][f'recall@{k}']:.1f}" for k in (1, 5, 10))
+
+    line = (f"held-out ({held_out} images) R@1/5/10, Hamming: text->image {r(report, 'text_to_image')}"
+            f", image->text {r(report, 'image_to_text')}")
+    shipped = report.get("shipped_model")
+    if shipped:
+        line += (f"; the shipped model on the same images: {r(shipped, 'text_to_image')} and "
+                 f"{r(shipped, 'image_to_text')}")
+    return line
 
 
 def auto_held_out(n_images: int) -> int:

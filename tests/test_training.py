@@ -204,7 +204,7 @@ def test_finetune_runs_end_to_end(synthetic, crop_views):
     assert report["steps"] == 2 and np.isfinite(report["rank"])
 
 
-def test_train_and_evaluate_commands(synthetic, tmp_path):
+def test_train_and_evaluate_commands(synthetic, tmp_path, capsys):
     root, _ = synthetic
     out = tmp_path / "model"
     assert main(["train", "--captions", str(root / "captions.csv"), "--images",
@@ -217,6 +217,10 @@ def test_train_and_evaluate_commands(synthetic, tmp_path):
     held_out = config["extra"]["held_out"]  # the early-stopping images' figures
     assert held_out["images"] == 10 and held_out["bits"] == 32
     assert 0 <= held_out["text_to_image"]["recall@10"] <= 100
+    # the one-line summary puts the shipped model beside the new one, on the same images
+    summary = [line for line in capsys.readouterr().out.splitlines() if line.startswith("held-out")]
+    assert len(summary) == 1 and "the shipped model on the same images" in summary[0]
+    assert held_out["shipped_model"]["images"] == 10 and held_out["shipped_model"]["bits"] == 64
     cached = [np.load(f) for f in sorted((tmp_path / "cache").glob("img-*.npy"))]
     assert len(cached) == 4  # the images, mirrored, two crop views: all different
     assert all(a.shape == cached[0].shape for a in cached)
