@@ -26,7 +26,7 @@ from crossbit.indexer.backends import (
 )
 from crossbit.indexer.embeddings import EmbeddingTable, unit_rows
 from crossbit.indexer.locks import RWLock
-from crossbit.indexer.store import Item, Store, StoreWrite, repeated_items
+from crossbit.indexer.store import Item, Store, StoreWrite, id_digest, repeated_items
 
 log = logging.getLogger(__name__)
 
@@ -229,8 +229,11 @@ class BinaryIndex:
     def _disagreement(self, backend: Backend, header: dict) -> str:
         """Why a loaded snapshot (with the log replayed) does not match the store, or ""."""
         behind = int(header["seq"]) - self.store.log_mark()
+        held = backend.all_ids()
+        if behind <= 0 and id_digest(held) == self.store.id_digest():
+            return ""  # same count, bounds and checksums of ids: agreed (0.05 s at 1M items)
         stored = self.store.all_ids()
-        held = np.sort(backend.all_ids())
+        held = np.sort(held)
         if behind <= 0 and np.array_equal(stored, held):
             return ""
         lost = np.setdiff1d(held, stored)

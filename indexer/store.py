@@ -401,6 +401,15 @@ class Store:
         rows = self._reader.execute("SELECT id FROM items ORDER BY id").fetchall()
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
+    def id_digest(self) -> tuple[int, int, int, int, int]:
+        """(count, min, max, two sums of the ids modulo primes): a cheap checksum of the ids,
+        computed in SQL; :func:`id_digest` gives the same for an array."""
+        row = self._reader.execute(
+            f"SELECT COUNT(*), COALESCE(MIN(id), -1), COALESCE(MAX(id), -1), "
+            f"COALESCE(SUM(id % {DIGEST_P}), 0), COALESCE(SUM((id / {DIGEST_P}) % {DIGEST_Q}), 0) "
+            "FROM items").fetchone()
+        return tuple(int(v) for v in row)
+
     def log_mark(self) -> int:
         """The highest log sequence number ever given out (kept when old entries are compacted)."""
         row = self._reader.execute("SELECT seq FROM sqlite_sequence WHERE name='log'").fetchone()
@@ -501,6 +510,18 @@ class Store:
             f"SELECT id, key, metadata, added FROM items ORDER BY id {order} LIMIT ? OFFSET ?",
             (limit, offset)).fetchall()
         return [Item(i, k, json.loads(m), a) for i, k, m, a in rows]
+
+
+DIGEST_P, DIGEST_Q = 1_000_000_007, 1_000_000_009
+
+
+def id_digest(ids: np.ndarray) -> tuple[int, int, int, int, int]:
+    """The checksum :meth:`Store.id_digest` computes, for an array of ids."""
+    ids = np.asarray(ids, dtype=np.int64)
+    if not len(ids):
+        return (0, -1, -1, 0, 0)
+    return (len(ids), int(ids.min()), int(ids.max()), int((ids % DIGEST_P).sum()),
+            int(((ids // DIGEST_P) % DIGEST_Q).sum()))
 
 
 def _same_embedding(a: bytes | None, b: bytes | None) -> bool:
