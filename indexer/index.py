@@ -522,9 +522,15 @@ class BinaryIndex:
         return len(self.backend)
 
     def stats(self) -> dict:
-        """Size, kind (and what ``auto`` chose), backend parameters and persistence state."""
+        """Size, kind (and what ``auto`` chose), backend parameters and persistence state.
+
+        ``items`` (the backend) and ``stored`` (SQLite) are read together under the lock, so
+        an add in progress is seen whole or not at all.
+        """
+        with self._lock.read():
+            items, stored = len(self.backend), self.store.count()
         return {"kind": self.kind, "requested_kind": self.requested_kind, "bits": self.bits,
-                "items": len(self.backend), "stored": self.store.count(),
+                "items": items, "stored": stored,
                 "exact": bool(self.backend.exact), "params": self.backend.params(),
                 "threads": self.threads, "opened_from": self.opened_from,
                 "snapshot_seq": self._snapshot_seq, "directory": str(self.directory),
