@@ -9,7 +9,16 @@ from pathlib import Path
 import numpy as np
 
 from crossbit.indexer.backends import make_backend
-from crossbit.indexer.index import ID_MARK, SNAPSHOT, STORE, _preview, open_index, read_snapshot
+from crossbit.indexer.index import (
+    ID_MARK,
+    SNAPSHOT,
+    STORE,
+    id_differences,
+    open_index,
+    read_snapshot,
+    replay,
+    store_behind,
+)
 from crossbit.indexer.store import Store, StoreError
 
 
@@ -117,30 +126,16 @@ def _check_snapshot(directory: Path, store: Store, stored: np.ndarray,
         report.problems.append(f"snapshot unreadable ({exc}); the server rebuilds from the store")
         return None, False
     seq = int(header["seq"])
-    behind = seq - store.log_mark()
-    if behind > 0:
-        report.problems.append(f"the store's change log ends {behind} changes before the "
-                               "snapshot (a lost -wal file or an older copy of the store)")
-    held = backend.all_ids().astype(np.int64)
-    entries = store.log_since(seq)
-    touched = np.unique(np.array([e[2] for e in entries], dtype=np.int64))
-    held = np.concatenate([held[~np.isin(held, touched)], touched[np.isin(touched, stored)]])
+    behind = store_behind(store, seq)
+    if behind:
+        report.problems.append(behind)
+    entries = replay(backend, store, seq)  # as the server does on start
+    held = backend.all_ids()
     report.snapshot_items = len(held)
     if entries:
-        report.notes.append(f"{len(entries)} changes in the store's log after the snapshot "
+        report.notes.append(f"{entries} changes in the store's log after the snapshot "
                             "(replayed on start)")
-    unique, counts = np.unique(held, return_counts=True)
-    if (counts > 1).any():
-        report.problems.append(f"{int((counts > 1).sum())} ids held more than once by the "
-                               f"snapshot ({_preview(unique[counts > 1])})")
-    lost = np.setdiff1d(unique, stored)
-    if len(lost):
-        report.problems.append(f"{len(lost)} ids in the snapshot are not in the store "
-                               f"({_preview(lost)})")
-    missing = np.setdiff1d(stored, unique)
-    if len(missing):
-        report.problems.append(f"{len(missing)} stored ids are not in the snapshot "
-                               f"({_preview(missing)})")
+    report.problems += id_differences(held, stored, "the snapshot")
     next_id = int(header.get("next_id", 0))
     counter, mark = store.id_counter()
     if next_id > max(counter, mark):

@@ -286,7 +286,7 @@ class Store:
     def id_counter(self) -> tuple[int, int]:
         """(the store's own next assigned id, the mark file's): the mark may be ahead, never behind."""
         stored = int(self._meta(self._reader.cursor(), "next_id", "0"))
-        return stored, self._read_mark()
+        return stored, self._mark
 
     def _insert_new(self, cur, codes, first_id, metadata, embeddings, thumbnails, now):
         """Bulk path for items without keys or ids: all new, ids assigned in sequence."""
@@ -410,20 +410,16 @@ class Store:
             "FROM items").fetchone()
         return tuple(int(v) for v in row)
 
-    def log_mark(self) -> int:
-        """The highest log sequence number ever given out (kept when old entries are compacted)."""
-        row = self._reader.execute("SELECT seq FROM sqlite_sequence WHERE name='log'").fetchone()
-        return int(row[0]) if row else 0
-
     def integrity(self) -> str:
         """SQLite's own ``PRAGMA integrity_check`` answer ("ok" when the file is sound)."""
         rows = self._reader.execute("PRAGMA integrity_check").fetchall()
         return "; ".join(str(r[0]) for r in rows)
 
     def max_seq(self) -> int:
-        """The store's high-water mark: the last change's sequence number (0 for none)."""
-        return max(self.log_mark(),
-                   self._reader.execute("SELECT COALESCE(MAX(seq), 0) FROM log").fetchone()[0])
+        """The store's high-water mark: the highest log sequence number ever given out (0 for
+        none), kept by AUTOINCREMENT when old entries are compacted away."""
+        row = self._reader.execute("SELECT seq FROM sqlite_sequence WHERE name='log'").fetchone()
+        return int(row[0]) if row else 0
 
     def log_since(self, seq: int) -> list[tuple[int, int, int]]:
         return self._reader.execute("SELECT seq, op, id FROM log WHERE seq > ? ORDER BY seq",
