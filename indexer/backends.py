@@ -126,9 +126,6 @@ class FlatBackend(Backend):
     def __len__(self):
         return self.index.ntotal
 
-    def contains(self, ids):
-        return np.isin(np.asarray(ids, dtype=np.int64), self.all_ids())
-
     def all_ids(self) -> np.ndarray:
         return _faiss().vector_to_array(self.index.id_map).astype(np.int64)
 
@@ -243,10 +240,10 @@ class HammingFlatBackend(Backend):
         self.n = n
 
 
-def flat_backend(bits: int, engine: str = "crossbit", **_ignored) -> Backend:
+def flat_backend(bits: int, engine: str = "crossbit") -> Backend:
     """The exact flat backend: crossbit's kernel, or FAISS ``IndexBinaryFlat`` (``faiss``).
 
-    Options meant for other kinds (``train_size``...) are ignored, as they always were here.
+    (:class:`BinaryIndex` drops the options of other kinds before it gets here.)
     """
     if engine == "faiss":
         return FlatBackend(bits)

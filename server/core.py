@@ -353,21 +353,19 @@ class RetrievalCore:
             try:
                 rows = self._search_group(modality, codes, k, nprobe, radius, rerank,
                                           [items[n][2] for n in members])
+                wanted = sorted({int(i) for ids, _, _ in rows for i in ids if i >= 0})
+                try:
+                    stored = self._index(modality).items(
+                        wanted, max_bytes=self.config.max_response_bytes)
+                except StoreLimit:
+                    stored = None
             except Exception as exc:  # this group's callers hear of it; other groups go on
                 for n in members:
                     out[n] = exc
                 continue
-            wanted = sorted({int(i) for ids, _, _ in rows for i in ids if i >= 0})
-            try:
-                stored = self._index(modality).items(wanted,
-                                                     max_bytes=self.config.max_response_bytes)
-            except StoreLimit:
-                stored = None
-            except Exception as exc:
-                stored = exc
             ms = 1000 * (time.perf_counter() - t0)
             for n, r in zip(members, rows):
-                out[n] = stored if isinstance(stored, Exception) else (r, ms, stored)
+                out[n] = (r, ms, stored)
         return out
 
     def _search_group(self, modality, codes, k, nprobe, radius, rerank, embeddings) -> list:

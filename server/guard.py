@@ -167,12 +167,10 @@ class GuardInterceptor(grpc.ServerInterceptor):
         return behavior
 
     def _open_stream(self, context, method: str) -> _Stream:
+        stream = _Stream(context, method)
         with self._lock:
-            if len(self._open) >= self.max_streams:
-                full = True
-            else:
-                full = False
-                stream = _Stream(context, method)
+            full = len(self._open) >= self.max_streams
+            if not full:
                 self._open.add(stream)
         if full:
             self.log.warning("streams", "%s: RESOURCE_EXHAUSTED: %d client streams open",
