@@ -77,6 +77,20 @@ def _item_id(raw) -> int:
     return value
 
 
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused (413) as soon as it passes ``limit`` bytes: never read whole."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise LimitError(f"the upload is {declared} bytes; the limit is {limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise LimitError(f"the upload is over {limit} bytes, the limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def _flag(request: Request, name: str) -> bool | None:
     raw = request.query_params.get(name)
     if raw is None or raw == "":
@@ -144,7 +158,7 @@ def build_app(core: RetrievalCore, config: ServerConfig) -> Starlette:
                 raise ValueError("send the image as the form field 'image'")
             data = await upload.read()
         else:
-            data = await request.body()  # BodyLimit bounds it; decode_image its own limit
+            data = await read_body(request, config.max_image_bytes)
         query = Query(image=data, top_k=_int(request, "k", config.default_top_k),
                       modality=request.query_params.get("modality", "image"),
                       rerank=_flag(request, "rerank"))
