@@ -14,6 +14,7 @@ from crossbit.indexer.index import (
     SNAPSHOT,
     STORE,
     id_differences,
+    lock_directory,
     open_index,
     read_snapshot,
     replay,
@@ -98,8 +99,10 @@ def check_index(directory: str | Path, repair: bool = False) -> CheckReport:
     finally:
         store.close()
     if repair and not report.ok and snapshot_ok is not None:
-        # the store is the truth: without the snapshot, the next open rebuilds from it
-        (directory / SNAPSHOT).unlink(missing_ok=True)
+        # the store is the truth: without the snapshot, the next open rebuilds from it (and
+        # not while a server holds the folder: it would write its own snapshot over it)
+        with lock_directory(directory):
+            (directory / SNAPSHOT).unlink(missing_ok=True)
         if kind in ("flat", "hnsw"):
             with open_index(directory, report.bits, kind, snapshot_interval=0) as index:
                 left = index.verify()

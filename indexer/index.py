@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 SNAPSHOT = "index.snapshot"
 STORE = "store.sqlite3"
 ID_MARK = "ids.mark"
+LOCK = "index.lock"
 MAGIC = b"CROSSBIT-SNAPSHOT-1\n"
 MAX_K = 100_000
 
@@ -152,12 +154,18 @@ class BinaryIndex:
         self.kind = self._resolve(kind)
         self.options = self._options(options)
         self.threads = threads
-        self.store = Store(self.directory / STORE, bits, synchronous, self.directory / ID_MARK)
+        self._lock_file = lock_directory(self.directory)
+        try:
+            self.store = Store(self.directory / STORE, bits, synchronous, self.directory / ID_MARK)
+        except BaseException:
+            self._lock_file.close()
+            raise
         if model is not None:
             try:
                 check_model(self.store, model, self.directory)
             except ValueError:
                 self.store.close()
+                self._lock_file.close()
                 raise
         self._lock = RWLock()
         self._closed = False
@@ -565,12 +573,40 @@ class BinaryIndex:
                 log.exception("final snapshot failed")
         self._closed = True
         self.store.close()
+        self._lock_file.close()
 
     def __enter__(self) -> BinaryIndex:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class DirectoryInUse(RuntimeError):
+    """Another process holds this index folder (a second server on the same data)."""
+
+
+def lock_directory(directory: Path):
+    """Hold an exclusive lock on an index folder for as long as the returned file is open.
+
+    One process serves a folder: two would each keep their own in-memory index of one store
+    (each missing the other's adds) and their own idea of the id mark.
+    """
+    f = open(directory / LOCK, "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        holder = f.read().strip() or "another process"
+        f.close()
+        raise DirectoryInUse(f"{directory} is in use by {holder}: one crossbit server (or "
+                             "reindex, or check --repair) per data directory; stop it first, "
+                             "or give this one another --data") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"pid {os.getpid()}\n")
+    f.flush()
+    return f
 
 
 class ModelMismatch(ValueError):

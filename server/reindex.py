@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from crossbit.indexer.check import stored_bits
-from crossbit.indexer.index import ID_MARK, SNAPSHOT, STORE
+from crossbit.indexer.index import ID_MARK, SNAPSHOT, STORE, lock_directory
 from crossbit.indexer.store import Store
 from crossbit.server.images import decode_image
 
@@ -37,11 +37,23 @@ def reindex(data: str | Path, model, drop: bool = False, batch: int = 64,
     Raises:
         ValueError: items have nothing to re-encode from and ``drop`` is False (nothing is
             changed then), or there is no index under ``data``.
+        DirectoryInUse: a server (or another reindex) holds the data directory.
     """
     data = Path(data)
     folders = [(m, data / f"{m}s") for m in ("image", "text") if (data / f"{m}s" / STORE).exists()]
     if not folders:
         raise ValueError(f"no crossbit store under {data} (looked for {data}/images and {data}/texts)")
+    locks = []
+    try:
+        for _, folder in folders:  # no server may hold them while their codes change
+            locks.append(lock_directory(folder))
+        return _reindex(folders, model, drop, batch, progress)
+    finally:
+        for lock in locks:
+            lock.close()
+
+
+def _reindex(folders, model, drop: bool, batch: int, progress) -> list[ReindexReport]:
     plans = []
     for modality, folder in folders:  # first find what cannot be re-encoded, changing nothing
         store = Store(folder / STORE, stored_bits(folder / STORE), mark_path=folder / ID_MARK)

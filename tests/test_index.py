@@ -175,6 +175,7 @@ def test_snapshot_round_trip_and_replay(tmp_path, kind, options, caplog):
     index.remove([7])
     index._stop.set()
     index.store.close()
+    index._lock_file.close()  # what the OS frees when a process dies: its folder lock
     reopened = open_index(tmp_path, 64, kind, snapshot_interval=0, **options)
     assert "replayed" in reopened.opened_from
     assert len(reopened) == reopened.store.count() == 1499

@@ -678,3 +678,44 @@ def test_add_images_return_says_what_happened(make_server, photos, tmp_path):
         (tmp_path / "cat.jpg").write_bytes(photos["coffee"])
         edited = c.add_images([tmp_path / "cat.jpg"])
         assert edited == first[:1] and edited.replaced == 1
+
+
+# -- one process per data directory -----------------------------------------------------------------
+
+def test_a_second_server_on_the_same_data_is_refused(tmp_path, model, photos):
+    """Two servers on one store would each keep their own index of it (each blind to the
+    other's adds) and their own id mark; the second is refused, and so are reindex and
+    check --repair while the first runs (without touching its snapshot)."""
+    from crossbit.indexer.index import SNAPSHOT, DirectoryInUse
+    from crossbit.server.reindex import reindex
+
+    data, port = tmp_path / "data", free_port()
+    server = start_server(data, port)
+    try:
+        with Client(f"127.0.0.1:{port}") as c:
+            c.add_texts(["a cat on a sofa"])
+            time.sleep(1.0)  # a snapshot is taken (interval 0.5 s)
+        out = subprocess.run([sys.executable, "-m", "crossbit", "serve", "--data", str(data),
+                              "--port", "0"], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 1 and "Traceback" not in out.stderr
+        assert "is in use by pid" in out.stderr.strip().splitlines()[-1], out.stderr
+        with pytest.raises(DirectoryInUse):
+            reindex(data, model)
+        snapshot = data / "texts" / SNAPSHOT
+        assert snapshot.exists()
+        import sqlite3
+
+        conn = sqlite3.connect(data / "texts" / "store.sqlite3")
+        conn.execute("DELETE FROM items")  # make check find a problem to repair
+        conn.commit()
+        conn.close()
+        repair = subprocess.run([sys.executable, "-m", "crossbit", "check", "--data", str(data),
+                                 "--repair"], capture_output=True, text=True, timeout=120)
+        assert repair.returncode == 1 and "is in use by pid" in repair.stderr
+        assert snapshot.exists()  # nothing removed under the running server
+        with Client(f"127.0.0.1:{port}") as c:
+            assert c.health() == "SERVING"
+    finally:
+        stop_server(server)
+    with open_index(data / "texts", 64, "flat", snapshot_interval=0):  # free again once stopped
+        pass
