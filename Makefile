@@ -14,10 +14,10 @@ DATA ?= data
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-18s %s\n", $$1, $$2}'
 
-setup: ## create .venv and install crossbit with FAISS (FAISS=cpu or gpu), milvus-lite and the test tools
+setup: ## create .venv and install crossbit with FAISS (FAISS=cpu or gpu), milvus-lite, a local Milvus server and the test tools
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
-	$(BIN)/pip install -e ".[$(FAISS),milvus,test]"
+	$(BIN)/pip install -e ".[$(FAISS),milvus,milvus-server,test]"
 
 test: ## run the test suite (about 3 minutes on an idle 2-core machine)
 	$(BIN)/python -m pytest -q

@@ -75,13 +75,14 @@ def _hits(response: pb.SearchResponse) -> list[Hit]:
 
 
 def _search_request(text=None, image=None, code=None, top_k=10, radius=None,
-                    modality="image", rerank=None, nprobe=0) -> pb.SearchRequest:
+                    modality="image", rerank=None, nprobe=0, fresh=False) -> pb.SearchRequest:
     given = [x is not None for x in (text, image, code)]
     if sum(given) != 1:
         raise ValueError("search needs exactly one of text=, image= or code=")
     if modality not in MODALITY:
         raise ValueError(f"modality must be 'image' or 'text', got {modality!r}")
-    request = pb.SearchRequest(top_k=top_k, modality=MODALITY[modality], nprobe=nprobe)
+    request = pb.SearchRequest(top_k=top_k, modality=MODALITY[modality], nprobe=nprobe,
+                               fresh=fresh)
     if text is not None:
         if not isinstance(text, str):
             raise TypeError("text must be a string")
@@ -192,19 +193,24 @@ class Client:
     """A blocking client.
 
     Args:
-        address: ``host:port`` of the server.
+        address: ``host:port`` of the server, or any gRPC target naming several replicas
+            (``dns:///crossbit.internal:50051``, ``ipv4:10.0.0.1:50051,10.0.0.2:50051``).
         token: bearer token when the server requires one.
         tls: True for TLS with the system roots, or a path to a PEM CA certificate.
         timeout: default deadline per call, seconds.
         retries: further attempts after an UNAVAILABLE (exponential backoff and jitter);
             0 tries once.
+        round_robin: spread calls over every address the target resolves to (gRPC's
+            client-side ``round_robin``), instead of keeping to the first.
     """
 
     def __init__(self, address: str = "127.0.0.1:50051", token: str | None = None,
                  tls: bool | str | None = None, timeout: float = 30.0, retries: int = 3,
-                 max_message_bytes: int = 64 << 20):
+                 max_message_bytes: int = 64 << 20, round_robin: bool = False):
         options = [("grpc.max_receive_message_length", max_message_bytes),
                    ("grpc.max_send_message_length", max_message_bytes)]
+        if round_robin:
+            options.append(("grpc.lb_policy_name", "round_robin"))
         creds = _credentials(tls)
         self.address = address
         self.channel = grpc.secure_channel(address, creds, options) if creds else \
@@ -279,9 +285,14 @@ class Client:
 
     def search(self, text: str | None = None, image=None, code=None, top_k: int = 10,
                radius: int | None = None, modality: str = "image", rerank: bool | None = None,
-               nprobe: int = 0, timeout: float | None = None) -> list[Hit]:
-        """Search by one of text, image (path, bytes, PIL) or code (bytes or uint8 array)."""
-        request = _search_request(text, image, code, top_k, radius, modality, rerank, nprobe)
+               nprobe: int = 0, timeout: float | None = None, fresh: bool = False) -> list[Hit]:
+        """Search by one of text, image (path, bytes, PIL) or code (bytes or uint8 array).
+
+        ``fresh``: see every write acknowledged before this call, through any server of a
+        scaled-out deployment (one Milvus time tick slower; see docs/milvus.md).
+        """
+        request = _search_request(text, image, code, top_k, radius, modality, rerank, nprobe,
+                                  fresh)
         return _hits(self._call(self.stub.Search, request, timeout))
 
     def search_batch(self, queries: Sequence[dict], timeout: float | None = None) -> list[list[Hit]]:
@@ -320,11 +331,13 @@ class AsyncClient:
     """The asyncio twin of :class:`Client` (grpc.aio)."""
 
     def __init__(self, address: str = "127.0.0.1:50051", token: str | None = None,
-                 tls: bool | str | None = None, timeout: float = 30.0, retries: int = 3):
+                 tls: bool | str | None = None, timeout: float = 30.0, retries: int = 3,
+                 round_robin: bool = False):
         creds = _credentials(tls)
         self.address = address
-        self.channel = grpc.aio.secure_channel(address, creds) if creds else \
-            grpc.aio.insecure_channel(address)
+        options = [("grpc.lb_policy_name", "round_robin")] if round_robin else []
+        self.channel = grpc.aio.secure_channel(address, creds, options) if creds else \
+            grpc.aio.insecure_channel(address, options)
         self.stub = pb_grpc.RetrievalStub(self.channel)
         self.health_stub = health_pb2_grpc.HealthStub(self.channel)
         self.metadata = (("authorization", f"Bearer {token}"),) if token else ()
@@ -344,8 +357,10 @@ class AsyncClient:
         raise CrossbitError("unreachable")
 
     async def search(self, text=None, image=None, code=None, top_k=10, radius=None,
-                     modality="image", rerank=None, nprobe=0, timeout=None) -> list[Hit]:
-        request = _search_request(text, image, code, top_k, radius, modality, rerank, nprobe)
+                     modality="image", rerank=None, nprobe=0, timeout=None,
+                     fresh=False) -> list[Hit]:
+        request = _search_request(text, image, code, top_k, radius, modality, rerank, nprobe,
+                                  fresh)
         return _hits(await self._call(self.stub.Search, request, timeout))
 
     async def search_batch(self, queries: Sequence[dict], timeout=None) -> list[list[Hit]]:

@@ -1,70 +1,139 @@
-"""The ``milvus`` kind: the same index interface on Milvus (a server or cluster, or milvus-lite).
+"""The ``milvus`` kind: the index interface on one Milvus collection, shared by any number of servers.
 
-One collection per index: ``id`` INT64 primary key, ``code`` BINARY_VECTOR of the code
-length (HAMMING metric), ``key``, ``metadata`` (JSON), ``embedding`` and ``thumbnail``
-(base64 text) and ``added``. Durability is Milvus's own: there is no SQLite store or
-snapshot beside it. Differences from the FAISS kinds are listed in docs/milvus.md.
+Each item is one row keyed by Milvus's primary key, so Milvus itself keeps keys unique:
+``pk`` is ``k`` + the key's UTF-8 in hex (``i`` + the id for an item without a key; hex
+keeps every key out of reach of Milvus's expression parser), and an add is an upsert of
+that row: two servers adding one key leave one item. Assigned ids come from Milvus's own
+global id allocator (the auto ids of a small ``<collection>_ids`` collection), so servers
+never hand out one id twice without talking to each other. The collection's description
+records the schema, the code length and the model that made the codes. Durability is
+Milvus's: there is no SQLite store or snapshot beside it. docs/milvus.md lists where the
+semantics differ from the FAISS kinds.
 """
 
 from __future__ import annotations
 
 import base64
+import heapq
 import json
 import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from crossbit.indexer import call_context
 from crossbit.indexer.index import (
     MAX_K,
+    ModelMismatch,
     Reranked,
     Results,
-    _check_ids,
     check_codes,
     check_embeddings,
     rerank,
     vectors_from,
 )
-from crossbit.indexer.store import Item, StoreLimit, StoreWrite, repeated_items
+from crossbit.indexer.store import Item, StoreError, StoreLimit, StoreWrite, repeated_items
 
 log = logging.getLogger(__name__)
 
+SCHEMA = 2  # 1: INT64 primary key ``id`` and a local id counter (crossbit before 2026-12)
 MILVUS_MAX_K = 16384  # Milvus's topk limit
-MAX_TEXT = 65535
+MAX_TEXT = 65535  # Milvus's VARCHAR limit, in bytes
+MAX_KEY_BYTES = 4096
+MAX_EMBEDDING_DIM = 4096  # Milvus's ARRAY capacity limit
+EXPR_BYTES = 200_000  # longest filter expression sent (lists are split to stay below it)
+CONSISTENCY = ("Strong", "Session", "Bounded", "Eventually")
+# pymilvus 2.5 fails to parse a query answer without rows when it asks for an ARRAY field
+# (milvus-lite answers that way whatever the fields): it means no rows
+EMPTY_ANSWER = "Unsupported data type: 0"
+
+
+class MilvusUnavailable(StoreError):
+    """Milvus did not answer within the deadline, or refused the call: UNAVAILABLE."""
 
 
 def _b64(data: bytes | None) -> str:
     return base64.b64encode(data).decode() if data else ""
 
 
+def key_pk(key: str) -> str:
+    return "k" + key.encode().hex()
+
+
+def id_pk(item_id: int) -> str:
+    return f"i{int(item_id)}"
+
+
+def _quoted(pks: Sequence[str]) -> str:
+    return "[" + ",".join(f'"{p}"' for p in pks) + "]"  # pks are [a-z0-9-] only
+
+
+def _chunks(values: Sequence, size: int) -> Iterator[Sequence]:
+    for start in range(0, len(values), size):
+        yield values[start:start + size]
+
+
+def _pk_chunks(pks: Sequence[str]) -> Iterator[list[str]]:
+    chunk, size = [], 0
+    for pk in pks:
+        if chunk and size + len(pk) + 3 > EXPR_BYTES:
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(pk)
+        size += len(pk) + 3
+    if chunk:
+        yield chunk
+
+
+def _message(exc: BaseException) -> str:
+    text = getattr(exc, "message", None) or str(exc)
+    return " ".join(str(text).split())[:300]
+
+
+def _connection_trouble(text: str) -> bool:
+    text = text.lower()
+    return any(s in text for s in ("failed to connect", "unavailable", "connection refused",
+                                   "retry timeout", "deadline", "socket closed",
+                                   "connection reset", "not ready", "server is stopping",
+                                   "channel", "timed out", "timeout"))
+
+
 class MilvusIndex:
-    """A binary index stored in a Milvus collection.
+    """A binary index stored in a Milvus collection, consistent across servers.
 
     Args:
-        directory: where a milvus-lite database lives when ``uri`` is not given, and where
-            the id counter is kept.
+        directory: where a milvus-lite database lives when ``uri`` is not given; nothing
+            else is kept there (another server needs nothing from it).
         bits: code length.
         uri: ``http://host:19530`` for a Milvus server or cluster, or a local ``.db`` file
             for milvus-lite (default ``directory/milvus.db``).
         collection: collection name (default ``crossbit_<directory name>``).
         index_type: ``BIN_FLAT`` (exact; the only one milvus-lite has) or ``BIN_IVF_FLAT``.
         nlist, nprobe: BIN_IVF_FLAT parameters.
-        consistency: Milvus consistency level; ``Strong`` makes an add visible to the next search.
+        consistency: Milvus consistency of searches and item reads: ``Session`` (default:
+            this server's own writes are seen at once), ``Bounded``, ``Eventually`` or
+            ``Strong``. Reads before writes, deletes and counts are always ``Strong``, and so
+            is a search made inside ``call_context.within(fresh=True)``.
         token: Milvus credentials (``user:password`` or an API key).
+        database: Milvus database (default ``default``).
+        model: the fingerprint of the model making the codes: recorded in a new collection,
+            and an existing collection made by another model is refused (ModelMismatch).
+        timeout_s: how long a call waits for Milvus when its caller set no deadline.
     """
 
     kind = "milvus"
 
     def __init__(self, directory: str | os.PathLike, bits: int, uri: str | None = None,
                  collection: str | None = None, index_type: str = "BIN_FLAT", nlist: int = 1024,
-                 nprobe: int = 16, consistency: str = "Strong", token: str | None = None,
-                 threads: int | None = None, snapshot_interval: float | None = None, **_):
+                 nprobe: int = 16, consistency: str = "Session", token: str | None = None,
+                 database: str | None = None, model: dict | None = None, timeout_s: float = 10.0,
+                 **_):
         try:
-            from pymilvus import DataType, MilvusClient
+            from pymilvus import MilvusClient
         except ImportError as exc:
             raise ValueError("index kind 'milvus' needs pymilvus: pip install 'crossbit[milvus]'"
                              ) from exc
@@ -72,128 +141,300 @@ class MilvusIndex:
             raise ValueError(f"bits must be a positive multiple of 8, got {bits}")
         if index_type not in ("BIN_FLAT", "BIN_IVF_FLAT"):
             raise ValueError("index_type must be BIN_FLAT or BIN_IVF_FLAT")
+        if consistency not in CONSISTENCY:
+            raise ValueError(f"consistency must be one of {', '.join(CONSISTENCY)}, "
+                             f"got {consistency!r}")
         self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
         self.bits = bits
+        if uri is None:
+            self.directory.mkdir(parents=True, exist_ok=True)
         self.uri = uri or str(self.directory / "milvus.db")
         self.collection = collection or "crossbit_" + "".join(
             c if c.isalnum() else "_" for c in self.directory.name)
+        self.allocator = self.collection + "_ids"
         self.index_type, self.nlist, self.nprobe = index_type, nlist, nprobe
-        self.consistency = consistency
+        self.consistency, self.timeout_s = consistency, timeout_s
         self.requested_kind = "milvus"
-        self._lock = threading.Lock()
-        self._client = MilvusClient(uri=self.uri, token=token or "")
-        if not self._client.has_collection(self.collection):
-            schema = self._client.create_schema(auto_id=False, enable_dynamic_field=False)
-            schema.add_field("id", DataType.INT64, is_primary=True)
-            schema.add_field("code", DataType.BINARY_VECTOR, dim=bits)
-            schema.add_field("key", DataType.VARCHAR, max_length=1024)
+        self._lock = threading.Lock()  # this server's writes in turn (others race in Milvus)
+        for name in ("pymilvus.decorators", "pymilvus.milvus_client.milvus_client",
+                     "pymilvus.orm.iterator"):
+            # pymilvus logs every failed call at ERROR with its whole traceback; this class
+            # reports its own (MilvusUnavailable, one line) and retries the ones it can
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+        kwargs = {"uri": self.uri, "token": token or "", "timeout": timeout_s}
+        if database:
+            kwargs["db_name"] = database
+        try:
+            self._client = MilvusClient(**kwargs)
+        except Exception as exc:
+            raise MilvusUnavailable(f"cannot reach Milvus at {self.uri} within {timeout_s:.0f} s: "
+                                    f"{_message(exc)}") from None
+        self.model = self._open_collection(model)
+        self.opened_from = f"milvus collection {self.collection} at {self.uri}"
+
+    # -- the collections ------------------------------------------------------------------------
+    def _open_collection(self, model: dict | None) -> dict | None:
+        from pymilvus import DataType
+
+        if not self._call(self._client.has_collection, self.collection):
+            record = json.dumps({"crossbit_schema": SCHEMA, "bits": self.bits, "model": model})
+            schema = self._client.create_schema(auto_id=False, enable_dynamic_field=False,
+                                                description=record)
+            schema.add_field("pk", DataType.VARCHAR, max_length=2 * MAX_KEY_BYTES + 1,
+                             is_primary=True)
+            schema.add_field("id", DataType.INT64)
+            schema.add_field("code", DataType.BINARY_VECTOR, dim=self.bits)
+            schema.add_field("key", DataType.VARCHAR, max_length=MAX_KEY_BYTES)
             schema.add_field("metadata", DataType.VARCHAR, max_length=MAX_TEXT)
-            schema.add_field("embedding", DataType.VARCHAR, max_length=MAX_TEXT)
+            schema.add_field("embedding", DataType.ARRAY, element_type=DataType.FLOAT,
+                             max_capacity=MAX_EMBEDDING_DIM)
             schema.add_field("thumbnail", DataType.VARCHAR, max_length=MAX_TEXT)
             schema.add_field("added", DataType.DOUBLE)
             params = self._client.prepare_index_params()
-            params.add_index(field_name="code", index_type=index_type, metric_type="HAMMING",
-                             params={"nlist": nlist} if index_type == "BIN_IVF_FLAT" else {})
-            self._client.create_collection(self.collection, schema=schema, index_params=params,
-                                           consistency_level=consistency)
+            params.add_index(field_name="code", index_type=self.index_type,
+                             metric_type="HAMMING",
+                             params={"nlist": self.nlist} if self.index_type == "BIN_IVF_FLAT"
+                             else {})
+            self._call(self._client.create_collection, self.collection, schema=schema,
+                       index_params=params, consistency_level="Strong")
             log.info("milvus: created collection %s at %s (%s)", self.collection, self.uri,
-                     index_type)
-        self._client.load_collection(self.collection)
-        self._state = self.directory / "milvus_state.json"
-        self.opened_from = f"milvus collection {self.collection} at {self.uri}"
+                     self.index_type)
+        record = self._check_schema(model)
+        if not self._call(self._client.has_collection, self.allocator):
+            schema = self._client.create_schema(auto_id=True, enable_dynamic_field=False)
+            schema.add_field("id", DataType.INT64, is_primary=True, auto_id=True)
+            schema.add_field("v", DataType.BINARY_VECTOR, dim=8)
+            params = self._client.prepare_index_params()
+            params.add_index(field_name="v", index_type="BIN_FLAT", metric_type="HAMMING")
+            self._call(self._client.create_collection, self.allocator, schema=schema,
+                       index_params=params)
+            self._call(self._client.release_collection, self.allocator)  # never searched
+        self._call(self._client.load_collection, self.collection)
+        return record
 
-    # -- helpers ----------------------------------------------------------------------------------
-    def _next_id(self, n: int) -> int:
-        start = 0
-        if self._state.exists():
-            start = json.loads(self._state.read_text())["next_id"]
-        self._state.write_text(json.dumps({"next_id": start + n}))
-        return start
+    def _check_schema(self, model: dict | None) -> dict | None:
+        info = self._call(self._client.describe_collection, self.collection)
+        fields = {f["name"]: f for f in info["fields"]}
+        where = f"collection {self.collection} at {self.uri}"
+        if "pk" not in fields or not fields["pk"].get("is_primary"):
+            raise ValueError(f"{where} has the schema of an older crossbit (an INT64 primary key "
+                             "and a counter kept by one server); give another collection, or drop "
+                             "it and add the items again")
+        dim = int(fields["code"]["params"]["dim"])
+        if dim != self.bits:
+            raise ValueError(f"{where} holds {dim}-bit codes, this model makes {self.bits}-bit "
+                             "codes")
+        try:
+            record = json.loads(info.get("description") or "{}").get("model")
+        except ValueError:
+            record = None
+        if model is not None and record is None:
+            log.warning("%s: no model recorded (made without one); not checked", where)
+        elif model is not None and record.get("fingerprint") != model.get("fingerprint"):
+            raise ModelMismatch(
+                f"{where} holds codes made by {record.get('name')} (fingerprint "
+                f"{record.get('fingerprint')}), not by {model.get('name')} (fingerprint "
+                f"{model.get('fingerprint')}): serve it with the model that made it, or give "
+                "this model another collection")
+        return record
 
-    def _query(self, expr: str, fields: list[str], limit: int | None = None) -> list[dict]:
+    def _call(self, fn: Callable, *args, empty=None, **kwargs):
+        """One Milvus call, retried (while Milvus is unreachable, or loads the collection again
+        after a restart) until just before the caller's deadline; then MilvusUnavailable, so
+        the caller hears UNAVAILABLE rather than its own deadline passing. ``empty``: what a
+        query returns when pymilvus fails to parse an answer without rows."""
+        left = call_context.remaining(self.timeout_s)
+        budget = left - min(0.5, 0.2 * left)  # time to answer before the caller gives up
+        deadline = time.monotonic() + budget
+        back_off, last = 0.05, ""
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0.01:
+                raise MilvusUnavailable(f"Milvus at {self.uri} did not answer within "
+                                        f"{max(budget, 0):.1f} s" + (f": {last}" if last else ""))
+            try:
+                # pymilvus's own retries ignore a float timeout (75 tries, minutes): ours instead
+                return fn(*args, timeout=left, retry_times=0, **kwargs)
+            except MilvusUnavailable:
+                raise
+            except Exception as exc:
+                text = _message(exc)
+                if text.endswith(EMPTY_ANSWER) and empty is not None:
+                    return empty
+                if "not loaded" in text.lower() and fn is not self._client.load_collection:
+                    log.warning("milvus: collection %s not loaded (Milvus restarted?); loading",
+                                self.collection)
+                    try:
+                        self._client.load_collection(self.collection, timeout=left, retry_times=0)
+                        continue
+                    except Exception as again:
+                        text = _message(again)
+                elif not _connection_trouble(text):
+                    raise MilvusUnavailable(f"Milvus refused the call: {text}") from None
+                last = text
+                time.sleep(min(back_off, max(0.0, deadline - time.monotonic())))
+                back_off = min(2 * back_off, 1.0)
+
+    def _read_level(self) -> str:
+        return "Strong" if call_context.fresh() else self.consistency
+
+    def _query(self, expr: str, fields: list[str], level: str, limit: int | None = None
+               ) -> list[dict]:
         kwargs = {"limit": limit} if limit is not None else {}
-        return self._client.query(self.collection, filter=expr, output_fields=fields,
-                                  consistency_level=self.consistency, **kwargs)
+        return list(self._call(self._client.query, self.collection, filter=expr,
+                               output_fields=fields, consistency_level=level, empty=[], **kwargs))
 
-    def _by_ids(self, ids: Sequence[int], fields: list[str]) -> list[dict]:
+    def _by_pks(self, pks: Sequence[str], fields: list[str], level: str = "Strong") -> list[dict]:
         out = []
-        ids = [int(i) for i in ids]
-        for start in range(0, len(ids), 1000):
-            chunk = ids[start:start + 1000]
-            out += self._query(f"id in {chunk}", fields)
+        for chunk in _pk_chunks(sorted(set(pks))):
+            out += self._query(f"pk in {_quoted(chunk)}", fields, level)
+        return out
+
+    def _by_ids(self, ids: Sequence[int], fields: list[str], level: str | None = None
+                ) -> list[dict]:
+        ids = sorted({int(i) for i in ids})
+        out = []
+        for chunk in _chunks(ids, 5000):
+            out += self._query(f"id in {list(chunk)}", fields, level or self._read_level())
+        return out
+
+    def _allocate(self, n: int) -> list[int]:
+        """``n`` ids no other server is given: Milvus's global allocator, through auto ids."""
+        out: list[int] = []
+        for chunk in _chunks(range(n), 10_000):
+            answer = self._call(self._client.insert, self.allocator,
+                                [{"v": b"\0"} for _ in chunk])
+            ids = [int(i) for i in answer["ids"]]
+            self._call(self._client.delete, self.allocator, ids=ids)
+            out += ids
         return out
 
     # -- writes ---------------------------------------------------------------------------------
     def add(self, codes: np.ndarray, ids=None, keys=None, metadata=None, embeddings=None,
             thumbnails=None) -> np.ndarray:
-        """Add or replace items (a known key keeps its id); returns their ids."""
-        codes = check_codes(codes, self.bits)
-        n = len(codes)
-        keys = list(keys) if keys is not None else [None] * n
-        metadata = list(metadata) if metadata is not None else [None] * n
-        if len(keys) != n or len(metadata) != n:
-            raise ValueError("keys and metadata need one entry per code")
-        if ids is not None:
-            ids = _check_ids(np.asarray(ids), n)
-        if embeddings is not None:
-            embeddings = np.asarray(embeddings, dtype=np.float32)
-            if embeddings.shape[0] != n:
-                raise ValueError(f"embeddings must have {n} rows")
-        if n == 0:
-            return np.zeros(0, np.int64)
-        with self._lock:
-            known = {}
-            wanted = sorted({k for k in keys if k})
-            for start in range(0, len(wanted), 500):
-                chunk = wanted[start:start + 500]
-                for row in self._query(f"key in {json.dumps(chunk)}", ["id", "key"]):
-                    known[row["key"]] = row["id"]
-            out = np.empty(n, np.int64)
-            fresh = [i for i in range(n) if ids is None and keys[i] not in known]
-            base = self._next_id(len(fresh)) if fresh else 0
-            for i in range(n):
-                if ids is not None:
-                    out[i] = ids[i]
-                elif keys[i] in known:
-                    out[i] = known[keys[i]]
-            for j, i in enumerate(fresh):
-                out[i] = base + j
-            stale = [known[k] for i, k in enumerate(keys) if k in known and known[k] != out[i]]
-            if stale:
-                self._client.delete(self.collection, ids=stale)
-            now = time.time()
-            rows = [{"id": int(out[i]), "code": codes[i].tobytes(), "key": keys[i] or "",
-                     "metadata": json.dumps(metadata[i] or {}),
-                     "embedding": _b64(None if embeddings is None else embeddings[i].tobytes()),
-                     "thumbnail": _b64(None if thumbnails is None else thumbnails[i]),
-                     "added": now} for i in range(n)]
-            self._client.upsert(self.collection, rows)
-        return out
+        """Add or replace items (a known key keeps its id); returns their ids.
+
+        ValueError if any item is refused (see :meth:`add_items` for per-item answers).
+        """
+        write = self.add_items(codes, ids=ids, keys=keys, metadata=metadata,
+                               embeddings=embeddings, thumbnails=thumbnails)
+        if write.refused:
+            n, why = next(iter(write.refused.items()))
+            raise ValueError(f"item {n}: {why}")
+        return write.ids
 
     def add_items(self, codes: np.ndarray, ids=None, keys=None, metadata=None, embeddings=None,
                   thumbnails=None, positions=None, previews=None) -> StoreWrite:
-        """Per item, as :meth:`BinaryIndex.add_items`: repeats of a key or id in the call are
-        refused alone; given ids and assigned ids may be mixed. Previews are not kept
+        """Per item, as :meth:`BinaryIndex.add_items`: an item with a stored key replaces it
+        (keeping its id unless one is given), one with a stored id replaces that item;
+        repeats of a key or id within the call are refused alone. Previews are not kept
         (the thumbnail stands in for them)."""
         codes = check_codes(codes, self.bits)
         n = len(codes)
-        ids = list(ids) if ids is not None else [None] * n
+        ids = [None if i is None else int(i) for i in ids] if ids is not None else [None] * n
         keys = list(keys) if keys is not None else [None] * n
-        refused = repeated_items(keys, ids, positions)
-        out = np.full(n, -1, np.int64)
-        for given in (True, False):
-            rows = [i for i in range(n) if i not in refused and (ids[i] is not None) == given]
-            if not rows:
+        metadata = list(metadata) if metadata is not None else [None] * n
+        if len(ids) != n or len(keys) != n or len(metadata) != n:
+            raise ValueError("ids, keys and metadata need one entry per code")
+        if embeddings is not None:
+            embeddings = np.asarray(embeddings, dtype=np.float32)
+            if embeddings.ndim != 2 or embeddings.shape[0] != n:
+                raise ValueError(f"embeddings must have {n} rows")
+            if embeddings.shape[1] > MAX_EMBEDDING_DIM:
+                raise ValueError(f"embeddings wider than {MAX_EMBEDDING_DIM} do not fit a "
+                                 "Milvus array field")
+        pos = list(range(n)) if positions is None else list(positions)
+        refused = repeated_items(keys, ids, pos)
+        metas = [json.dumps(m or {}) for m in metadata]
+        for i in range(n):
+            if i in refused:
                 continue
-            out[rows] = self.add(
-                codes[rows], ids=[ids[i] for i in rows] if given else None,
-                keys=[keys[i] for i in rows],
-                metadata=None if metadata is None else [metadata[i] for i in rows],
-                embeddings=None if embeddings is None else np.asarray(embeddings)[rows],
-                thumbnails=None if thumbnails is None else [thumbnails[i] for i in rows])
-        return StoreWrite(out, [], refused,
-                          ["refused" if i in refused else "added" for i in range(n)])
+            if keys[i] is not None and len(keys[i].encode()) > MAX_KEY_BYTES:
+                refused[i] = f"key is over {MAX_KEY_BYTES} bytes (the milvus kind's limit)"
+            elif len(metas[i].encode()) > MAX_TEXT:
+                refused[i] = (f"metadata (with a text item's text) is over {MAX_TEXT} bytes as "
+                              "JSON (the milvus kind's limit)")
+            elif ids[i] is not None and not 0 <= ids[i] < 2**63:
+                refused[i] = f"id {ids[i]} is not a non-negative int64"
+        live = [i for i in range(n) if i not in refused]
+        out = np.full(n, -1, np.int64)
+        outcomes = ["refused"] * n
+        replaced: list[int] = []
+        if not live:
+            return StoreWrite(out, replaced, refused, outcomes)
+        with self._lock:
+            keyed = [i for i in live if keys[i] is not None]
+            stored = {r["pk"]: r for r in self._by_pks(
+                [key_pk(keys[i]) for i in keyed], ["pk", "id", "code", "metadata", "embedding"])}
+            given = sorted({ids[i] for i in live if ids[i] is not None})
+            holding: dict[str, int] = {pk: int(r["id"]) for pk, r in stored.items()}
+            for r in self._by_ids(given, ["pk", "id"], "Strong") if given else []:
+                holding[r["pk"]] = int(r["id"])
+            holders: dict[int, set[str]] = {}  # id -> pks of the rows holding it, as the call goes
+            for pk, item_id in holding.items():
+                holders.setdefault(item_id, set()).add(pk)
+            # the store's rule, item by item: later items see what earlier ones did; a new
+            # item gets a placeholder (-1, -2...) until Milvus's allocator gives the real ids
+            claimed: dict[int, int] = {}
+            plan, stale, placeholders = [], set(), 0
+            for i in live:
+                pk = key_pk(keys[i]) if keys[i] is not None else None
+                old = holding.get(pk) if pk is not None else None
+                if ids[i] is not None:
+                    item_id = ids[i]
+                elif old is not None:
+                    item_id = old
+                else:
+                    placeholders += 1
+                    item_id = -placeholders
+                pk = pk or id_pk(item_id)
+                if old in claimed:
+                    refused[i] = f"key {keys[i]!r} repeats item {pos[claimed[old]]} of this call"
+                    continue
+                if item_id in claimed:
+                    refused[i] = f"id {item_id} repeats item {pos[claimed[item_id]]} of this call"
+                    continue
+                claimed[item_id] = i
+                row = stored.get(pk)
+                emb = [] if embeddings is None else embeddings[i].tolist()
+                if old == item_id and row is not None and int(row["id"]) == item_id and \
+                        _code_bytes(row["code"]) == codes[i].tobytes() and \
+                        row["metadata"] == metas[i] and _same(row["embedding"], emb):
+                    out[i], outcomes[i] = item_id, "unchanged"
+                    continue
+                held = holders.get(item_id, set())
+                for other in held - {pk}:  # the id's present item is replaced: its row goes
+                    stale.add(other)
+                    holding.pop(other, None)
+                if old is not None and old != item_id:
+                    replaced.append(old)
+                    holders[old].discard(pk)
+                if held:
+                    replaced.append(item_id)
+                outcomes[i] = "replaced" if old is not None or held else "added"
+                holders[item_id] = {pk}
+                holding[pk] = item_id
+                plan.append((i, pk, item_id, emb))
+            new_ids = self._allocate(placeholders)
+            rows, now = [], time.time()
+            for i, pk, item_id, emb in plan:
+                if item_id < 0:
+                    item_id = new_ids[-item_id - 1]
+                    pk = pk if keys[i] is not None else id_pk(item_id)
+                out[i] = item_id
+                thumb = None if thumbnails is None else thumbnails[i]
+                rows.append({"pk": pk, "id": item_id, "code": codes[i].tobytes(),
+                             "key": keys[i] or "", "metadata": metas[i], "embedding": emb,
+                             "thumbnail": _b64(thumb), "added": now})
+            if stale:
+                self._delete_pks(sorted(stale))
+            for chunk in _chunks(rows, 2000):
+                self._call(self._client.upsert, self.collection, list(chunk))
+        return StoreWrite(out, replaced, refused, outcomes)
+
+    def _delete_pks(self, pks: Sequence[str]) -> None:
+        for chunk in _pk_chunks(pks):
+            self._call(self._client.delete, self.collection, filter=f"pk in {_quoted(chunk)}")
 
     def remove(self, ids: Sequence[int]) -> int:
         """Delete by id; KeyError naming unknown ids (nothing deleted then)."""
@@ -201,18 +442,21 @@ class MilvusIndex:
         if not ids:
             return 0
         with self._lock:
-            present = {r["id"] for r in self._by_ids(ids, ["id"])}
+            rows = self._by_ids(ids, ["pk", "id"], "Strong")
+            present = {int(r["id"]) for r in rows}
             missing = [i for i in ids if i not in present]
             if missing:
                 raise KeyError(f"unknown ids: {missing[:20]}")
-            self._client.delete(self.collection, ids=ids)
+            self._delete_pks([r["pk"] for r in rows])
         return len(ids)
 
     def ids_for_keys(self, keys: Sequence[str]) -> dict[str, int]:
-        keys = [k for k in keys if k]
+        """Stored keys' ids (Strong: what any server has acknowledged)."""
+        keys = [k for k in keys if k and len(k.encode()) <= MAX_KEY_BYTES]
         if not keys:
             return {}
-        return {r["key"]: r["id"] for r in self._query(f"key in {json.dumps(keys)}", ["id", "key"])}
+        by_pk = {key_pk(k): k for k in keys}
+        return {by_pk[r["pk"]]: int(r["id"]) for r in self._by_pks(list(by_pk), ["pk", "id"])}
 
     # -- reads ----------------------------------------------------------------------------------
     def _check_k(self, k: int) -> int:
@@ -221,22 +465,25 @@ class MilvusIndex:
             raise ValueError(f"k must be between 1 and {limit} for a milvus index, got {k}")
         return int(k)
 
-    def search(self, codes: np.ndarray, k: int, nprobe: int | None = None) -> Results:
-        codes = check_codes(codes, self.bits, "query codes")
-        k = self._check_k(k)
-        params = {"metric_type": "HAMMING", "params": {}}
-        if self.index_type == "BIN_IVF_FLAT":
-            params["params"]["nprobe"] = int(nprobe or self.nprobe)
-        answer = self._client.search(self.collection, data=[c.tobytes() for c in codes],
-                                     anns_field="code", limit=k, search_params=params,
-                                     output_fields=["id"], consistency_level=self.consistency)
+    def _search(self, codes: np.ndarray, k: int, params: dict) -> Results:
+        answer = self._call(self._client.search, self.collection,
+                            data=[c.tobytes() for c in codes], anns_field="code", limit=k,
+                            search_params={"metric_type": "HAMMING", "params": params},
+                            output_fields=["id"], consistency_level=self._read_level())
         ids = np.full((len(codes), k), -1, np.int64)
         distances = np.full((len(codes), k), self.bits + 1, np.int32)
         for q, hits in enumerate(answer):
-            rows = sorted((int(round(h["distance"])), int(h["id"])) for h in hits)
+            rows = sorted((int(round(h["distance"])), int(h["entity"]["id"])) for h in hits)
             for j, (d, i) in enumerate(rows[:k]):
                 ids[q, j], distances[q, j] = i, d
         return Results(ids, distances)
+
+    def search(self, codes: np.ndarray, k: int, nprobe: int | None = None) -> Results:
+        codes = check_codes(codes, self.bits, "query codes")
+        k = self._check_k(k)
+        params = {"nprobe": int(nprobe or self.nprobe)} if self.index_type == "BIN_IVF_FLAT" \
+            else {}
+        return self._search(codes, k, params)
 
     def search_rerank(self, codes, embeddings, k, shortlist=100, nprobe=None) -> Reranked:
         k = self._check_k(k)
@@ -247,15 +494,15 @@ class MilvusIndex:
         return rerank(first, embeddings, vectors, found, k, self.bits)
 
     def range_search(self, codes: np.ndarray, radius: int):
-        """Items within ``radius``: the top 16,384 by distance, filtered (Milvus's topk limit)."""
+        """Items within ``radius`` (Milvus range search; at most 16,384 per query, its topk
+        limit, nearest first)."""
         codes = check_codes(codes, self.bits, "query codes")
         if isinstance(radius, bool) or not isinstance(radius, (int, np.integer)) or \
                 not 0 <= radius <= self.bits:
             raise ValueError(f"radius must be an int between 0 and {self.bits}, got {radius!r}")
-        n = len(self)
-        if n == 0:
-            return [(np.zeros(0, np.int64), np.zeros(0, np.int32)) for _ in codes]
-        res = self.search(codes, min(n, MILVUS_MAX_K))
+        params = {"nprobe": self.nlist} if self.index_type == "BIN_IVF_FLAT" else {}
+        res = self._search(codes, MILVUS_MAX_K, dict(params, radius=int(radius) + 1,
+                                                     range_filter=-1))
         return [(i[(i >= 0) & (d <= radius)], d[(i >= 0) & (d <= radius)])
                 for i, d in zip(res.ids, res.distances)]
 
@@ -266,8 +513,8 @@ class MilvusIndex:
             total += size
             if max_bytes is not None and total > max_bytes:
                 raise StoreLimit(f"the hits' metadata is over {max_bytes} bytes")
-            out[r["id"]] = Item(r["id"], r["key"] or None, json.loads(r["metadata"] or "{}"),
-                                r["added"], size)
+            out[int(r["id"])] = Item(int(r["id"]), r["key"] or None,
+                                     json.loads(r["metadata"] or "{}"), r["added"], size)
         return out
 
     def thumbnail(self, item_id: int) -> bytes | None:
@@ -283,23 +530,46 @@ class MilvusIndex:
         rows = self._by_ids(ids, ["id", "code"])
         if not rows:
             return np.zeros(0, np.int64), np.zeros((0, self.bits // 8), np.uint8)
-        codes = [r["code"][0] if isinstance(r["code"], list) else r["code"] for r in rows]
         return np.array([r["id"] for r in rows], np.int64), \
-            np.frombuffer(b"".join(bytes(c) for c in codes), np.uint8).reshape(len(rows), -1)
+            np.frombuffer(b"".join(_code_bytes(r["code"]) for r in rows),
+                          np.uint8).reshape(len(rows), -1)
 
     def embeddings(self, ids: Sequence[int]) -> dict[int, np.ndarray]:
-        return {r["id"]: np.frombuffer(base64.b64decode(r["embedding"]), np.float32)
-                for r in self._by_ids(ids, ["id", "embedding"]) if r["embedding"]}
+        return {int(r["id"]): np.asarray(r["embedding"], np.float32)
+                for r in self._by_ids(ids, ["id", "embedding"]) if len(r["embedding"])}
+
+    def _all_ids(self) -> Iterator[int]:
+        iterator = self._call(self._client.query_iterator, self.collection, batch_size=10_000,
+                              filter="id >= 0", output_fields=["id"],
+                              consistency_level=self._read_level(), empty=False)
+        if iterator is False:  # the collection is empty
+            return
+        try:
+            while True:
+                try:
+                    batch = iterator.next()
+                except Exception as exc:
+                    if _message(exc).endswith(EMPTY_ANSWER):
+                        return
+                    raise MilvusUnavailable(f"Milvus at {self.uri}: {_message(exc)}") from None
+                if not batch:
+                    return
+                yield from (int(r["id"]) for r in batch)
+        finally:
+            iterator.close()
 
     def page(self, offset: int, limit: int, newest_first: bool = False) -> list[Item]:
-        rows = self._query("id >= 0", ["id", "key", "metadata", "added"],
-                           limit=None if newest_first else offset + limit)
-        rows = sorted(rows, key=lambda r: r["id"], reverse=newest_first)[offset:offset + limit]
-        return [Item(r["id"], r["key"] or None, json.loads(r["metadata"] or "{}"), r["added"])
-                for r in rows]
+        """Items in id order (assigned ids grow with time, so newest first is highest first).
+
+        Reads every id once per page: fine for browsing, not for millions per second.
+        """
+        pick = heapq.nlargest if newest_first else heapq.nsmallest
+        wanted = pick(offset + limit, self._all_ids())[offset:]
+        found = self.items(wanted)
+        return [found[i] for i in wanted if i in found]
 
     def __len__(self) -> int:
-        rows = self._query("", ["count(*)"])
+        rows = self._query("", ["count(*)"], "Strong")
         return int(rows[0]["count(*)"]) if rows else 0
 
     def stats(self) -> dict:
@@ -325,3 +595,12 @@ class MilvusIndex:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _code_bytes(code) -> bytes:
+    return bytes(code[0] if isinstance(code, list) else code)
+
+
+def _same(stored, emb: list[float]) -> bool:
+    return len(stored) == len(emb) and np.array_equal(np.asarray(stored, np.float32),
+                                                      np.asarray(emb, np.float32))

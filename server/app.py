@@ -62,7 +62,10 @@ def open_indexes(config: ServerConfig, bits: int, model: dict | None = None) -> 
     if config.index in ("ivf", "auto"):
         options["nprobe"] = config.nprobe
     if config.index == "milvus":
-        options = {"uri": config.milvus_uri}
+        options = {"uri": config.milvus_uri, "token": config.milvus_token,
+                   "database": config.milvus_database, "index_type": config.milvus_index_type,
+                   "nlist": config.milvus_nlist, "nprobe": config.nprobe,
+                   "consistency": config.milvus_consistency, "model": model}
     indexes: dict = {}
     try:
         for m in ("image", "text"):
@@ -72,6 +75,16 @@ def open_indexes(config: ServerConfig, bits: int, model: dict | None = None) -> 
             index.close()
         raise
     return indexes
+
+
+def item_count(index):
+    """The index's size, read when metrics are scraped (NaN while its backend is unreachable)."""
+    def count() -> float:
+        try:
+            return float(len(index))
+        except Exception:  # a scrape must not fail because Milvus is down
+            return float("nan")
+    return count
 
 
 def warm_up(model) -> None:
@@ -135,7 +148,7 @@ def create_server(config: ServerConfig, model=None) -> Running:
     core = RetrievalCore(model, indexes, config, metrics,
                          model_name=str(config.model or "default"))
     for modality, index in indexes.items():
-        metrics.index_items.labels(modality).set(len(index))
+        metrics.index_items.labels(modality).set_function(item_count(index))
         if index.kind != "milvus":  # the search kernels compile (or load) now, not on a call
             index.search(np.zeros((1, model.bits // 8), np.uint8), 1)
     guard = GuardInterceptor(config.stream_slots, config.stream_idle_s)

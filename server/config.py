@@ -14,6 +14,8 @@ from crossbit.encoders.config import IMAGE_RUNTIMES, TEXT_RUNTIMES
 MB = 1 << 20
 INDEX_KINDS = ("auto", "flat", "ivf", "hnsw", "gpu", "milvus")
 LOG_FORMATS = ("json", "text")
+MILVUS_INDEX_TYPES = ("BIN_FLAT", "BIN_IVF_FLAT")
+MILVUS_CONSISTENCY = ("Strong", "Session", "Bounded", "Eventually")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
@@ -29,6 +31,11 @@ class ServerConfig:
     nprobe: int = 16  # default IVF lists visited per query
     embeddings_in_memory: bool = True  # re-rank from RAM (128 MB per 1M 64-d items); off: SQLite
     milvus_uri: str | None = None  # milvus kind: a server URI or a local milvus-lite file
+    milvus_token: str | None = None  # milvus kind: credentials (user:password or an API key)
+    milvus_database: str | None = None  # milvus kind: database (None = Milvus's default)
+    milvus_index_type: str = "BIN_FLAT"  # milvus kind: BIN_FLAT (exact) or BIN_IVF_FLAT
+    milvus_nlist: int = 1024  # milvus kind: BIN_IVF_FLAT lists, when the collection is created
+    milvus_consistency: str = "Session"  # milvus kind: search consistency (Session: own writes seen)
     device: str | None = None  # torch device for the encoders; None = CUDA if visible, else CPU
     runtime: str = "auto"  # image backbone runtime: auto (ONNX on CPU), onnx, torch
     text_runtime: str = "auto"  # text encoder: auto (ONNX int8 on CPU), onnx (ONNX fp32), int8, torch
@@ -102,15 +109,17 @@ class ServerConfig:
     def public(self) -> dict:
         """The settings without secrets, for logs and stats."""
         data = dataclasses.asdict(self)
-        if data["auth_token"]:
-            data["auth_token"] = "***"
+        for secret in ("auth_token", "milvus_token"):
+            if data[secret]:
+                data[secret] = "***"
         return data
 
 
 def choices() -> dict[str, tuple[str, ...]]:
     """The settings that take one of a few names, with those names."""
     return {"index": INDEX_KINDS, "runtime": IMAGE_RUNTIMES, "text_runtime": TEXT_RUNTIMES,
-            "log_format": LOG_FORMATS, "log_level": LOG_LEVELS}
+            "log_format": LOG_FORMATS, "log_level": LOG_LEVELS,
+            "milvus_index_type": MILVUS_INDEX_TYPES, "milvus_consistency": MILVUS_CONSISTENCY}
 
 
 def field_help() -> dict[str, str]:

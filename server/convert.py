@@ -61,6 +61,7 @@ def query(msg: pb.SearchRequest) -> Query:
         modality=modality_name(msg.modality),
         rerank=msg.rerank if msg.HasField("rerank") else None,
         nprobe=msg.nprobe,
+        fresh=msg.fresh,
     )
 
 

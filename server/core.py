@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from crossbit.indexer.call_context import within
 from crossbit.indexer.store import StoreLimit
 from crossbit.server.batching import MicroBatcher
 from crossbit.server.config import ServerConfig
@@ -57,6 +58,7 @@ class Query:
     modality: str = "image"
     rerank: bool | None = None
     nprobe: int = 0
+    fresh: bool = False  # see every write acknowledged before the call, through any server
 
 
 @dataclass
@@ -242,11 +244,14 @@ class RetrievalCore:
                 meta["text"] = items[i].payload
             metadata.append(meta)
         _remaining(deadline)
-        write = index.add_items(np.stack([e[0] for e in encoded]),
-                                ids=[items[i].id for i in prepared],
-                                keys=[items[i].key or None for i in prepared], metadata=metadata,
-                                embeddings=np.stack([e[1] for e in encoded]), thumbnails=thumbs,
-                                positions=[first + i for i in prepared], previews=previews)
+        with within(deadline):
+            write = index.add_items(np.stack([e[0] for e in encoded]),
+                                    ids=[items[i].id for i in prepared],
+                                    keys=[items[i].key or None for i in prepared],
+                                    metadata=metadata,
+                                    embeddings=np.stack([e[1] for e in encoded]),
+                                    thumbnails=thumbs, positions=[first + i for i in prepared],
+                                    previews=previews)
         for n, i in enumerate(prepared):
             if n in write.refused:
                 outcomes[i].error, outcomes[i].code = write.refused[n], "INVALID_ARGUMENT"
@@ -256,8 +261,6 @@ class RetrievalCore:
             if items[i].key:
                 seen[("key", items[i].key)] = first + i
             seen[("id", int(write.ids[n]))] = first + i
-        if self.metrics is not None:
-            self.metrics.index_items.labels(modality).set(len(index))
         return outcomes
 
     def _preview(self, image) -> bytes | None:
@@ -327,12 +330,13 @@ class RetrievalCore:
             rerank = bool((self.config.rerank if q.rerank is None else q.rerank)
                           and n in embeddings)
             key = (q.modality, q.top_k or self.config.default_top_k, q.nprobe or None,
-                   q.radius, rerank)
-            searches.append((self.search_batcher.submit((key, codes[n], embeddings.get(n))),
-                             rerank))
+                   q.radius, rerank, bool(q.fresh))
+            searches.append((self.search_batcher.submit((key, codes[n], embeddings.get(n),
+                                                         deadline)), rerank))
         found = [future.result(timeout=_remaining(deadline)) for future, _ in searches]
-        hits = self._hits([q.modality for q in queries], [rows for rows, _, _ in found],
-                          [items for _, _, items in found])
+        with within(deadline, fresh=any(q.fresh for q in queries)):
+            hits = self._hits([q.modality for q in queries], [rows for rows, _, _ in found],
+                              [items for _, _, items in found])
         return [SearchResult(h, self.bits, encode_ms if n in futures else 0.0, ms, rerank)
                 for n, (h, (_, ms, _), (_, rerank)) in enumerate(zip(hits, found, searches))]
 
@@ -344,21 +348,23 @@ class RetrievalCore:
         each caller then reads its own, within its own budget).
         """
         groups: dict[tuple, list[int]] = {}
-        for n, (key, _, _) in enumerate(items):
+        for n, (key, _, _, _) in enumerate(items):
             groups.setdefault(key, []).append(n)
         out: list = [None] * len(items)
-        for (modality, k, nprobe, radius, rerank), members in groups.items():
+        for (modality, k, nprobe, radius, rerank, fresh), members in groups.items():
             t0 = time.perf_counter()
             codes = np.stack([items[n][1] for n in members])
             try:
-                rows = self._search_group(modality, codes, k, nprobe, radius, rerank,
-                                          [items[n][2] for n in members])
-                wanted = sorted({int(i) for ids, _, _ in rows for i in ids if i >= 0})
-                try:
-                    stored = self._index(modality).items(
-                        wanted, max_bytes=self.config.max_response_bytes)
-                except StoreLimit:
-                    stored = None
+                deadlines = [items[n][3] for n in members]  # the most patient caller's
+                with within(None if None in deadlines else max(deadlines), fresh=fresh):
+                    rows = self._search_group(modality, codes, k, nprobe, radius, rerank,
+                                              [items[n][2] for n in members])
+                    wanted = sorted({int(i) for ids, _, _ in rows for i in ids if i >= 0})
+                    try:
+                        stored = self._index(modality).items(
+                            wanted, max_bytes=self.config.max_response_bytes)
+                    except StoreLimit:
+                        stored = None
             except Exception as exc:  # this group's callers hear of it; other groups go on
                 for n in members:
                     out[n] = exc
@@ -470,7 +476,8 @@ class RetrievalCore:
                 for i in self._index(modality).page(offset, limit, newest_first)]
 
     # -- deleting and stats ---------------------------------------------------------------------
-    def delete(self, ids: Sequence[int], keys: Sequence[str], modality: str = "image") -> int:
+    def delete(self, ids: Sequence[int], keys: Sequence[str], modality: str = "image",
+               timeout: float | None = None) -> int:
         """Delete by ids and keys; any unknown one fails the call and nothing is deleted."""
         if self.closing:
             raise UnavailableError("the server is shutting down")
@@ -478,18 +485,16 @@ class RetrievalCore:
         self._check_batch(len(ids) + len(keys), "ids and keys")
         if not ids and not keys:
             raise ValueError("give ids or keys to delete")
-        found = index.ids_for_keys(list(keys)) if keys else {}
-        missing = [k for k in keys if k not in found]
-        if missing:
-            raise NotFoundError(f"unknown keys: {missing[:20]}")
-        all_ids = sorted({int(i) for i in ids} | set(found.values()))
-        try:
-            deleted = index.remove(all_ids)
-        except KeyError as exc:
-            raise NotFoundError(str(exc.args[0]) if exc.args else "unknown ids") from None
-        if self.metrics is not None:
-            self.metrics.index_items.labels(modality).set(len(index))
-        return deleted
+        with within(_deadline(timeout)):
+            found = index.ids_for_keys(list(keys)) if keys else {}
+            missing = [k for k in keys if k not in found]
+            if missing:
+                raise NotFoundError(f"unknown keys: {missing[:20]}")
+            all_ids = sorted({int(i) for i in ids} | set(found.values()))
+            try:
+                return index.remove(all_ids)
+            except KeyError as exc:
+                raise NotFoundError(str(exc.args[0]) if exc.args else "unknown ids") from None
 
     def stats(self) -> dict:
         image_stats = self.indexes["image"].stats()

@@ -88,7 +88,7 @@ class RetrievalServicer(pb_grpc.RetrievalServicer):
     @grpc_errors
     def Delete(self, request, context):
         deleted = self.core.delete(list(request.ids), list(request.keys),
-                                   convert.modality_name(request.modality))
+                                   convert.modality_name(request.modality), _timeout(context))
         return pb.DeleteResponse(deleted=deleted)
 
     @grpc_errors

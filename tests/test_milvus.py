@@ -1,88 +1,222 @@
-"""The milvus kind against embedded milvus-lite: same interface, same answers as FAISS flat."""
+"""The milvus kind, on embedded milvus-lite and on a real Milvus server: the same answers and the
+same add/replace/delete outcomes as the FAISS flat kind, under generated calls and keys."""
 
 from __future__ import annotations
 
+import itertools
+import json
+
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
 
 pytest.importorskip("pymilvus", reason="pymilvus not installed: pip install 'crossbit[milvus]'")
 pytest.importorskip("milvus_lite", reason="milvus-lite not installed: pip install 'crossbit[milvus]'")
 
-from crossbit.indexer.index import open_index  # noqa: E402
+from crossbit.indexer.index import ModelMismatch, open_index  # noqa: E402
+from crossbit.indexer.milvus import MilvusIndex  # noqa: E402
 
 from helpers import clustered_codes, popcount_distances  # noqa: E402
 
+names = itertools.count()
 
-@pytest.fixture(scope="module")
-def milvus_and_flat(tmp_path_factory):
+
+@pytest.fixture(params=["lite", "server"])
+def open_milvus(request, tmp_path):
+    """open(**options) -> a new milvus index on milvus-lite or on the real server."""
+    opened = []
+    uri = request.getfixturevalue("milvus_server").uri if request.param == "server" else None
+
+    def open_(bits=64, name=None, **options):
+        name = name or f"t{next(names)}"
+        index = open_index(tmp_path / name, bits, "milvus", uri=uri or str(tmp_path / "m.db"),
+                           collection=f"crossbit_test_{name}", **options)
+        opened.append(index)
+        return index
+
+    open_.backend = request.param
+    yield open_
+    for index in opened:
+        index.close()
+
+
+def test_same_topk_distances_as_faiss_flat(open_milvus, tmp_path):
     rng = np.random.default_rng(11)
     codes = clustered_codes(600, 64, rng)
-    root = tmp_path_factory.mktemp("milvus")
-    milvus = open_index(root / "m", 64, "milvus")
-    flat = open_index(root / "f", 64, "flat", snapshot_interval=0)
+    milvus = open_milvus()
     keys = [f"item-{i}" for i in range(len(codes))]
-    emb = rng.normal(size=(len(codes), 8)).astype(np.float32)
-    milvus.add(codes, keys=keys, metadata=[{"n": str(i)} for i in range(len(codes))],
-               embeddings=emb, thumbnails=[b"\xff\xd8thumb"] * len(codes))
-    flat.add(codes, keys=keys, embeddings=emb)
-    yield milvus, flat, codes, emb
-    milvus.close()
-    flat.close()
-
-
-def test_same_topk_distances_as_faiss_flat(milvus_and_flat):
-    milvus, flat, codes, _ = milvus_and_flat
-    queries = codes[:20]
-    a, b = milvus.search(queries, 10), flat.search(queries, 10)
-    assert np.array_equal(a.distances, b.distances)
+    milvus.add(codes, keys=keys)
+    with open_index(tmp_path / "flat", 64, "flat", snapshot_interval=0) as flat:
+        flat.add(codes, keys=keys)
+        queries = codes[:20]
+        a, b = milvus.search(queries, 10), flat.search(queries, 10)
+        assert np.array_equal(a.distances, b.distances)
     true = popcount_distances(queries, codes)
+    by_id = {v: int(k.split("-")[1]) for k, v in milvus.ids_for_keys(keys).items()}
     for q in range(len(queries)):  # ids may differ among ties; each id's distance is right
-        assert list(true[q, a.ids[q]]) == list(a.distances[q])
+        assert [true[q, by_id[i]] for i in a.ids[q]] == list(a.distances[q])
 
 
-def test_interface(milvus_and_flat, tmp_path):
-    milvus, flat, codes, emb = milvus_and_flat
-    assert len(milvus) == 600 and milvus.stats()["kind"] == "milvus"
-    ids = milvus.ids_for_keys(["item-3", "nope"])
-    assert ids == {"item-3": 3}
-    assert milvus.items([3])[3].metadata == {"n": "3"}
-    assert milvus.thumbnail(3) == b"\xff\xd8thumb"
-    assert np.array_equal(milvus.codes([5])[1][0], codes[5])
-    assert np.allclose(milvus.embeddings([5])[5], emb[5])
-    got = milvus.range_search(codes[:2], 4)
-    want = flat.range_search(codes[:2], 4)
-    assert [sorted(i.tolist()) for i, _ in got] == [sorted(i.tolist()) for i, _ in want]
+def test_interface(open_milvus):
+    rng = np.random.default_rng(3)
+    codes = clustered_codes(50, 64, rng)
+    emb = rng.normal(size=(50, 8)).astype(np.float32)
+    milvus = open_milvus()
+    ids = milvus.add(codes, keys=[f"k{i}" for i in range(50)],
+                     metadata=[{"n": str(i)} for i in range(50)], embeddings=emb,
+                     thumbnails=[b"\xff\xd8thumb"] * 50)
+    assert len(set(ids.tolist())) == 50 and len(milvus) == 50
+    assert milvus.stats()["kind"] == "milvus"
+    assert milvus.ids_for_keys(["k3", "nope"]) == {"k3": ids[3]}
+    assert milvus.items([ids[3]])[ids[3]].metadata == {"n": "3"}
+    assert milvus.thumbnail(ids[3]) == b"\xff\xd8thumb"
+    assert np.array_equal(milvus.codes([ids[5]])[1][0], codes[5])
+    assert np.allclose(milvus.embeddings([ids[5]])[ids[5]], emb[5])
+    for radius in (0, 3, 10):
+        got = milvus.range_search(codes[:2], radius)
+        true = popcount_distances(codes[:2], codes)
+        for q, (found, dist) in enumerate(got):
+            assert sorted(found.tolist()) == sorted(ids[true[q] <= radius].tolist())
+            assert all(true[q, list(ids).index(i)] == d for i, d in zip(found, dist))
     rr = milvus.search_rerank(codes[:1], emb[:1], 3, shortlist=50)
-    assert rr.ids[0][0] == 0  # its own embedding is the best cosine in its own shortlist
+    assert rr.ids[0][0] == ids[0]  # its own embedding is the best cosine in its own shortlist
+    newest = milvus.page(0, 5, newest_first=True)
+    assert [i.id for i in newest] == sorted(ids.tolist(), reverse=True)[:5]
+    assert [i.id for i in milvus.page(48, 10)] == sorted(ids.tolist())[48:]
     with pytest.raises(ValueError, match="k must be"):
         milvus.search(codes[:1], 0)
     with pytest.raises(TypeError):
         milvus.add(codes.astype(np.int32))
 
 
-def test_upsert_and_delete(tmp_path):
-    rng = np.random.default_rng(12)
-    codes = clustered_codes(10, 64, rng)
-    with open_index(tmp_path, 64, "milvus") as m:
-        first = m.add(codes[:3], keys=["a", "b", "c"])
-        again = m.add(codes[3:4], keys=["b"])
-        assert again[0] == first[1] and len(m) == 3
-        assert m.search(codes[3:4], 1).ids[0][0] == first[1]
-        with pytest.raises(KeyError, match="unknown ids"):
-            m.remove([first[0], 9999])
-        assert len(m) == 3
-        m.remove([first[0]])
-        assert len(m) == 2
+@pytest.mark.parametrize("open_milvus", ["lite"], indirect=True)  # the same calls on a server
+def test_model_is_recorded_and_checked(open_milvus):
+    model = {"name": "m1", "fingerprint": "aaaa"}
+    first = open_milvus(name="model", model=model)
+    first.add(np.zeros((1, 8), np.uint8), keys=["x"])
+    assert open_milvus(name="model", model=model).model == model
+    with pytest.raises(ModelMismatch, match="fingerprint aaaa"):
+        open_milvus(name="model", model={"name": "m2", "fingerprint": "bbbb"})
+    with pytest.raises(ValueError, match="64-bit codes"):
+        open_milvus(bits=128, name="model")
 
 
-def test_server_on_milvus(make_server, photos):
-    from crossbit.client import Client
+@pytest.mark.parametrize("open_milvus", ["lite"], indirect=True)
+def test_old_schema_refused(open_milvus):
+    index = open_milvus(name="old")
+    client, name = index._client, "crossbit_test_v1"
+    from pymilvus import DataType
 
-    running = make_server(index="milvus")
-    with Client(f"127.0.0.1:{running.port}") as c:
-        ids = c.add_images([photos["rocket"], photos["coffee"]], keys=["rocket", "coffee"])
-        hits = c.search(image=photos["rocket"], top_k=2)
-        assert hits[0].id == ids[0] and hits[0].distance == 0 and hits[0].key == "rocket"
-        assert c.stats()["index_kind"] == "milvus"
-        assert c.delete(keys=["coffee"]) == 1
-        assert c.stats()["images"] == 1
+    schema = client.create_schema(auto_id=False)
+    schema.add_field("id", DataType.INT64, is_primary=True)
+    schema.add_field("code", DataType.BINARY_VECTOR, dim=64)
+    params = client.prepare_index_params()
+    params.add_index(field_name="code", index_type="BIN_FLAT", metric_type="HAMMING")
+    client.create_collection(name, schema=schema, index_params=params)
+    with pytest.raises(ValueError, match="older crossbit"):
+        MilvusIndex(index.directory, 64, uri=index.uri, collection=name)
+
+
+# -- the same outcomes as the FAISS flat kind, for generated calls --------------------------------
+
+GIVEN = 10**12  # given ids live far from both kinds' assigned ids, so they only meet each other
+keys_st = st.one_of(st.none(), st.sampled_from(["a", "b", "c", "d", "e"]))
+ids_st = st.one_of(st.none(), st.integers(GIVEN, GIVEN + 6))
+call_st = st.lists(st.tuples(keys_st, ids_st, st.integers(0, 3)), min_size=1, max_size=6)
+op_st = st.one_of(st.tuples(st.just("add"), call_st),
+                  st.tuples(st.just("remove"), st.lists(st.integers(0, 9), min_size=1,
+                                                        max_size=2)))
+
+
+def state(index, to_flat) -> set:
+    items = index.page(0, 1000)
+    ids = [i.id for i in items]
+    held, codes = index.codes(ids)
+    code_of = dict(zip(held.tolist(), (c.tobytes() for c in codes)))
+    return {(to_flat(i.id), i.key, json.dumps(i.metadata), code_of[i.id]) for i in items}
+
+
+def run_ops(milvus, flat, ops) -> None:
+    """Apply each op to both kinds; outcomes, refusals and contents must agree after each."""
+    to_flat: dict[int, int] = {}  # milvus id -> flat id (given ids map to themselves)
+    rng = np.random.default_rng(0)
+    for op, arg in ops:
+        if op == "add":
+            keys = [k for k, _, _ in arg]
+            ids = [i for _, i, _ in arg]
+            codes = rng.integers(0, 256, (len(arg), 8), dtype=np.uint8)
+            codes[:, 0] = [v for _, _, v in arg]  # small values: repeats are often unchanged
+            codes[:, 1:] = 0
+            meta = [{"v": str(v)} for _, _, v in arg]
+            a = milvus.add_items(codes, ids=ids, keys=keys, metadata=meta)
+            b = flat.add_items(codes, ids=ids, keys=keys, metadata=meta)
+            assert a.outcomes == b.outcomes, arg
+            assert sorted(a.refused) == sorted(b.refused), arg
+            for x, y in zip(a.ids.tolist(), b.ids.tolist()):
+                assert (x == -1) == (y == -1)
+                if x != -1:
+                    assert to_flat.setdefault(x, y) == y, "one milvus id, two flat ids"
+        else:
+            stored = sorted(to_flat[i.id] if i.id in to_flat else i.id
+                            for i in milvus.page(0, 1000))
+            back = {v: k for k, v in to_flat.items()}
+            wanted = [stored[n] if n < len(stored) else GIVEN + 99 for n in arg]
+            outcomes = []
+            for index, ids in ((milvus, [back.get(w, w) for w in wanted]), (flat, wanted)):
+                try:
+                    outcomes.append(index.remove(ids))
+                except KeyError:
+                    outcomes.append("unknown")
+            assert outcomes[0] == outcomes[1], (wanted, outcomes)
+        assert len(set(to_flat.values())) == len(to_flat), "two milvus ids, one flat id"
+        assert state(milvus, lambda i: to_flat.get(i, i)) == state(flat, lambda i: i)
+
+
+@pytest.mark.parametrize("backend_examples", [("lite", 15), ("server", 5)], ids=["lite", "server"])
+def test_same_outcomes_as_the_flat_kind(backend_examples, request, tmp_path):
+    backend, examples = backend_examples
+    uri = request.getfixturevalue("milvus_server").uri if backend == "server" \
+        else str(tmp_path / "m.db")
+    run = itertools.count()
+    milvus = open_index(tmp_path / "m", 64, "milvus", uri=uri,
+                        collection=f"crossbit_ops_{backend}_{next(names)}")
+
+    @settings(max_examples=examples, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck), phases=[Phase.generate])
+    @given(st.lists(op_st, min_size=1, max_size=8))
+    def check(ops):
+        milvus._client.delete(milvus.collection, filter="id >= 0")  # an empty collection
+        assert len(milvus) == 0
+        with open_index(tmp_path / f"f{next(run)}", 64, "flat", snapshot_interval=0) as flat:
+            run_ops(milvus, flat, ops)
+
+    with milvus:
+        check()
+
+
+def keys_round_trip(milvus, keys):
+    codes = np.arange(len(keys) * 8, dtype=np.uint8).reshape(-1, 8)
+    ids = milvus.add(codes, keys=keys)
+    assert milvus.ids_for_keys(keys) == dict(zip(keys, ids.tolist()))
+    found = milvus.items(ids)
+    assert [found[i].key for i in ids] == keys
+    assert milvus.remove(ids[: len(ids) // 2]) == len(ids) // 2
+    assert set(milvus.ids_for_keys(keys)) == set(keys[len(keys) // 2:])
+    milvus.remove(ids[len(ids) // 2:])
+    assert len(milvus) == 0
+
+
+def test_any_key_round_trips(open_milvus):
+    """Quotes, backslashes, brackets, newlines and any Unicode stay data, never expression."""
+    milvus = open_milvus(bits=64)
+    keys_round_trip(milvus, ['a"b', "a'b", "back\\slash", "x] or id >= 0 or [", "line\nbreak",
+                             "é∑😀", " ", "k" * 1024])
+
+    @settings(max_examples=15 if open_milvus.backend == "lite" else 4, deadline=None,
+              database=None, suppress_health_check=list(HealthCheck), phases=[Phase.generate])
+    @given(st.lists(st.text(min_size=1, max_size=40), min_size=1, max_size=30, unique=True))
+    def check(keys):
+        keys_round_trip(milvus, keys)
+
+    check()

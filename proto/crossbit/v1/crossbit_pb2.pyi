@@ -127,7 +127,7 @@ class AddResponse(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[AddResult, _Mapping]]] = ..., added: _Optional[int] = ..., failed: _Optional[int] = ..., replaced: _Optional[int] = ..., unchanged: _Optional[int] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("text", "image", "code", "top_k", "radius", "modality", "rerank", "nprobe")
+    __slots__ = ("text", "image", "code", "top_k", "radius", "modality", "rerank", "nprobe", "fresh")
     TEXT_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     CODE_FIELD_NUMBER: _ClassVar[int]
@@ -136,6 +136,7 @@ class SearchRequest(_message.Message):
     MODALITY_FIELD_NUMBER: _ClassVar[int]
     RERANK_FIELD_NUMBER: _ClassVar[int]
     NPROBE_FIELD_NUMBER: _ClassVar[int]
+    FRESH_FIELD_NUMBER: _ClassVar[int]
     text: str
     image: bytes
     code: bytes
@@ -144,7 +145,8 @@ class SearchRequest(_message.Message):
     modality: Modality
     rerank: bool
     nprobe: int
-    def __init__(self, text: _Optional[str] = ..., image: _Optional[bytes] = ..., code: _Optional[bytes] = ..., top_k: _Optional[int] = ..., radius: _Optional[int] = ..., modality: _Optional[_Union[Modality, str]] = ..., rerank: _Optional[bool] = ..., nprobe: _Optional[int] = ...) -> None: ...
+    fresh: bool
+    def __init__(self, text: _Optional[str] = ..., image: _Optional[bytes] = ..., code: _Optional[bytes] = ..., top_k: _Optional[int] = ..., radius: _Optional[int] = ..., modality: _Optional[_Union[Modality, str]] = ..., rerank: _Optional[bool] = ..., nprobe: _Optional[int] = ..., fresh: _Optional[bool] = ...) -> None: ...
 
 class Hit(_message.Message):
     __slots__ = ("id", "key", "distance", "score", "metadata", "modality")
