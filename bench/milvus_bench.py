@@ -87,8 +87,9 @@ def ghz(address: str, queries: np.ndarray, seconds: float, concurrency: int) -> 
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(body, f)
     args = [str(GHZ), "--insecure", "--cpus", "1", "-O", "json", "--call",
-            "crossbit.v1.Retrieval.Search", "-D", f.name, "-c", str(concurrency), "-z",
-            f"{seconds}s", "--connections", "1", address]
+            "crossbit.v1.Retrieval.Search", "-D", f.name, "-c", str(concurrency), "-n",
+            str(int(seconds * 300)), "--connections", "1", address]  # -z would cancel the
+    # calls in flight when its time is up, and count them as Unavailable
     done = subprocess.run(args, capture_output=True, text=True, timeout=seconds * 5 + 60)
     os.unlink(f.name)
     report = json.loads(done.stdout)

@@ -21,6 +21,8 @@ from crossbit.encoders.heads import HashHead
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL_DIR = Path(__file__).parent / "default_model"
+# models shipped in the repo (heads only), by name: --model NAME anywhere a model is given
+SHIPPED_MODELS = {"default": DEFAULT_MODEL_DIR, "mpnet-64": Path(__file__).parent / "mpnet_model"}
 WEIGHTS_FILE = "heads.safetensors"
 CONFIG_FILE = "config.json"
 BACKBONE_FILE = "image_backbone.safetensors"
@@ -280,7 +282,9 @@ class HashModel:
         """Rebuild a model from a directory written by :meth:`save` (the shipped default if None)."""
         from safetensors.torch import load_file
 
-        directory = Path(directory) if directory is not None else DEFAULT_MODEL_DIR
+        if directory is None or (str(directory) in SHIPPED_MODELS and not Path(directory).exists()):
+            directory = SHIPPED_MODELS[str(directory or "default")]
+        directory = Path(directory)
         for name in (CONFIG_FILE, WEIGHTS_FILE):
             if not (directory / name).exists():
                 raise FileNotFoundError(f"{directory / name} missing: not a crossbit model directory")
@@ -299,7 +303,8 @@ class HashModel:
             head.load_state_dict(state)
         log.info("model %s: %d bits, %s + %s", directory, config.bits, config.image_backbone,
                  config.text_model)
-        model.name = "default" if directory == DEFAULT_MODEL_DIR else str(directory)
+        names = {path: name for name, path in SHIPPED_MODELS.items()}
+        model.name = names.get(directory, str(directory))
         return model
 
 

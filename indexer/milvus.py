@@ -20,6 +20,7 @@ import logging
 import os
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -157,11 +158,14 @@ class MilvusIndex:
         self.requested_kind = "milvus"
         self._lock = threading.Lock()  # this server's writes in turn (others race in Milvus)
         for name in ("pymilvus.decorators", "pymilvus.milvus_client.milvus_client",
+                     "pymilvus.milvus_client._utils",
                      "pymilvus.orm.iterator"):
             # pymilvus logs every failed call at ERROR with its whole traceback; this class
             # reports its own (MilvusUnavailable, one line) and retries the ones it can
             logging.getLogger(name).setLevel(logging.CRITICAL)
-        kwargs = {"uri": self.uri, "token": token or "", "timeout": timeout_s}
+        # its own connection: pymilvus shares one per URI, and closing any client closes it
+        kwargs = {"uri": self.uri, "token": token or "", "timeout": timeout_s,
+                  "alias": f"crossbit-{uuid.uuid4().hex}"}
         if database:
             kwargs["db_name"] = database
         try:

@@ -85,7 +85,8 @@ def _add_train(sub) -> None:
     p.add_argument("--backbone", default="efficientnet-lite0", help="efficientnet-lite0, resnet18")
     p.add_argument("--backbone-weights", help="local weights file for the backbone")
     p.add_argument("--text-model", default="minilm-l6",
-                   help="minilm-l6 or a local Hugging Face BERT directory")
+                   help="minilm-l6 (6 layers, the default), mpnet-base (12 layers; make mpnet) or a "
+                        "local Hugging Face BERT directory")
     p.add_argument("--objective", choices=["infonce", "triplet", "dcmh"], default="infonce",
                    help="infonce; triplet = the seeds' max-violation ranking loss; dcmh = labels")
     p.add_argument("--margin", type=float, default=0.2,
