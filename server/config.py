@@ -26,7 +26,7 @@ class ServerConfig:
     host: str = "127.0.0.1"  # address to bind ("0.0.0.0" for all interfaces)
     port: int = 50051  # gRPC port; 0 picks a free one
     data: str = "data"  # directory for the stores and snapshots
-    model: str | None = None  # model directory; None = the shipped default
+    model: str | None = None  # model directory or shipped name (default, mpnet-64); None = default
     index: str = "auto"  # index kind: auto, flat, ivf, hnsw, gpu, milvus
     nprobe: int = 16  # default IVF lists visited per query
     embeddings_in_memory: bool = True  # re-rank from RAM (128 MB per 1M 64-d items); off: SQLite
@@ -38,7 +38,7 @@ class ServerConfig:
     milvus_consistency: str = "Session"  # milvus kind: search consistency (Session: own writes seen)
     device: str | None = None  # torch device for the encoders; None = CUDA if visible, else CPU
     runtime: str = "auto"  # image backbone runtime: auto (ONNX on CPU), onnx, torch
-    text_runtime: str = "auto"  # text encoder: auto (ONNX int8 on CPU), onnx (ONNX fp32), int8, torch
+    text_runtime: str = "auto"  # text encoder: auto (ONNX: int8 MiniLM, fp32 others), onnx, int8, torch
     workers: int = 32  # gRPC worker threads (concurrent calls served)
     max_streams: int = 0  # client streams open at once (each holds a worker); 0 = workers // 4
     stream_idle_s: float = 30.0  # a client stream that sends nothing for this long is cancelled

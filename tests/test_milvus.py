@@ -88,6 +88,10 @@ def test_interface(open_milvus):
         milvus.search(codes[:1], 0)
     with pytest.raises(TypeError):
         milvus.add(codes.astype(np.int32))
+    with pytest.raises(TypeError, match="one entry per code"):
+        milvus.add(codes[:3], keys="abc")  # not three keys 'a', 'b', 'c'
+    with pytest.raises(ValueError, match="one entry per code"):
+        milvus.add(codes[:3], keys=["a", "b"])
 
 
 @pytest.mark.parametrize("open_milvus", ["lite"], indirect=True)  # the same calls on a server

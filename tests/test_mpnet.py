@@ -66,13 +66,43 @@ def test_the_real_model(tmp_path, monkeypatch):
     monkeypatch.setenv("CROSSBIT_CACHE", str(tmp_path))
     import torch
 
+    from crossbit.encoders.onnx_text import onnx_text_encoder
     from crossbit.encoders.text_models import TextEncoder
 
+    texts = ["a dog runs on the beach", "a puppy running along the shore", "a plate of spaghetti"]
     encoder = TextEncoder("mpnet-base")
     assert encoder.feature_dim == 768 and encoder.model.config.num_hidden_layers == 12
     with torch.no_grad():
-        f = torch.nn.functional.normalize(encoder(["a dog runs on the beach",
-                                                   "a puppy running along the shore",
-                                                   "a plate of spaghetti"]), dim=1)
+        f = torch.nn.functional.normalize(encoder(texts), dim=1).numpy()
     assert float(f[0] @ f[1]) > float(f[0] @ f[2]) + 0.2
     assert os.path.exists(tmp_path / "all-mpnet-base-v2" / "model.safetensors")
+    # ONNX, as MiniLM has; int8 is much rougher for MPNet (0.89 measured), so auto uses fp32
+    for precision, least in (("fp32", 0.9999), ("int8", 0.8)):
+        g = onnx_text_encoder("mpnet-base", precision)(texts)
+        g = g / np.linalg.norm(g, axis=1, keepdims=True)
+        assert min(float(a @ b) for a, b in zip(f, g)) > least, (precision, (f * g).sum(1))
+
+
+def test_shipped_by_name():
+    from crossbit.encoders.model import HashModel
+
+    mpnet_64, default = HashModel.load("mpnet-64"), HashModel.load()
+    assert mpnet_64.name == "mpnet-64" and default.name == "default"
+    assert mpnet_64.config.text_model == "mpnet-base" and mpnet_64.bits == 64
+    assert mpnet_64.fingerprint()["fingerprint"] != default.fingerprint()["fingerprint"]
+
+
+def test_auto_text_runtime_is_int8_for_minilm_only():
+    from crossbit.encoders.model import HashModel
+    from crossbit.encoders.pipeline import use_text_runtime
+
+    default = HashModel.load()
+    use_text_runtime(default, "auto")
+    assert default.text_runtime.precision == "int8"
+    try:
+        mpnet.part_files()
+    except ValueError as exc:
+        pytest.skip(f"mpnet-base parts not installed ({exc})")
+    mpnet_64 = HashModel.load("mpnet-64")
+    use_text_runtime(mpnet_64, "auto")
+    assert mpnet_64.text_runtime.precision == "fp32"
