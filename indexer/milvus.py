@@ -37,7 +37,14 @@ from crossbit.indexer.index import (
     rerank,
     vectors_from,
 )
-from crossbit.indexer.store import Item, StoreError, StoreLimit, StoreWrite, repeated_items
+from crossbit.indexer.store import (
+    Item,
+    StoreError,
+    StoreLimit,
+    StoreWrite,
+    repeated_items,
+    takes_claimed,
+)
 
 log = logging.getLogger(__name__)
 
@@ -394,11 +401,9 @@ class MilvusIndex:
                     placeholders += 1
                     item_id = -placeholders
                 pk = pk or id_pk(item_id)
-                if old in claimed:
-                    refused[i] = f"key {keys[i]!r} repeats item {pos[claimed[old]]} of this call"
-                    continue
-                if item_id in claimed:
-                    refused[i] = f"id {item_id} repeats item {pos[claimed[item_id]]} of this call"
+                why = takes_claimed(claimed, old, item_id, keys[i], pos)
+                if why:
+                    refused[i] = why
                     continue
                 claimed[item_id] = i
                 row = stored.get(pk)

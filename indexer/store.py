@@ -194,11 +194,9 @@ class Store:
                             next_id += 1
                         item_id = next_id
                         next_id += 1
-                    if old in claimed:
-                        refused[i] = f"key {key!r} repeats item {pos[claimed[old]]} of this call"
-                        continue
-                    if item_id in claimed:
-                        refused[i] = f"id {item_id} repeats item {pos[claimed[item_id]]} of this call"
+                    why = takes_claimed(claimed, old, item_id, key, pos)
+                    if why:
+                        refused[i] = why
                         continue
                     emb = None if embeddings is None else \
                         np.ascontiguousarray(embeddings[i], dtype=np.float32).tobytes()
@@ -526,6 +524,21 @@ def _same_embedding(a: bytes | None, b: bytes | None) -> bool:
         return a == b
     return bool(np.allclose(np.frombuffer(a, np.float32), np.frombuffer(b, np.float32),
                             rtol=0, atol=1e-4))
+
+
+def takes_claimed(claimed: dict[int, int], old: int | None, item_id: int, key: str | None,
+                  pos: Sequence[int]) -> str | None:
+    """Why an item may not be written (None: it may): it would replace (its key's stored id
+    ``old``) or overwrite (its ``item_id``) an item this call already wrote.
+
+    ``claimed`` maps ids this call wrote to their item positions; ``pos`` numbers items in
+    the caller's own numbering.
+    """
+    if old in claimed:
+        return f"key {key!r} repeats item {pos[claimed[old]]} of this call"
+    if item_id in claimed:
+        return f"id {item_id} repeats item {pos[claimed[item_id]]} of this call"
+    return None
 
 
 def repeated_items(keys: Sequence[str | None] | None, ids: Sequence[int | None] | None,

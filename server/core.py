@@ -497,12 +497,13 @@ class RetrievalCore:
                 raise NotFoundError(str(exc.args[0]) if exc.args else "unknown ids") from None
 
     def stats(self) -> dict:
-        image_stats = self.indexes["image"].stats()
-        return {"images": len(self.indexes["image"]), "texts": len(self.indexes["text"]),
+        # each index counted once (a count is a Strong read, about a time tick, on Milvus)
+        image_stats, text_stats = self.indexes["image"].stats(), self.indexes["text"].stats()
+        return {"images": image_stats["items"], "texts": text_stats["items"],
                 "index_kind": image_stats["kind"], "bits": self.bits, "model": self.model_name,
                 "gpu": self.model.device.type == "cuda" or image_stats["kind"] == "gpu",
                 "uptime_s": time.time() - self.started,
-                "index_params": {"image": image_stats, "text": self.indexes["text"].stats()}}
+                "index_params": {"image": image_stats, "text": text_stats}}
 
     def close(self) -> None:
         """Stop the batchers (after what is queued) and close the indexes (snapshot)."""
