@@ -55,9 +55,9 @@ def cross_map(model, db, queries) -> dict:
     """mAP both ways over the Hamming ranking, relevance = same label."""
     import torch
 
-    from crossbit.encoders.metrics import ranking_metrics, summarize
     from crossbit.encoders.model import head_outputs
-    from crossbit.encoders.pipeline import head_inputs
+    from crossbit.encoders.training.recipes import head_inputs
+    from crossbit.encoders.training.retrieval_metrics import ranking_metrics, summarize
 
     def encode(feats):
         f = head_inputs(model, feats, False)
@@ -93,10 +93,11 @@ def main(argv=None) -> int:
         print(f"skipped: no Fashion-MNIST at {SOURCE} (apt-get install dataset-fashion-mnist)")
         return 0
     from crossbit.encoders.config import ModelConfig
-    from crossbit.encoders.datasets import load_multilabel_csv
     from crossbit.encoders.model import HashModel
-    from crossbit.encoders.pipeline import feature_set, train_model, use_onnx_if_possible
-    from crossbit.encoders.train import TrainConfig
+    from crossbit.encoders.runtime import use_image_runtime
+    from crossbit.encoders.training import TrainConfig
+    from crossbit.encoders.training.datasets import load_multilabel_csv
+    from crossbit.encoders.training.recipes import feature_set, train_model
 
     rng = np.random.default_rng(0)
     train_x, train_y = read_idx(SOURCE / "train-images-idx3-ubyte.gz"), \
@@ -118,7 +119,7 @@ def main(argv=None) -> int:
                         min(500, args.database // 10), out, args.cache, progress=False)
             seconds = time.perf_counter() - start
             model = HashModel.load(out)
-            use_onnx_if_possible(model)
+            use_image_runtime(model)
             db = feature_set(model, db_pairs, args.cache, False, False, 0)
             queries = feature_set(model, q_pairs, args.cache, False, False, 0)
             maps = cross_map(model, db, queries)

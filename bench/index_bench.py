@@ -40,13 +40,13 @@ def realistic_items(n: int, bits: int, flickr: Path, flip: float, seed: int = 0,
     model_dir = None if bits == 64 else Path("runs") / f"flickr8k-{bits}"
     source = f"random centres (no Flickr8k at {flickr} or no {bits}-bit model in runs/)"
     if (flickr / "captions.csv").exists() and (model_dir is None or model_dir.exists()):
-        from crossbit.encoders.datasets import load_captions_csv
-        from crossbit.encoders.evaluate import encode_pairs
         from crossbit.encoders.model import HashModel
-        from crossbit.encoders.pipeline import use_onnx_if_possible
+        from crossbit.encoders.runtime import use_image_runtime
+        from crossbit.encoders.training.datasets import load_captions_csv
+        from crossbit.encoders.training.evaluate import encode_pairs
 
         model = HashModel.load(model_dir)
-        use_onnx_if_possible(model)
+        use_image_runtime(model)
         pairs = load_captions_csv(flickr / "captions.csv", flickr / "images")
         images, texts = encode_pairs(model, pairs, ".cache/features", progress=False)
         centres = np.unpackbits(images.codes, axis=1)

@@ -39,18 +39,18 @@ def main(argv=None) -> int:
         print(f"skipped: Flickr8k not found at {root}")
         return 0
     from crossbit.encoders.config import ModelConfig
-    from crossbit.encoders.datasets import load_captions_csv
-    from crossbit.encoders.evaluate import recall_sum, run_evaluation
     from crossbit.encoders.model import HashModel
-    from crossbit.encoders.pipeline import (
+    from crossbit.encoders.training import TrainConfig, save_checkpoint
+    from crossbit.encoders.training.datasets import load_captions_csv
+    from crossbit.encoders.training.evaluate import recall_sum, run_evaluation
+    from crossbit.encoders.training.recipes import (
         feature_set,
         head_inputs,
         held_out_images,
         train_model,
         train_seeds,
-        use_onnx_if_possible,
+        use_image_runtime,
     )
-    from crossbit.encoders.train import TrainConfig, save_checkpoint
     from crossbit.server.cli import auto_held_out
 
     train_pairs = load_captions_csv(root / "captions.csv", root / "images", root / "train.txt")
@@ -62,9 +62,9 @@ def main(argv=None) -> int:
     train_model(ModelConfig(bits=64), TrainConfig(epochs=1, distill=0.0), train_pairs, 0,
                 work / "warm", args.cache, progress=False)  # fills the feature cache
     model = HashModel.load(work / "warm")
-    use_onnx_if_possible(model)
+    use_image_runtime(model)
     features = feature_set(model, train_pairs, args.cache, cfg.flip, False, 0)
-    from crossbit.encoders.pipeline import subset_features
+    from crossbit.encoders.training.recipes import subset_features
 
     rows = []
     for n in (int(s) for s in args.sizes.split(",")):
@@ -80,17 +80,17 @@ def main(argv=None) -> int:
         epochs = auto_epochs(len(rest), cfg.batch_size) if args.epochs == "auto" \
             else int(args.epochs)
         run_cfg = TrainConfig(seed=0, epochs=epochs)
-        report, run_cfg = train_seeds(fresh, train_feats, val_feats, run_cfg, progress=False)
+        result = train_seeds(fresh, train_feats, val_feats, run_cfg, progress=False)
         seconds = time.perf_counter() - start
         out = work / f"n{n}"
-        save_checkpoint(fresh, run_cfg, out, report, {"train_images": len(rest),
+        save_checkpoint(fresh, run_cfg, result, out, {"train_images": len(rest),
                                                        "val_images": len(held)})
         scored = HashModel.load(out)
-        use_onnx_if_possible(scored)
+        use_image_runtime(scored)
         ev = run_evaluation(scored, dev, None, plots=False, cache=args.cache, speed=False,
                             progress=False)
         row = {"train_images": n, "fit_images": int(len(rest)), "held_out": int(len(held)),
-               "epochs": epochs, "epochs_run": len(run_cfg.history),
+               "epochs": epochs, "epochs_run": len(result.history),
                "train_s": seconds, "hamming_rsum": recall_sum(ev),
                "float_rsum": recall_sum(ev["float"]),
                "hamming": {d: {k: ev[d][k] for k in ("recall@1", "recall@5", "recall@10", "map")}

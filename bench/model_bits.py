@@ -43,11 +43,12 @@ def main(argv=None) -> int:
         return 0
 
     from crossbit.encoders.config import ModelConfig
-    from crossbit.encoders.datasets import load_captions_csv
-    from crossbit.encoders.evaluate import encode_pairs, evaluate_encoded, recall_sum
     from crossbit.encoders.model import DEFAULT_MODEL_DIR, HashModel
-    from crossbit.encoders.pipeline import train_model, use_onnx_if_possible
-    from crossbit.encoders.train import TrainConfig
+    from crossbit.encoders.runtime import use_image_runtime
+    from crossbit.encoders.training import TrainConfig
+    from crossbit.encoders.training.datasets import load_captions_csv
+    from crossbit.encoders.training.evaluate import encode_pairs, evaluate_encoded, recall_sum
+    from crossbit.encoders.training.recipes import train_model
 
     train = load_captions_csv(root / "captions.csv", root / "images", root / "train.txt")
     dev = load_captions_csv(root / "captions.csv", root / "images", root / "dev.txt")
@@ -63,7 +64,7 @@ def main(argv=None) -> int:
                         train, 500, directory, args.cache, progress=False)
         train_s = time.perf_counter() - start
         model = HashModel.load(directory)
-        use_onnx_if_possible(model)
+        use_image_runtime(model)
         images, texts = encode_pairs(model, dev, args.cache, progress=False)
         report = evaluate_encoded(images, texts, dev.caption_image, bits, curves=False)
         rows[bits] = {"model": str(directory), "train_s": round(train_s, 1),

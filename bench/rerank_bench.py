@@ -39,14 +39,14 @@ def main(argv=None) -> int:
     if not (root / "captions.csv").exists():
         print(f"skipped: Flickr8k not found at {root}")
         return 0
-    from crossbit.encoders.datasets import load_captions_csv
-    from crossbit.encoders.evaluate import encode_pairs
     from crossbit.encoders.model import HashModel
-    from crossbit.encoders.pipeline import use_onnx_if_possible, use_text_runtime
+    from crossbit.encoders.runtime import use_image_runtime, use_text_runtime
+    from crossbit.encoders.training.datasets import load_captions_csv
+    from crossbit.encoders.training.evaluate import encode_pairs
     from crossbit.indexer.index import open_index
 
     model = HashModel.load(args.model)
-    use_onnx_if_possible(model)
+    use_image_runtime(model)
     use_text_runtime(model, args.text_runtime)
     dev = load_captions_csv(root / "captions.csv", root / "images", root / "dev.txt")
     images, texts = encode_pairs(model, dev, ".cache/features", progress=False)

@@ -37,7 +37,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="bench/results/text_models.json")
     args = p.parse_args(argv)
     from crossbit.encoders.model import HashModel
-    from crossbit.encoders.pipeline import use_text_runtime
+    from crossbit.encoders.runtime import use_text_runtime
     from crossbit.indexer.index import open_index
 
     captions = dev_captions(Path(args.flickr8k)) or ["two dogs playing in the snow"] * 2000

@@ -170,6 +170,11 @@ class HashModel:
             self._text = TextEncoder(self.config.text_model).to(self.device)
         return self._text
 
+    @text_encoder.setter
+    def text_encoder(self, encoder) -> None:
+        """Use an already built text encoder (training builds one to size the heads)."""
+        self._text = encoder
+
     # -- features ------------------------------------------------------------------------
     @torch.no_grad()
     def image_features(self, images: Sequence[Image.Image], flip: bool = False) -> torch.Tensor:
@@ -246,12 +251,14 @@ class HashModel:
                        np.zeros((0, self.embedding_dim), np.float32))
 
     # -- persistence ---------------------------------------------------------------------
-    def save(self, directory: str | os.PathLike, with_backbones: bool = False) -> None:
+    def save(self, directory: str | os.PathLike, with_backbones: bool = False,
+             with_text_model: bool = False) -> None:
         """Write the heads as safetensors and the config as JSON into ``directory``.
 
         Args:
             with_backbones: also write the (fine-tuned) image backbone and text model
                 beside the heads, and point the config at them (relative paths).
+            with_text_model: also write the (tuned) text model, not the image backbone.
         """
         from safetensors.torch import save_file
 
@@ -263,9 +270,10 @@ class HashModel:
             state = {k: v.detach().cpu().contiguous()
                      for k, v in backbone_state(self.backbone).items()}
             save_file(state, str(directory / BACKBONE_FILE))
+            self.config.image_weights = BACKBONE_FILE
+        if with_backbones or with_text_model:
             self.text_encoder.model.save_pretrained(directory / TEXT_DIR)
             self.text_encoder.tokenizer.save_pretrained(directory / TEXT_DIR)
-            self.config.image_weights = BACKBONE_FILE
             self.config.text_model = TEXT_DIR
         tensors = {f"image.{k}": v.detach().cpu().contiguous()
                    for k, v in self.image_head.state_dict().items()}

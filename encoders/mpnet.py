@@ -85,7 +85,7 @@ def assemble(pieces: list[Path], dest: Path, weights_sha256: str) -> Path:
 
 def mpnet_dir() -> str:
     """The model folder, assembled on first use (about 10 s and 440 MB in the cache)."""
-    from crossbit.encoders.onnx_runtime import cache_dir
+    from crossbit.encoders.onnx_image import cache_dir
 
     dest = cache_dir() / "all-mpnet-base-v2"
     if not (dest / "config.json").exists():

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from crossbit.encoders.onnx_runtime import cache_dir, cpu_session
+from crossbit.encoders.onnx_image import cache_dir, cpu_session
 from crossbit.encoders.text_models import MAX_TOKENS, resolve_text_model
 
 log = logging.getLogger(__name__)

@@ -44,10 +44,10 @@ class HealthServicer(health.HealthServicer):
 def load_model(config: ServerConfig):
     """The model named by the config (the shipped default when none), ready to encode."""
     from crossbit.encoders.model import HashModel
-    from crossbit.encoders.pipeline import use_onnx_if_possible, use_text_runtime
+    from crossbit.encoders.runtime import use_image_runtime, use_text_runtime
 
     model = HashModel.load(config.model, device=config.device)
-    use_onnx_if_possible(model, config.runtime)
+    use_image_runtime(model, config.runtime)
     use_text_runtime(model, config.text_runtime, config.text_threads)
     return model
 

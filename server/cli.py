@@ -469,13 +469,13 @@ def cmd_reindex(args) -> int:
     from tqdm import tqdm
 
     from crossbit.encoders.model import HashModel
-    from crossbit.encoders.pipeline import use_onnx_if_possible, use_text_runtime
+    from crossbit.encoders.runtime import use_image_runtime, use_text_runtime
     from crossbit.server.logs import quiet_third_parties
     from crossbit.server.reindex import reindex
 
     quiet_third_parties()
     model = HashModel.load(args.model, device=args.device)
-    use_onnx_if_possible(model)
+    use_image_runtime(model)
     use_text_runtime(model, "auto")
     with tqdm(unit="item", desc="encoding", disable=not sys.stderr.isatty()) as bar:
         reports = reindex(args.data, model, drop=args.drop, progress=bar.update)
@@ -495,8 +495,8 @@ def cmd_train(args) -> int:
     import logging
 
     from crossbit.encoders.config import ModelConfig
-    from crossbit.encoders.pipeline import load_pairs, train_model
-    from crossbit.encoders.train import TrainConfig
+    from crossbit.encoders.training import TrainConfig
+    from crossbit.encoders.training.recipes import load_pairs, train_model
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     pairs = load_pairs(args.format, args.captions, args.images, args.split, args.skip_bad)
@@ -518,7 +518,7 @@ def cmd_train(args) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2, default=float) + "\n")
     if "text_to_image" in report:
-        from crossbit.encoders.evaluate import format_report
+        from crossbit.encoders.training.evaluate import format_report
 
         print("validation (held-out training images):")
         print(format_report(report))
@@ -549,14 +549,15 @@ def auto_held_out(n_images: int) -> int:
 def cmd_evaluate(args) -> int:
     import logging
 
-    from crossbit.encoders.evaluate import format_report, run_evaluation
     from crossbit.encoders.model import HashModel
-    from crossbit.encoders.pipeline import load_pairs, use_onnx_if_possible, use_text_runtime
+    from crossbit.encoders.runtime import use_image_runtime, use_text_runtime
+    from crossbit.encoders.training.evaluate import format_report, run_evaluation
+    from crossbit.encoders.training.recipes import load_pairs
 
     logging.basicConfig(level=logging.WARNING)
     pairs = load_pairs(args.format, args.captions, args.images, args.split)
     model = HashModel.load(args.model, device=args.device)
-    use_onnx_if_possible(model, args.runtime)
+    use_image_runtime(model, args.runtime)
     use_text_runtime(model, args.text_runtime)
     report = run_evaluation(model, pairs, args.json, plots=not args.no_plots, cache=args.cache,
                             speed=not args.no_speed)
@@ -566,7 +567,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_export_onnx(args) -> int:
-    from crossbit.encoders.onnx_runtime import export_backbone
+    from crossbit.encoders.onnx_image import export_backbone
 
     print(f"wrote {export_backbone(args.backbone, args.out)}")
     return 0

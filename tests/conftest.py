@@ -15,10 +15,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 @pytest.fixture(scope="session")
 def model():
     from crossbit.encoders.model import HashModel
-    from crossbit.encoders.pipeline import use_onnx_if_possible
+    from crossbit.encoders.runtime import use_image_runtime
 
     m = HashModel.load()
-    use_onnx_if_possible(m)
+    use_image_runtime(m)
     return m
 
 

@@ -12,7 +12,8 @@ from PIL import Image
 
 from crossbit.encoders.codes import hamming_matrix, pack_signs, unpack_codes, validate_bits
 from crossbit.encoders.config import ModelConfig
-from crossbit.encoders.losses import (
+from crossbit.encoders.model import HashModel
+from crossbit.encoders.training.losses import (
     bit_balance_loss,
     dcmh_nll,
     info_nce,
@@ -21,7 +22,6 @@ from crossbit.encoders.losses import (
     similarity_distillation,
     triplet_max_violation,
 )
-from crossbit.encoders.model import HashModel
 
 
 @pytest.mark.parametrize("bits", [16, 32, 64, 128, 256])
@@ -158,7 +158,7 @@ def test_other_losses():
 
 
 def test_onnx_text_runtimes_match_torch():
-    from crossbit.encoders.pipeline import use_text_runtime
+    from crossbit.encoders.runtime import use_text_runtime
 
     subjects = ["a dog", "two children", "a man in a red shirt", "a black cat", "people"]
     actions = ["runs on the beach", "plays football in a park", "sits on a bench",
@@ -180,10 +180,10 @@ def test_onnx_text_runtimes_match_torch():
     assert cosine.mean() > 0.95
     with pytest.raises(ValueError, match="text runtime"):
         use_text_runtime(model, "fp16")
-    from crossbit.encoders.pipeline import use_onnx_if_possible
+    from crossbit.encoders.runtime import use_image_runtime
 
     with pytest.raises(ValueError, match="image runtime must be one of"):
-        use_onnx_if_possible(model, "int8")  # a text runtime only (was run as ONNX)
+        use_image_runtime(model, "int8")  # a text runtime only (was run as ONNX)
 
 
 def test_onnx_text_tokens_match_transformers_and_threads_agree():

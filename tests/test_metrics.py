@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from crossbit.encoders.metrics import hamming_pr_curve, ranking_metrics, summarize
+from crossbit.encoders.training.retrieval_metrics import hamming_pr_curve, ranking_metrics, summarize
 
 
 def brute_force(distances, relevant, ks=(1, 2, 3)):
@@ -100,8 +100,8 @@ def test_hamming_pr_curve_counts_within_radius():
 
 def test_asymmetric_ranking_scores_float_queries_against_codes():
     from crossbit.encoders.codes import pack_signs
-    from crossbit.encoders.evaluate import evaluate_encoded
     from crossbit.encoders.model import Encoded
+    from crossbit.encoders.training.evaluate import evaluate_encoded
 
     rng = np.random.default_rng(4)
     image_floats = np.tanh(rng.normal(size=(30, 16))).astype(np.float32)

@@ -16,7 +16,7 @@ from crossbit.indexer.index import ModelMismatch, open_index
 def other_model(model, tmp_path_factory):
     """The shipped model with its heads nudged: same shapes, other codes."""
     from crossbit.encoders.model import HashModel
-    from crossbit.encoders.pipeline import use_onnx_if_possible
+    from crossbit.encoders.runtime import use_image_runtime
 
     folder = tmp_path_factory.mktemp("model-b")
     b = HashModel.load()
@@ -26,7 +26,7 @@ def other_model(model, tmp_path_factory):
                 p.add_(torch.randn_like(p) * 0.05, alpha=1.0)
     b.save(folder)
     b = HashModel.load(folder)
-    use_onnx_if_possible(b)
+    use_image_runtime(b)
     return folder, b
 
 

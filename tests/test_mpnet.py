@@ -94,7 +94,7 @@ def test_shipped_by_name():
 
 def test_auto_text_runtime_is_int8_for_minilm_only():
     from crossbit.encoders.model import HashModel
-    from crossbit.encoders.pipeline import use_text_runtime
+    from crossbit.encoders.runtime import use_text_runtime
 
     default = HashModel.load()
     use_text_runtime(default, "auto")

@@ -10,21 +10,21 @@ import pytest
 import torch
 
 from crossbit.encoders.config import ModelConfig
-from crossbit.encoders.datasets import (
+from crossbit.encoders.model import HashModel
+from crossbit.encoders.training import (
+    FeatureSet,
+    TrainConfig,
+    finetune,
+    train_heads,
+    train_teacher,
+)
+from crossbit.encoders.training.datasets import (
     DatasetError,
     load_captions_csv,
     load_coco_captions,
     load_karpathy,
     load_multilabel_csv,
     make_synthetic,
-)
-from crossbit.encoders.model import HashModel
-from crossbit.encoders.train import (
-    FeatureSet,
-    TrainConfig,
-    finetune,
-    train_heads,
-    train_teacher,
 )
 from crossbit.server.cli import main
 
@@ -107,10 +107,10 @@ def test_training_learns_and_is_reproducible(objective):
     def run():
         m = HashModel(ModelConfig(bits=16, image_feature_dim=12, text_feature_dim=12, hidden=32,
                                   semantics=False))
-        report = train_heads(m, data, dev, TrainConfig(objective=objective, epochs=40,
+        result = train_heads(m, data, dev, TrainConfig(objective=objective, epochs=40,
                                                        batch_size=16, patience=50),
                              progress=False)
-        return m, report
+        return m, result.report
 
     m1, r1 = run()
     m2, _ = run()
@@ -121,8 +121,8 @@ def test_training_learns_and_is_reproducible(objective):
 
 
 def test_several_seeds_keep_the_best_on_held_out_images():
-    from crossbit.encoders.evaluate import recall_sum
-    from crossbit.encoders.pipeline import train_seeds
+    from crossbit.encoders.training.evaluate import recall_sum
+    from crossbit.encoders.training.recipes import train_seeds
 
     data, held = _features(seed=0), _features(seed=0)
 
@@ -132,9 +132,10 @@ def test_several_seeds_keep_the_best_on_held_out_images():
 
     cfg = TrainConfig(epochs=6, batch_size=16, patience=50, seed=3, seeds=3)
     m = model()
-    report, kept = train_seeds(m, data, held, cfg, progress=False)
+    kept = train_seeds(m, data, held, cfg, progress=False)
+    report = kept.report
     scores = [s["heldout_rsum"] for s in kept.seed_scores]
-    assert [s["seed"] for s in kept.seed_scores] == [3, 4, 5] and kept.seeds == 3
+    assert [s["seed"] for s in kept.seed_scores] == [3, 4, 5]
     assert recall_sum(report) == max(scores) and kept.seed == 3 + scores.index(max(scores))
     assert kept.teacher_heldout_rsum > 0  # distillation is on by default: one teacher for all
     again = model()  # the kept weights are that seed's own, taught by the same teacher
@@ -158,15 +159,17 @@ def test_distillation_and_all_captions_change_training_and_are_optional():
     assert teacher.images.shape == (64, 64) and teacher.texts.shape == (128, 64)
     assert teacher.image_views is None and score > 0
 
+    histories = []
+
     def weights(cfg, teacher=None):
-        train_heads(m, data, dev, cfg, progress=False, teacher=teacher)
+        histories.append(train_heads(m, data, dev, cfg, progress=False, teacher=teacher).history)
         return torch.cat([p.detach().flatten() for p in m.image_head.parameters()])
 
     taught = weights(cfg, teacher)
-    assert "distill" in cfg.history[0]
+    assert "distill" in histories[-1][0]
     plain = TrainConfig(epochs=8, batch_size=16, patience=50, distill=0.0)
     untaught = weights(plain, teacher)  # distill=0 ignores a teacher
-    assert "distill" not in plain.history[0]
+    assert "distill" not in histories[-1][0]
     assert not torch.equal(taught, untaught)
     assert torch.equal(untaught, weights(TrainConfig(epochs=8, batch_size=16, patience=50,
                                                      distill=0.0)))
@@ -185,9 +188,9 @@ def test_dcmh_objective_needs_labels():
     labelled = FeatureSet(data.images, data.texts, data.caption_image, labels=labels)
     m = HashModel(ModelConfig(bits=16, image_feature_dim=12, text_feature_dim=12, hidden=0,
                               semantics=False))
-    report = train_heads(m, labelled, labelled, TrainConfig(objective="dcmh", epochs=3,
+    result = train_heads(m, labelled, labelled, TrainConfig(objective="dcmh", epochs=3,
                                                             batch_size=16), progress=False)
-    assert report["relevance"] == "shared label"
+    assert result.report["relevance"] == "shared label"
     with pytest.raises(ValueError, match="needs labels"):
         train_heads(m, data, None, TrainConfig(objective="dcmh", epochs=1, batch_size=16),
                     progress=False)
@@ -200,7 +203,7 @@ def test_finetune_runs_end_to_end(synthetic, crop_views):
                                   hidden=16, semantics=False))
     report = finetune(model, pairs, None, TrainConfig(batch_size=4, epochs=1,
                                                       crop_views=crop_views),
-                      max_steps=2, progress=False)
+                      max_steps=2, progress=False).report
     assert report["steps"] == 2 and np.isfinite(report["rank"])
 
 
@@ -275,7 +278,7 @@ def test_image_views_are_drawn_in_training_and_taught_by_the_teacher():
     assert teacher.image_views.shape == (3, 64, 32)
 
     def weights(features, cfg):
-        report = train_heads(m, features, dev, cfg, progress=False, teacher=teacher)
+        report = train_heads(m, features, dev, cfg, progress=False, teacher=teacher).report
         assert report["text_to_image"]["recall@10"] > 25  # chance: 15.6
         return torch.cat([p.detach().flatten() for p in m.image_head.parameters()])
 

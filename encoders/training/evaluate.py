@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 
 from crossbit.encoders.codes import hamming_matrix, unpack_codes
-from crossbit.encoders.datasets import Pairs
-from crossbit.encoders.metrics import hamming_pr_curve, ranking_metrics, summarize
 from crossbit.encoders.model import Encoded, HashModel
+from crossbit.encoders.training.datasets import Pairs
+from crossbit.encoders.training.retrieval_metrics import hamming_pr_curve, ranking_metrics, summarize
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ def measure_speed(model: HashModel, pairs: Pairs, images: Encoded, n_text: int =
 def encode_pairs(model: HashModel, pairs: Pairs, cache: str | os.PathLike | None = None,
                  progress: bool = True) -> tuple[Encoded, Encoded]:
     """Encode a dataset's images and captions (through the feature cache when given)."""
-    from crossbit.encoders.features import image_features, text_features
+    from crossbit.encoders.training.feature_cache import image_features, text_features
 
     img = model.encode_image_features(image_features(model, pairs.images, cache, progress=progress))
     txt = model.encode_text_features(text_features(model, pairs.captions, cache, progress=progress))

@@ -10,25 +10,22 @@ from pathlib import Path
 
 import numpy as np
 
-from crossbit.encoders.config import IMAGE_RUNTIMES, TEXT_RUNTIMES, ModelConfig
-from crossbit.encoders.datasets import (
+from crossbit.encoders.config import ModelConfig
+from crossbit.encoders.model import HashModel
+from crossbit.encoders.runtime import use_image_runtime
+from crossbit.encoders.training.checkpoint import save_checkpoint
+from crossbit.encoders.training.datasets import (
     Pairs,
     load_captions_csv,
     load_coco_captions,
     load_karpathy,
     load_multilabel_csv,
 )
-from crossbit.encoders.evaluate import recall_sum
-from crossbit.encoders.features import image_features, text_features
-from crossbit.encoders.model import HashModel
-from crossbit.encoders.train import (
-    FeatureSet,
-    TrainConfig,
-    finetune,
-    save_checkpoint,
-    train_heads,
-    train_teacher,
-)
+from crossbit.encoders.training.evaluate import recall_sum
+from crossbit.encoders.training.feature_cache import FeatureSet, image_features, text_features
+from crossbit.encoders.training.finetune import finetune
+from crossbit.encoders.training.heads_fit import train_heads, train_teacher
+from crossbit.encoders.training.options import TrainConfig, TrainResult
 
 log = logging.getLogger(__name__)
 
@@ -58,13 +55,6 @@ def held_out_images(n_images: int, n_held_out: int, seed: int = 0) -> np.ndarray
     if not 0 < n_held_out < n_images:
         raise ValueError(f"cannot hold out {n_held_out} of {n_images} images")
     return np.sort(np.random.default_rng(seed).choice(n_images, n_held_out, replace=False))
-
-
-def split_by_image(pairs: Pairs, n_held_out: int, seed: int = 0) -> tuple[Pairs, Pairs]:
-    """Hold out ``n_held_out`` images (with all their captions) as a validation set."""
-    held = set(held_out_images(len(pairs.images), n_held_out, seed).tolist())
-    return _subset(pairs, [i for i in range(len(pairs.images)) if i not in held]), \
-        _subset(pairs, sorted(held))
 
 
 def _subset(pairs: Pairs, image_ids: list[int]) -> Pairs:
@@ -136,88 +126,39 @@ def head_inputs(model: HashModel, features: FeatureSet, pseudo_captions: bool) -
     return FeatureSet(images, texts, caption_image, views, features.labels)
 
 
-def use_onnx_if_possible(model: HashModel, runtime: str = "auto") -> None:
-    """Run the image backbone through ONNX Runtime on the CPU (about 6x faster than eager)."""
-    if runtime not in IMAGE_RUNTIMES:
-        raise ValueError(f"image runtime must be one of {IMAGE_RUNTIMES}, got {runtime!r}")
-    if runtime == "torch" or (runtime == "auto" and model.device.type != "cpu"):
-        return
-    from crossbit.encoders.onnx_runtime import onnx_backbone
-
-    try:
-        model.image_runtime = onnx_backbone(model.config.image_backbone, model.config.image_weights)
-    except Exception as exc:
-        if runtime == "onnx":
-            raise
-        log.warning("ONNX Runtime unavailable (%s); using torch for images", exc)
-
-
-INT8_TEXT_MODELS = ("minilm-l6",)  # int8 measured as good as fp32 on dev for these only
-
-
-def use_text_runtime(model: HashModel, runtime: str = "auto", threads: int | None = None) -> None:
-    """Pick the text encoder's runtime.
-
-    ``auto``: on the CPU, ONNX Runtime int8 for MiniLM (per-channel int8 weights: about
-    2x fp32's speed, dev recall within 0.2 points of fp32 in the Hamming ranking and the
-    re-ranked answer) and fp32 for other text models (int8 cost MPNet 12 R@sum on dev,
-    BENCHMARKS.md); torch elsewhere; ``onnx``: ONNX Runtime fp32 (the same features as
-    torch); ``int8``: ONNX Runtime int8; ``torch``: eager PyTorch.
-    """
-    if runtime not in TEXT_RUNTIMES:
-        raise ValueError(f"text runtime must be one of {TEXT_RUNTIMES}, got {runtime!r}")
-    if runtime == "torch" or (runtime == "auto" and model.device.type != "cpu"):
-        model.text_runtime = None
-        return
-    from crossbit.encoders.onnx_text import onnx_text_encoder
-
-    if runtime == "auto":
-        runtime = "int8" if model.config.text_model in INT8_TEXT_MODELS else "onnx"
-        auto = True
-    else:
-        auto = False
-    try:
-        model.text_runtime = onnx_text_encoder(model.config.text_model,
-                                               "fp32" if runtime == "onnx" else "int8", threads)
-    except Exception as exc:
-        if not auto:
-            raise
-        log.warning("ONNX Runtime unavailable for text (%s); using torch", exc)
-
-
 def train_seeds(model: HashModel, train: FeatureSet, val: FeatureSet | None, cfg: TrainConfig,
-                progress: bool = True) -> tuple[dict, TrainConfig]:
+                progress: bool = True) -> TrainResult:
     """Train the heads with ``cfg.seeds`` seeds and keep the best on the held-out images.
 
     Dev or test data never takes part: the choice uses the same held-out training images
-    as early stopping. Returns (the kept seed's report, its config with every seed's
-    held-out R@sum in ``seed_scores``).
+    as early stopping. Returns the kept seed's result, with every seed's held-out R@sum in
+    ``seed_scores``.
     """
     if cfg.seeds > 1 and val is None:
         raise ValueError("choosing among seeds needs held-out images (val_images > 0)")
-    teacher = None
+    teacher, teacher_rsum = None, None
     if cfg.uses_teacher:
         log.info("training the float teacher (%d dimensions) to distill from", cfg.teacher_dim)
-        teacher, cfg.teacher_heldout_rsum = train_teacher(model, train, val, cfg, progress)
-        if cfg.teacher_heldout_rsum is not None:
-            log.info("teacher: held-out R@sum %.1f (cosine)", cfg.teacher_heldout_rsum)
+        teacher, teacher_rsum = train_teacher(model, train, val, cfg, progress)
+        if teacher_rsum is not None:
+            log.info("teacher: held-out R@sum %.1f (cosine)", teacher_rsum)
     best = None
     scores = []
     for k in range(cfg.seeds):
-        run = replace(cfg, seed=cfg.seed + k, seeds=1, history=[], seed_scores=[])
-        report = train_heads(model, train, val, run, progress=progress, teacher=teacher)
-        score = recall_sum(report) if val is not None else 0.0
+        run = replace(cfg, seed=cfg.seed + k, seeds=1)
+        result = train_heads(model, train, val, run, progress=progress, teacher=teacher)
+        score = recall_sum(result.report) if val is not None else 0.0
         scores.append({"seed": run.seed, "heldout_rsum": score})
         if cfg.seeds > 1:
             log.info("seed %d: held-out R@sum %.1f", run.seed, score)
         if best is None or score > best[0]:
             state = [copy.deepcopy(h.state_dict()) for h in (model.image_head, model.text_head)]
-            best = (score, report, run, state)
-    _, report, run, state = best
+            best = (score, result, state)
+    _, result, state = best
     model.image_head.load_state_dict(state[0])
     model.text_head.load_state_dict(state[1])
-    run.seeds, run.seed_scores = cfg.seeds, scores
-    return report, run
+    result.seed_scores, result.teacher_heldout_rsum = scores, teacher_rsum
+    return result
 
 
 def train_model(model_config: ModelConfig, train_config: TrainConfig, pairs: Pairs,
@@ -245,7 +186,7 @@ def train_model(model_config: ModelConfig, train_config: TrainConfig, pairs: Pai
             log.warning("class semantics off: %s", exc)
             model_config.semantics = False
     model = HashModel(model_config, device=device)
-    model._text = text.to(model.device)
+    model.text_encoder = text.to(model.device)
     if model.semantics is not None:
         model.semantics = ClassSemantics.build(model_config.image_backbone,
                                                model_config.image_weights,
@@ -258,21 +199,21 @@ def train_model(model_config: ModelConfig, train_config: TrainConfig, pairs: Pai
     if train_config.finetune:
         train, val = (_subset(pairs, rest.tolist()), _subset(pairs, held.tolist())) \
             if val_images else (pairs, None)
-        report = finetune(model, train, val, train_config, progress=progress)
-        save_checkpoint(model, train_config, out, report, data)
-        model.save(out, with_backbones=True)
-        return report
-    use_onnx_if_possible(model)
+        result = finetune(model, train, val, train_config, progress=progress)
+        save_checkpoint(model, train_config, result, out, data, with_backbones=True)
+        return result.report
+    use_image_runtime(model)
     features = feature_set(model, pairs, cache, train_config.flip, progress,
                            train_config.crop_views)
     train_feats = head_inputs(model, subset_features(features, rest), train_config.pseudo_captions)
     val_feats = head_inputs(model, subset_features(features, held), False) if val_images else None
-    report, train_config = train_seeds(model, train_feats, val_feats, train_config, progress)
+    result = train_seeds(model, train_feats, val_feats, train_config, progress)
     if val_images:
-        report["shipped_model"] = shipped_model_on(subset_features(features, held), model_config)
-    save_checkpoint(model, train_config, out, report, data)
+        result.report["shipped_model"] = shipped_model_on(subset_features(features, held),
+                                                          model_config)
+    save_checkpoint(model, train_config, result, out, data)
     log.info("saved model to %s", Path(out))
-    return report
+    return result.report
 
 
 def shipped_model_on(val_raw: FeatureSet, model_config: ModelConfig) -> dict | None:
@@ -280,8 +221,8 @@ def shipped_model_on(val_raw: FeatureSet, model_config: ModelConfig) -> dict | N
     model's backbones differ, so the same features would not fit it)."""
     import torch
 
-    from crossbit.encoders.evaluate import evaluate_encoded
     from crossbit.encoders.model import head_outputs
+    from crossbit.encoders.training.evaluate import evaluate_encoded
 
     shipped = HashModel.load()
     if (shipped.config.image_backbone, Path(shipped.config.text_model).name) != \

@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,17 @@ from crossbit.encoders.backbones import random_crop
 from crossbit.encoders.model import HashModel, load_image
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class FeatureSet:
+    """Cached backbone features of a dataset."""
+
+    images: np.ndarray  # (n_images, d_img)
+    texts: np.ndarray  # (n_captions, d_txt)
+    caption_image: np.ndarray  # (n_captions,)
+    image_views: np.ndarray | None = None  # (n_views, n_images, d_img): flipped, crops
+    labels: np.ndarray | None = None
 
 
 def _key(kind: str, model_id: str, items: list[str], extra: str = "") -> str:

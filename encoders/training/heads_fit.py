@@ -1,24 +1,22 @@
-"""Training: hash heads on cached frozen-backbone features (CPU) or end-to-end fine-tuning (GPU)."""
+"""Hash heads trained on cached frozen-backbone features: the objective, the batches, the fit."""
 
 from __future__ import annotations
 
 import copy
 import json
 import logging
-import random
-import time
-from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
+from dataclasses import replace
 from typing import NamedTuple
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from crossbit.encoders.datasets import Pairs
-from crossbit.encoders.evaluate import evaluate_encoded, recall_sum
 from crossbit.encoders.heads import HashHead, sign_ste
-from crossbit.encoders.losses import (
+from crossbit.encoders.model import Encoded, HashModel, head_outputs
+from crossbit.encoders.training.evaluate import evaluate_encoded, recall_sum
+from crossbit.encoders.training.feature_cache import FeatureSet
+from crossbit.encoders.training.losses import (
     bit_balance_loss,
     dcmh_nll,
     multi_info_nce,
@@ -26,69 +24,9 @@ from crossbit.encoders.losses import (
     similarity_distillation,
     triplet_max_violation,
 )
-from crossbit.encoders.model import Encoded, HashModel, head_outputs, load_image
+from crossbit.encoders.training.options import TrainConfig, TrainResult, seed_everything
 
 log = logging.getLogger(__name__)
-
-OBJECTIVES = ("infonce", "triplet", "dcmh")
-
-
-@dataclass
-class TrainConfig:
-    """Training options (saved in the checkpoint's config under ``extra.training``)."""
-
-    objective: str = "infonce"  # infonce | triplet (VSE++ max violation) | dcmh (needs labels)
-    margin: float = 0.2  # triplet margin
-    temperature: float = 0.1  # InfoNCE temperature
-    sign_weight: float = 1.0  # weight of the same ranking loss on straight-through sign codes
-    quant_weight: float = 0.1  # quantization term weight
-    balance_weight: float = 0.1  # bit-balance term weight
-    epochs: int = 60
-    batch_size: int = 128
-    lr: float = 5e-4
-    weight_decay: float = 1e-5
-    patience: int = 8  # epochs without dev improvement before stopping
-    flip: bool = True  # use horizontally flipped image features as augmentation
-    crop_views: int = 0  # random-crop views of each image (cached features) as augmentation;
-    # when fine-tuning, any value > 0 crops every image afresh at each step
-    rounds: int = 1  # passes over the images per epoch, each with another random caption
-    pseudo_captions: bool = True  # add each image's class semantics as one more "caption"
-    all_captions: bool = True  # infonce: every caption of each batch image, not one at random
-    distill: float = 1.0  # weight of matching a float teacher's in-batch similarities; 0 = off
-    teacher_dim: int = 512  # width of the float teacher, trained first on the same features
-    teacher_temperature: float = 0.1  # softmax temperature of the teacher's similarities
-    teacher_heldout_rsum: float | None = None  # the teacher's held-out R@sum (cosine), if any
-    seed: int = 0
-    seeds: int = 1  # train seeds seed..seed+seeds-1, keep the best on the held-out images
-    seed_scores: list = field(default_factory=list)  # held-out R@sum of each seed tried
-    finetune: bool = False  # train backbones end to end (the GPU way)
-    backbone_lr_scale: float = 0.05  # backbone learning rate = lr * this, when fine-tuning
-    history: list = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        if self.objective not in OBJECTIVES:
-            raise ValueError(f"unknown objective {self.objective!r}; choose one of {OBJECTIVES}")
-        if self.seeds < 1:
-            raise ValueError(f"seeds must be at least 1, got {self.seeds}")
-        if self.distill < 0:
-            raise ValueError(f"distill must be >= 0, got {self.distill}")
-        if self.crop_views < 0:
-            raise ValueError(f"crop_views must be >= 0, got {self.crop_views}")
-
-    @property
-    def uses_teacher(self) -> bool:
-        """Distillation applies to the ranking objectives (dcmh ranks by labels instead)."""
-        return self.distill > 0 and self.objective != "dcmh"
-
-    @property
-    def multi_caption(self) -> bool:
-        return self.all_captions and self.objective == "infonce"
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 class Teacher(NamedTuple):
@@ -140,17 +78,6 @@ def compute_loss(cfg: TrainConfig, img: torch.Tensor, txt: torch.Tensor,
     return total, {k: float(v.detach()) for k, v in parts.items()}
 
 
-@dataclass
-class FeatureSet:
-    """Cached backbone features of a dataset."""
-
-    images: np.ndarray  # (n_images, d_img)
-    texts: np.ndarray  # (n_captions, d_txt)
-    caption_image: np.ndarray  # (n_captions,)
-    image_views: np.ndarray | None = None  # (n_views, n_images, d_img): flipped, crops
-    labels: np.ndarray | None = None
-
-
 def _captions_by_image(caption_image: np.ndarray) -> dict[int, list[int]]:
     by_image: dict[int, list[int]] = {}
     for j, i in enumerate(caption_image):
@@ -158,7 +85,7 @@ def _captions_by_image(caption_image: np.ndarray) -> dict[int, list[int]]:
     return by_image
 
 
-def _epoch_batches(rng: np.random.Generator, caption_image: np.ndarray, cfg: TrainConfig):
+def epoch_batches(rng: np.random.Generator, caption_image: np.ndarray, cfg: TrainConfig):
     """An epoch's batches of (image rows, caption rows, each caption's position in the batch).
 
     ``cfg.rounds`` passes over the images in random order; with ``cfg.multi_caption``
@@ -186,18 +113,19 @@ def _encode_with(image_head: HashHead, text_head: HashHead, data: FeatureSet,
 
 
 def train_heads(model: HashModel, train: FeatureSet, dev: FeatureSet | None, cfg: TrainConfig,
-                progress: bool = True, teacher: Teacher | None = None) -> dict:
+                progress: bool = True, teacher: Teacher | None = None) -> TrainResult:
     """Train the two hash heads on cached features, early-stopping on dev recall.
 
-    The model ends with the best dev weights. Returns the best dev report (or the last
-    epoch's losses when there is no dev set).
+    The model ends with the best dev weights. The result's report is the best dev report
+    (or the last epoch's losses when there is no dev set).
 
     Args:
         teacher: a float teacher's outputs on ``train`` (see :func:`train_teacher`), used
             when ``cfg.uses_teacher``.
     """
-    return _fit_heads(model.image_head, model.text_head, model.device, train, dev, cfg,
-                      progress, teacher if cfg.uses_teacher else None)
+    report, history = _fit_heads(model.image_head, model.text_head, model.device, train, dev,
+                                 cfg, progress, teacher if cfg.uses_teacher else None)
+    return TrainResult(report, history, cfg.seed)
 
 
 def train_teacher(model: HashModel, train: FeatureSet, dev: FeatureSet | None, cfg: TrainConfig,
@@ -211,8 +139,8 @@ def train_teacher(model: HashModel, train: FeatureSet, dev: FeatureSet | None, c
     heads = [HashHead(dim, cfg.teacher_dim, c.hidden, c.dropout).to(model.device)
              for dim in (model.image_head.mean.numel(), model.text_head.mean.numel())]
     teacher_cfg = replace(cfg, sign_weight=0.0, quant_weight=0.0, balance_weight=0.0,
-                          distill=0.0, history=[], seed_scores=[])
-    report = _fit_heads(*heads, model.device, train, dev, teacher_cfg, progress, None,
+                          distill=0.0)
+    report, _ = _fit_heads(*heads, model.device, train, dev, teacher_cfg, progress, None,
                         score_floats=True)
     device = model.device
 
@@ -239,7 +167,8 @@ def _views_then_image(images, views, augment: bool, device: torch.device) -> tor
 
 def _fit_heads(image_head: HashHead, text_head: HashHead, device: torch.device,
                train: FeatureSet, dev: FeatureSet | None, cfg: TrainConfig, progress: bool,
-               teacher: Teacher | None, score_floats: bool = False) -> dict:
+               teacher: Teacher | None, score_floats: bool = False) -> tuple[dict, list[dict]]:
+    """The shared loop of heads and teacher: (the best held-out report, one entry per epoch)."""
     seed_everything(cfg.seed)
     heads = [image_head, text_head]
     for head in heads:
@@ -259,13 +188,14 @@ def _fit_heads(image_head: HashHead, text_head: HashHead, device: torch.device,
     labels = torch.as_tensor(train.labels, dtype=torch.float32, device=device) \
         if train.labels is not None else None
     best, best_state, best_report, stale = -1.0, None, {}, 0
+    history: list[dict] = []
     bar = tqdm(range(cfg.epochs), desc="train", unit="epoch", disable=not progress)
     for epoch in bar:
         for h in heads:
             h.train()
         totals: dict[str, float] = {}
         steps = 0
-        for images, texts, owner in _epoch_batches(rng, train.caption_image, cfg):
+        for images, texts, owner in epoch_batches(rng, train.caption_image, cfg):
             bi = torch.as_tensor(images, device=device)
             tj = torch.as_tensor(texts, device=device)
             view = torch.zeros(len(bi), dtype=torch.long, device=device)
@@ -307,7 +237,7 @@ def _fit_heads(image_head: HashHead, text_head: HashHead, device: torch.device,
                 best_state = [copy.deepcopy(h.state_dict()) for h in heads]
             else:
                 stale += 1
-        cfg.history.append(entry)
+        history.append(entry)
         log.info("epoch %d: %s", epoch + 1, json.dumps({k: round(v, 4) for k, v in entry.items()}))
         bar.set_postfix({k: round(v, 3) for k, v in entry.items() if k != "epoch"})
         if dev is not None and stale >= cfg.patience:
@@ -316,90 +246,6 @@ def _fit_heads(image_head: HashHead, text_head: HashHead, device: torch.device,
     if best_state is not None:
         for h, state in zip(heads, best_state):
             h.load_state_dict(state)
-    return best_report or cfg.history[-1]
+    return best_report or history[-1], history
 
 
-def finetune(model: HashModel, train: Pairs, dev: Pairs | None, cfg: TrainConfig,
-             max_steps: int | None = None, progress: bool = True) -> dict:
-    """Train backbones and heads end to end on images and captions (use a GPU for real runs).
-
-    Input statistics of the heads are fixed from the first batch's features. Returns the
-    final dev report, or the last losses without a dev set.
-    """
-    seed_everything(cfg.seed)
-    device = model.device
-    backbone, text = model.backbone, model.text_encoder
-    rng = np.random.default_rng(cfg.seed)
-    heads = [model.image_head, model.text_head]
-    head_params = [p for h in heads for p in h.parameters()]
-    optim = torch.optim.Adam([
-        {"params": head_params, "lr": cfg.lr},
-        {"params": list(backbone.parameters()) + list(text.parameters()),
-         "lr": cfg.lr * cfg.backbone_lr_scale},
-    ], weight_decay=cfg.weight_decay)
-    step, stats_set = 0, False
-    from crossbit.encoders.backbones import get_spec, preprocess, random_crop
-
-    spec = get_spec(model.config.image_backbone)
-    one_caption = replace(cfg, all_captions=False)  # one random caption per image per batch
-    for epoch in range(cfg.epochs):
-        bar = tqdm(_epoch_batches(rng, train.caption_image, one_caption),
-                   total=cfg.rounds * (len(train.images) // cfg.batch_size),
-                   desc=f"finetune epoch {epoch + 1}", disable=not progress)
-        for image_rows, caption_rows, _ in bar:
-            images = [load_image(train.images[i]) for i in image_rows]
-            if cfg.crop_views:  # fresh random crops each step (the cached views' recipe)
-                images = [random_crop(im, rng) for im in images]
-            pixels = preprocess(images, spec, flip=cfg.flip and rng.random() < 0.5).to(device)
-            captions = [train.captions[j] for j in caption_rows]
-            backbone.train()
-            text.train()
-            img_f = model.image_inputs(backbone(pixels))
-            txt_f = text(captions)
-            if not stats_set:
-                model.image_head.set_input_stats(img_f.detach())  # (pooled + semantics)
-                model.text_head.set_input_stats(txt_f.detach())
-                stats_set = True
-            for h in heads:
-                h.train()
-            img, img_emb = model.image_head(img_f)
-            txt, txt_emb = model.text_head(txt_f)
-            loss, parts = compute_loss(cfg, img, txt, img_emb, txt_emb)
-            optim.zero_grad()
-            loss.backward()
-            optim.step()
-            step += 1
-            bar.set_postfix(loss=float(loss))
-            if max_steps is not None and step >= max_steps:
-                break
-        if max_steps is not None and step >= max_steps:
-            break
-    backbone.eval()
-    text.eval()
-    for h in heads:
-        h.eval()
-    cfg.history.append({"steps": step, **parts})
-    if dev is None:
-        return cfg.history[-1]
-    images = model.encode_images(dev.images)
-    texts = model.encode_texts(dev.captions)
-    return evaluate_encoded(images, texts, dev.caption_image, model.bits, dev.labels, curves=False)
-
-
-def save_checkpoint(model: HashModel, cfg: TrainConfig, directory: str | Path, report: dict,
-                    data: dict) -> None:
-    """Write heads + config (training options, data and the held-out figures under ``extra``).
-
-    ``report`` is the kept weights' report on the training images held out for early
-    stopping (``extra.held_out``), never a dev or test split.
-    """
-    training = asdict(cfg)
-    keys = ("text_to_image", "image_to_text", "float", "bits", "images", "captions")
-    held_out = {k: report.get(k) for k in keys if k in report}
-    if report.get("shipped_model"):  # the shipped model on the same held-out images
-        held_out["shipped_model"] = {k: report["shipped_model"].get(k) for k in keys
-                                     if k in report["shipped_model"]}
-    model.config.extra = {"training": training, "data": data,
-                          "held_out": held_out,
-                          "trained_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
-    model.save(directory)
