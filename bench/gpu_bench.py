@@ -68,7 +68,7 @@ def time_calls(fn, queries, batch, repeat, gpu):
 def bench_search(n, bits, results, faiss_threads):
     import torch
 
-    from crossbit.indexer.backends import TorchHammingBackend
+    from crossbit.indexer.backends_gpu import TorchHammingBackend
 
     rng = np.random.default_rng(bits)
     codes = codes_around_centres(n, bits, rng)
@@ -165,7 +165,7 @@ def bench_text_e2e(text_model_dir, out, n_codes=1_000_000, bits=64):
 
     from crossbit.encoders.codes import pack_signs
     from crossbit.encoders.heads import HashHead
-    from crossbit.indexer.backends import TorchHammingBackend
+    from crossbit.indexer.backends_gpu import TorchHammingBackend
 
     device = torch.device("cuda")
     cfg_dir = Path(text_model_dir)

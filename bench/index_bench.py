@@ -124,7 +124,7 @@ def recall_at_10(ids, distances_true_kth, true_dist_of):
 def bench_size(n: int, bits: int, args, out: dict) -> None:
     import faiss
 
-    from crossbit.indexer.index import open_index
+    from crossbit.indexer import open_index
 
     codes, queries, source = realistic_codes(n, bits, Path(args.flickr8k), args.flip)
     key = f"{n}x{bits}"
@@ -192,7 +192,7 @@ def bench_size(n: int, bits: int, args, out: dict) -> None:
         if args.no_ivf:
             return
         # IVF: trained once on all codes
-        from crossbit.indexer.backends import IVFBackend
+        from crossbit.indexer.backends_approx import IVFBackend
 
         ivf = IVFBackend(bits, train_size=n, nlist=args.nlist)
         _, train_s = timed(lambda: ivf.add(codes, np.arange(n, dtype=np.int64)))
@@ -211,7 +211,7 @@ def bench_size(n: int, bits: int, args, out: dict) -> None:
                   f"{r['qps_batch32']:,.0f} q/s @32, {r['qps_batch1024']:,.0f} q/s @1024, "
                   f"recall@10 {r['recall@10']:.3f}", flush=True)
         if n <= args.hnsw_max:
-            from crossbit.indexer.backends import HNSWBackend
+            from crossbit.indexer.backends_approx import HNSWBackend
 
             hnsw = HNSWBackend(bits)
             _, build_s = timed(lambda: hnsw.add(codes, np.arange(n, dtype=np.int64)))

@@ -114,7 +114,7 @@ def main(argv=None) -> int:
     except ImportError:
         print("skipped: no local Milvus server (pip install 'crossbit[milvus-server]')")
         return 0
-    from crossbit.indexer.index import open_index
+    from crossbit.indexer import open_index
     from crossbit.indexer.milvus_standalone import MilvusStandalone
 
     codes, queries, source = realistic_codes(args.n, 64, Path(args.flickr8k), 0.1)

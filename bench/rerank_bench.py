@@ -43,7 +43,7 @@ def main(argv=None) -> int:
     from crossbit.encoders.runtime import use_image_runtime, use_text_runtime
     from crossbit.encoders.training.datasets import load_captions_csv
     from crossbit.encoders.training.evaluate import encode_pairs
-    from crossbit.indexer.index import open_index
+    from crossbit.indexer import open_index
 
     model = HashModel.load(args.model)
     use_image_runtime(model)

@@ -38,7 +38,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     from crossbit.encoders.model import HashModel
     from crossbit.encoders.runtime import use_text_runtime
-    from crossbit.indexer.index import open_index
+    from crossbit.indexer import open_index
 
     captions = dev_captions(Path(args.flickr8k)) or ["two dogs playing in the snow"] * 2000
     rows = {}

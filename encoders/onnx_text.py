@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from crossbit.encoders.onnx_image import cache_dir, cpu_session
-from crossbit.encoders.text_models import MAX_TOKENS, resolve_text_model
+from crossbit.encoders.text_models import MAX_TOKENS, resolve_text_model, text_model_id
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ def onnx_text_encoder(name_or_path: str, precision: str = "fp32",
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     directory = resolve_text_model(name_or_path)
-    digest = hashlib.sha1(os.path.abspath(directory).encode()).hexdigest()[:10]
+    digest = hashlib.sha1(text_model_id(name_or_path).encode()).hexdigest()[:10]
     base = cache_dir() / "onnx" / f"text-{digest}-torch{torch.__version__.split('+')[0]}"
     fp32 = base.with_name(base.name + "-fp32.onnx")
     path = fp32 if precision == "fp32" else base.with_name(base.name + "-int8.onnx")

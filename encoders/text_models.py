@@ -53,6 +53,21 @@ def resolve_text_model(name_or_path: str) -> str:
     )
 
 
+def text_model_id(name_or_path: str) -> str:
+    """What names a text model's weights for caches: its name, or for a directory its path
+    with the size and time of each weights file (a tuned model written again in the same
+    folder gets a new id, so no stale exported graph or cached feature is reused)."""
+    if name_or_path in _NAMED:
+        return name_or_path
+    directory = os.path.abspath(resolve_text_model(name_or_path))
+    stamps = []
+    for name in sorted(os.listdir(directory)):
+        if name.endswith((".safetensors", ".bin")):
+            st = os.stat(os.path.join(directory, name))
+            stamps.append(f"{name}:{st.st_size}:{st.st_mtime_ns}")
+    return f"{directory}|{','.join(stamps)}"
+
+
 class TextEncoder(nn.Module):
     """Tokenizer plus transformer; ``forward(texts)`` gives mean-pooled (n, dim) features."""
 

@@ -1,9 +1,11 @@
-"""In-memory search backends over packed binary codes: FAISS flat, IVF, HNSW, GPU flat, torch Hamming."""
+"""In-memory search backends over packed binary codes: the base, the exact flat kinds, ``make_backend``.
+
+IVF and HNSW live in ``backends_approx``, the GPU kinds in ``backends_gpu``.
+"""
 
 from __future__ import annotations
 
 import logging
-import math
 import threading
 
 import numpy as np
@@ -13,7 +15,7 @@ log = logging.getLogger(__name__)
 GPU_MAX_K = 2048  # faiss GPU k-selection limit
 
 
-def _faiss():
+def faiss_module():
     import faiss
 
     return faiss
@@ -25,13 +27,13 @@ _thread_state = threading.local()
 def set_thread_omp(threads: int | None) -> None:
     """Set FAISS's OpenMP threads for the calling thread (an OpenMP setting is per thread)."""
     if threads and getattr(_thread_state, "omp", None) != threads:
-        _faiss().omp_set_num_threads(threads)
+        faiss_module().omp_set_num_threads(threads)
         _thread_state.omp = threads
 
 
 def gpu_available() -> bool:
     """True when faiss was built with GPU support and sees a GPU (never touches a GPU class otherwise)."""
-    faiss = _faiss()
+    faiss = faiss_module()
     return hasattr(faiss, "GpuIndexBinaryFlat") and faiss.get_num_gpus() > 0
 
 
@@ -89,7 +91,7 @@ class Backend:
         raise NotImplementedError
 
 
-def _range_lists(lims, distances, labels, nq):
+def range_lists(lims, distances, labels, nq):
     out = []
     for q in range(nq):
         d = distances[lims[q] : lims[q + 1]]
@@ -106,7 +108,7 @@ class FlatBackend(Backend):
 
     def __init__(self, bits: int):
         super().__init__(bits)
-        faiss = _faiss()
+        faiss = faiss_module()
         self.index = faiss.IndexBinaryIDMap2(faiss.IndexBinaryFlat(bits))
 
     def add(self, codes, ids):
@@ -121,20 +123,20 @@ class FlatBackend(Backend):
 
     def range_search(self, codes, radius):
         lims, distances, labels = self.index.range_search(codes, radius + 1)
-        return _range_lists(lims, distances, labels, len(codes))
+        return range_lists(lims, distances, labels, len(codes))
 
     def __len__(self):
         return self.index.ntotal
 
     def all_ids(self) -> np.ndarray:
-        return _faiss().vector_to_array(self.index.id_map).astype(np.int64)
+        return faiss_module().vector_to_array(self.index.id_map).astype(np.int64)
 
     def to_bytes(self):
-        return _faiss().serialize_index_binary(self.index).tobytes()
+        return faiss_module().serialize_index_binary(self.index).tobytes()
 
     def load_bytes(self, payload, extra):
-        index = _faiss().deserialize_index_binary(np.frombuffer(payload, dtype=np.uint8))
-        self.index = _faiss().IndexBinaryIDMap2(index) if not hasattr(index, "id_map") else index
+        index = faiss_module().deserialize_index_binary(np.frombuffer(payload, dtype=np.uint8))
+        self.index = faiss_module().IndexBinaryIDMap2(index) if not hasattr(index, "id_map") else index
 
 
 class HammingFlatBackend(Backend):
@@ -252,390 +254,17 @@ def flat_backend(bits: int, engine: str = "crossbit") -> Backend:
     return HammingFlatBackend(bits)
 
 
-def nlist_for(n: int) -> int:
-    """IVF lists for n codes: about 4 * sqrt(n), a power of two, between 16 and 65536."""
-    return int(min(65536, max(16, 2 ** round(math.log2(max(1.0, 4 * math.sqrt(n)))))))
-
-
-class IVFBackend(Backend):
-    """``IndexBinaryIVF``: exact (a flat index) until ``train_size`` codes, then trained once.
-
-    nlist is chosen from the data size when it trains; when the index has grown
-    ``retrain_factor`` times past that size it trains again on the larger data.
-    """
-
-    kind = "ivf"
-
-    def __init__(self, bits: int, train_size: int = 50_000, nprobe: int = 16,
-                 nlist: int | None = None, retrain_factor: float = 8.0):
-        super().__init__(bits)
-        self.train_size = int(train_size)
-        self.default_nprobe = int(nprobe)
-        self.fixed_nlist = nlist
-        self.retrain_factor = retrain_factor
-        self.trained_at = 0
-        self.flat = HammingFlatBackend(bits)
-        self.ivf = None
-
-    @property
-    def exact(self):
-        return self.ivf is None
-
-    def _train(self, ids, codes):
-        faiss = _faiss()
-        nlist = self.fixed_nlist or nlist_for(len(codes))
-        nlist = min(nlist, max(1, len(codes) // 39))
-        ivf = faiss.IndexBinaryIVF(faiss.IndexBinaryFlat(self.bits), self.bits, nlist)
-        ivf.nprobe = self.default_nprobe
-        sample = codes
-        if len(codes) > 64 * nlist:  # FAISS asks 39..256 per list; 64 keeps training short
-            pick = np.random.default_rng(0).choice(len(codes), 64 * nlist, replace=False)
-            sample = codes[np.sort(pick)]
-        ivf.train(sample)
-        ivf.add_with_ids(codes, ids)
-        log.info("ivf: trained nlist=%d on %d codes", nlist, len(sample))
-        self.ivf, self.trained_at = ivf, len(codes)
-
-    def _flat_contents(self) -> tuple[np.ndarray, np.ndarray]:
-        return self.flat.contents()
-
-    def add(self, codes, ids):
-        if self.ivf is None:
-            self.flat.add(codes, ids)
-            if len(self.flat) >= self.train_size:
-                all_ids, all_codes = self._flat_contents()
-                self._train(all_ids, all_codes)
-                self.flat = HammingFlatBackend(self.bits)
-            return
-        self.ivf.add_with_ids(codes, ids)
-
-    def needs_retrain(self) -> bool:
-        return self.ivf is not None and self.fixed_nlist is None and \
-            self.ivf.ntotal > self.retrain_factor * self.trained_at
-
-    def retrain(self, ids: np.ndarray, codes: np.ndarray) -> None:
-        """Train again on all the given codes (the caller reads them from the store)."""
-        self._train(ids, codes)
-
-    def remove(self, ids):
-        ids = np.ascontiguousarray(ids, dtype=np.int64)
-        if self.ivf is None:
-            self.flat.remove(ids)
-        else:
-            self.ivf.remove_ids(ids)
-
-    def search(self, codes, k, nprobe=None):
-        if self.ivf is None:
-            return self.flat.search(codes, k)
-        params = _faiss().SearchParametersIVF(nprobe=int(nprobe or self.default_nprobe))
-        distances, labels = self.ivf.search(codes, k, params=params)
-        return labels, distances
-
-    def range_search(self, codes, radius):
-        if self.ivf is None:
-            return self.flat.range_search(codes, radius)
-        lims, distances, labels = self.ivf.range_search(codes, radius + 1)
-        return _range_lists(lims, distances, labels, len(codes))
-
-    def __len__(self):
-        return len(self.flat) if self.ivf is None else self.ivf.ntotal
-
-    def all_ids(self):
-        if self.ivf is None:
-            return self.flat.all_ids()
-        faiss, invlists = _faiss(), self.ivf.invlists
-        parts = [np.asarray(faiss.rev_swig_ptr(invlists.get_ids(lst), size), dtype=np.int64).copy()
-                 for lst in range(self.ivf.nlist) if (size := invlists.list_size(lst))]
-        return np.concatenate(parts) if parts else np.zeros(0, np.int64)
-
-    def params(self):
-        if self.ivf is None:
-            return {"trained": False, "train_size": self.train_size,
-                    "note": "exact flat search until train_size codes"}
-        return {"trained": True, "nlist": int(self.ivf.nlist), "nprobe": self.default_nprobe,
-                "trained_at": self.trained_at}
-
-    def to_bytes(self):
-        if self.ivf is None:
-            return self.flat.to_bytes()
-        return _faiss().serialize_index_binary(self.ivf).tobytes()
-
-    def snapshot_extra(self):
-        flat = self.flat.snapshot_extra() if self.ivf is None else {}
-        return {**flat, "trained_at": self.trained_at, "ivf": self.ivf is not None}
-
-    def load_bytes(self, payload, extra):
-        if extra.get("ivf"):
-            self.ivf = _faiss().deserialize_index_binary(np.frombuffer(payload, dtype=np.uint8))
-            self.ivf.nprobe = self.default_nprobe
-            self.trained_at = int(extra.get("trained_at", self.ivf.ntotal))
-        else:
-            self.flat.load_bytes(payload, extra)
-
-
-class HNSWBackend(Backend):
-    """``IndexBinaryHNSW`` with its own label -> id map; removals are tombstones, rebuilt past 20%."""
-
-    kind = "hnsw"
-    exact = False
-
-    def __init__(self, bits: int, m: int = 16, ef_search: int = 64, ef_construction: int = 40):
-        super().__init__(bits)
-        self.m, self.ef_search, self.ef_construction = m, ef_search, ef_construction
-        self._reset()
-
-    def _reset(self):
-        faiss = _faiss()
-        self.index = faiss.IndexBinaryHNSW(self.bits, self.m)
-        self.index.hnsw.efConstruction = self.ef_construction
-        self.index.hnsw.efSearch = self.ef_search
-        self.labels = np.zeros(0, dtype=np.int64)  # label (insertion position) -> id, -1 if removed
-        self.position: dict[int, int] = {}
-        self.removed = 0
-
-    def add(self, codes, ids):
-        base = len(self.labels)
-        self.index.add(codes)
-        self.labels = np.concatenate([self.labels, ids.astype(np.int64)])
-        for n, i in enumerate(ids):
-            self.position[int(i)] = base + n
-
-    def remove(self, ids):
-        for i in ids:
-            pos = self.position.pop(int(i), None)
-            if pos is not None:
-                self.labels[pos] = -1
-                self.removed += 1
-        if self.removed > 0.2 * max(1, len(self.labels)):
-            self._rebuild()
-
-    def _rebuild(self):
-        live = np.flatnonzero(self.labels >= 0)
-        codes = np.vstack([self.index.reconstruct(int(p)) for p in live]) if len(live) else \
-            np.zeros((0, self.bits // 8), np.uint8)
-        ids = self.labels[live]
-        self._reset()
-        if len(ids):
-            self.add(codes.astype(np.uint8), ids)
-
-    def search(self, codes, k, nprobe=None):
-        extra = min(self.removed, 4 * k)
-        kk = min(k + extra, max(1, len(self.labels)))
-        params = _faiss().SearchParametersHNSW(efSearch=max(self.ef_search, kk))
-        distances, labels = self.index.search(codes, kk, params=params)
-        ids = np.where(labels >= 0, self.labels[np.clip(labels, 0, None)], -1)
-        out_ids = np.full((len(codes), k), -1, dtype=np.int64)
-        out_d = np.full((len(codes), k), np.iinfo(np.int32).max, dtype=np.int32)
-        for q in range(len(codes)):
-            keep = ids[q] >= 0
-            got_i, got_d = ids[q][keep][:k], distances[q][keep][:k]
-            out_ids[q, : len(got_i)] = got_i
-            out_d[q, : len(got_d)] = got_d
-        return out_ids, out_d
-
-    def range_search(self, codes, radius):
-        k = min(len(self), 1024)
-        ids, distances = self.search(codes, max(k, 1))
-        return [(i[(i >= 0) & (d <= radius)], d[(i >= 0) & (d <= radius)])
-                for i, d in zip(ids, distances)]
-
-    def __len__(self):
-        return len(self.position)
-
-    def contains(self, ids):
-        return np.array([int(i) in self.position for i in ids], dtype=bool)
-
-    def all_ids(self):
-        return self.labels[self.labels >= 0].copy()
-
-    def params(self):
-        return {"M": self.m, "efSearch": self.ef_search, "efConstruction": self.ef_construction,
-                "tombstones": self.removed, "range_search": "approximate (top 1024, filtered)"}
-
-    def to_bytes(self):
-        return _faiss().serialize_index_binary(self.index).tobytes()
-
-    def snapshot_extra(self):
-        return {"labels": self.labels.tolist()}
-
-    def load_bytes(self, payload, extra):
-        self.index = _faiss().deserialize_index_binary(np.frombuffer(payload, dtype=np.uint8))
-        self.index.hnsw.efSearch = self.ef_search
-        self.labels = np.array(extra["labels"], dtype=np.int64)
-        self.position = {int(i): p for p, i in enumerate(self.labels) if i >= 0}
-        self.removed = int((self.labels < 0).sum())
-
-
-class _PositionalBackend(Backend):
-    """Shared id bookkeeping for backends that store codes by position (GPU flat, torch)."""
-
-    def __init__(self, bits: int):
-        super().__init__(bits)
-        self.ids = np.zeros(0, dtype=np.int64)
-        self.codes = np.zeros((0, bits // 8), dtype=np.uint8)  # host copy: rebuilds and snapshots
-
-    def add(self, codes, ids):
-        self.ids = np.concatenate([self.ids, ids.astype(np.int64)])
-        self.codes = np.concatenate([self.codes, codes])
-        self._device_add(codes)
-
-    def remove(self, ids):
-        keep = ~np.isin(self.ids, np.asarray(ids, dtype=np.int64))
-        self.ids, self.codes = self.ids[keep], self.codes[keep]
-        self._device_reset()
-        if len(self.codes):
-            self._device_add(self.codes)
-
-    def search(self, codes, k, nprobe=None):
-        if k > self.max_k:
-            raise ValueError(f"k={k} is above this backend's limit of {self.max_k}")
-        if len(self.ids) == 0:
-            return (np.full((len(codes), k), -1, np.int64),
-                    np.full((len(codes), k), np.iinfo(np.int32).max, np.int32))
-        positions, distances = self._device_search(codes, min(k, len(self.ids)))
-        ids = np.where(positions >= 0, self.ids[np.clip(positions, 0, None)], -1)
-        if ids.shape[1] < k:
-            pad = k - ids.shape[1]
-            ids = np.pad(ids, ((0, 0), (0, pad)), constant_values=-1)
-            distances = np.pad(distances, ((0, 0), (0, pad)),
-                               constant_values=np.iinfo(np.int32).max)
-        return ids, distances.astype(np.int32)
-
-    def range_search(self, codes, radius):
-        return _popcount_range(codes, self.codes, self.ids, radius)
-
-    def __len__(self):
-        return len(self.ids)
-
-    def contains(self, ids):
-        return np.isin(np.asarray(ids, dtype=np.int64), self.ids)
-
-    def all_ids(self):
-        return self.ids.copy()
-
-    def to_bytes(self):
-        return self.ids.tobytes() + self.codes.tobytes()
-
-    def load_bytes(self, payload, extra):
-        n = int(extra["count"])
-        self.ids = np.frombuffer(payload[: 8 * n], dtype=np.int64).copy()
-        self.codes = np.frombuffer(payload[8 * n :], dtype=np.uint8).reshape(n, self.bits // 8).copy()
-        self._device_reset()
-        if n:
-            self._device_add(self.codes)
-
-    def snapshot_extra(self):
-        return {"count": int(len(self.ids))}
-
-
-def _popcount_range(codes: np.ndarray, stored: np.ndarray, ids: np.ndarray, radius: int):
-    out = []
-    for q in codes:
-        d = np.bitwise_count(np.bitwise_xor(stored, q[None, :])).sum(axis=1, dtype=np.int32)
-        hit = np.flatnonzero(d <= radius)
-        order = np.lexsort((ids[hit], d[hit]))
-        out.append((ids[hit][order], d[hit][order]))
-    return out
-
-
-class FaissGpuBackend(_PositionalBackend):
-    """``GpuIndexBinaryFlat`` (faiss built with GPU support); ids mapped on the CPU side."""
-
-    kind = "gpu"
-    max_k = GPU_MAX_K
-
-    def __init__(self, bits: int, device: int = 0):
-        super().__init__(bits)
-        faiss = _faiss()
-        self.resources = faiss.StandardGpuResources()
-        self.device = device
-        self._device_reset()
-
-    def _device_reset(self):
-        faiss = _faiss()
-        config = faiss.GpuIndexBinaryFlatConfig()
-        config.device = self.device
-        self.index = faiss.GpuIndexBinaryFlat(self.resources, self.bits, config)
-
-    def _device_add(self, codes):
-        self.index.add(codes)
-
-    def _device_search(self, codes, k):
-        distances, positions = self.index.search(codes, k)
-        return positions, distances
-
-    def params(self):
-        return {"engine": "faiss GpuIndexBinaryFlat", "device": self.device, "max_k": self.max_k}
-
-
-class TorchHammingBackend(_PositionalBackend):
-    """Exact Hamming search as a matrix product of +-1 codes in torch (CUDA, or the CPU for tests).
-
-    distance = (bits - <a, b>) / 2 for a, b in {-1, +1}^bits; the product is exact in
-    float16 inputs with float32 accumulation. Used for ``gpu`` when faiss has no GPU support.
-    """
-
-    kind = "gpu"
-    max_k = GPU_MAX_K
-
-    def __init__(self, bits: int, device: str | None = None, chunk: int = 1 << 20):
-        super().__init__(bits)
-        import torch
-
-        self.torch = torch
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
-        self.chunk = chunk
-        self._device_reset()
-
-    def _signs(self, codes: np.ndarray):
-        torch = self.torch
-        bits = torch.from_numpy(np.unpackbits(codes, axis=1)).to(self.device)
-        return bits.to(self.dtype) * 2 - 1
-
-    def _device_reset(self):
-        self.matrix = self.torch.zeros((0, self.bits), dtype=self.dtype, device=self.device)
-
-    def _device_add(self, codes):
-        self.matrix = self.torch.cat([self.matrix, self._signs(codes)])
-
-    def _device_search(self, codes, k):
-        torch = self.torch
-        q = self._signs(codes)
-        best_d, best_p = None, None
-        for start in range(0, len(self.matrix), self.chunk):
-            block = self.matrix[start : start + self.chunk]
-            dist = (self.bits - (q @ block.T).float()) * 0.5
-            kk = min(k, len(block))
-            d, p = torch.topk(dist, kk, dim=1, largest=False, sorted=True)
-            p = p + start
-            if best_d is None:
-                best_d, best_p = d, p
-            else:
-                d = torch.cat([best_d, d], dim=1)
-                p = torch.cat([best_p, p], dim=1)
-                best_d, order = torch.topk(d, min(k, d.shape[1]), dim=1, largest=False, sorted=True)
-                best_p = torch.gather(p, 1, order)
-        # equal distances: order by position (insertion order), like faiss's flat scan
-        d = best_d.round().to(torch.int64)
-        key = d * (len(self.matrix) + 1) + best_p
-        key, order = torch.sort(key, dim=1)
-        return torch.gather(best_p, 1, order).cpu().numpy(), \
-            torch.gather(d, 1, order).cpu().numpy().astype(np.int32)
-
-    def params(self):
-        return {"engine": "torch +-1 matmul", "device": str(self.device), "max_k": self.max_k}
-
-
 def make_backend(kind: str, bits: int, options: dict) -> Backend:
     """A backend by kind name (``auto`` resolved by the caller)."""
     if kind == "flat":
         return flat_backend(bits, **options)
-    if kind == "ivf":
-        return IVFBackend(bits, **options)
-    if kind == "hnsw":
-        return HNSWBackend(bits, **options)
+    if kind in ("ivf", "hnsw"):
+        from crossbit.indexer.backends_approx import HNSWBackend, IVFBackend
+
+        return (IVFBackend if kind == "ivf" else HNSWBackend)(bits, **options)
     if kind == "gpu":
+        from crossbit.indexer.backends_gpu import FaissGpuBackend, TorchHammingBackend
+
         if gpu_available():
             return FaissGpuBackend(bits, **options)
         if torch_cuda_available() or options.get("device") == "cpu":
@@ -645,4 +274,4 @@ def make_backend(kind: str, bits: int, options: dict) -> Backend:
     raise ValueError(f"unknown index kind {kind!r}; choose one of {KINDS}")
 
 
-KINDS = ("auto", "flat", "ivf", "hnsw", "gpu", "milvus")
+KINDS = ("auto", "flat", "ivf", "hnsw", "gpu")  # the FAISS-backed kinds (milvus is its own index)

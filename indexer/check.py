@@ -8,18 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
+from crossbit.indexer import open_index
 from crossbit.indexer.backends import make_backend
-from crossbit.indexer.index import (
-    ID_MARK,
-    SNAPSHOT,
-    STORE,
-    id_differences,
-    lock_directory,
-    open_index,
-    read_snapshot,
-    replay,
-    store_behind,
-)
+from crossbit.indexer.index import ID_MARK, STORE, lock_directory
+from crossbit.indexer.snapshot import SNAPSHOT, id_differences, read_snapshot, replay, store_behind
 from crossbit.indexer.store import Store, StoreError
 
 

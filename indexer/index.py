@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import fcntl
-import json
 import logging
 import os
 import threading
 import time
-import zlib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 
@@ -19,119 +16,42 @@ from crossbit.indexer.backends import (
     GPU_MAX_K,
     KINDS,
     Backend,
-    IVFBackend,
     gpu_available,
     make_backend,
     set_thread_omp,
     torch_cuda_available,
 )
-from crossbit.indexer.embeddings import EmbeddingTable, unit_rows
+from crossbit.indexer.backends_approx import IVFBackend
+from crossbit.indexer.embeddings import EmbeddingTable
+from crossbit.indexer.interface import (
+    MAX_K,
+    Index,
+    ModelMismatch,
+    Results,
+    check_codes,
+    check_ids,
+    check_items,
+    check_radius,
+)
 from crossbit.indexer.locks import RWLock
-from crossbit.indexer.store import Item, Store, StoreWrite, id_digest, repeated_items
+from crossbit.indexer.snapshot import (
+    SNAPSHOT,
+    id_differences,
+    read_snapshot,
+    replay,
+    store_behind,
+    write_snapshot,
+)
+from crossbit.indexer.store import Item, Store, StoreWrite, id_digest
 
 log = logging.getLogger(__name__)
 
-SNAPSHOT = "index.snapshot"
 STORE = "store.sqlite3"
 ID_MARK = "ids.mark"
 LOCK = "index.lock"
-MAGIC = b"CROSSBIT-SNAPSHOT-1\n"
-MAX_K = 100_000
 
 
-class Results(NamedTuple):
-    """Search results, one row per query, padded with id -1."""
-
-    ids: np.ndarray  # int64 (n, k)
-    distances: np.ndarray  # int32 (n, k) Hamming distances
-
-
-class Reranked(NamedTuple):
-    ids: np.ndarray  # int64 (n, k)
-    distances: np.ndarray  # int32 (n, k)
-    scores: np.ndarray  # float32 (n, k) cosine similarity of float embeddings
-
-
-def check_codes(codes, bits: int, name: str = "codes") -> np.ndarray:
-    """Validate packed codes: uint8, 2-D, bits/8 columns. Returns a contiguous array."""
-    if not isinstance(codes, np.ndarray):
-        raise TypeError(f"{name} must be a numpy uint8 array, got {type(codes).__name__}")
-    if codes.dtype != np.uint8:
-        raise TypeError(f"{name} must have dtype uint8, got {codes.dtype}")
-    if codes.ndim != 2 or codes.shape[1] != bits // 8:
-        raise ValueError(f"{name} must have shape (n, {bits // 8}) for {bits}-bit codes, "
-                         f"got {codes.shape}")
-    return np.ascontiguousarray(codes)
-
-
-def _check_ids(ids, n: int, name: str = "ids") -> np.ndarray:
-    if not isinstance(ids, np.ndarray):
-        ids = np.asarray(ids)
-    if ids.dtype.kind not in "iu":
-        raise TypeError(f"{name} must be integers (int64), got {ids.dtype}")
-    if ids.ndim != 1 or len(ids) != n:
-        raise ValueError(f"{name} must be 1-D with {n} entries, got shape {ids.shape}")
-    if len(ids) and (ids.min() < 0 or ids.max() > np.iinfo(np.int64).max):
-        raise ValueError(f"{name} must be non-negative int64 values")
-    if len(np.unique(ids)) != len(ids):
-        raise ValueError(f"{name} has duplicates")
-    return np.ascontiguousarray(ids, dtype=np.int64)
-
-
-def check_embeddings(embeddings, n: int) -> np.ndarray:
-    """Query embeddings as float32 (n, d), or a ValueError."""
-    embeddings = np.asarray(embeddings, dtype=np.float32)
-    if embeddings.ndim != 2 or len(embeddings) != n:
-        raise ValueError(f"embeddings must have shape ({n}, d)")
-    return embeddings
-
-
-def vectors_from(stored: dict[int, np.ndarray], ids: np.ndarray,
-                 dim: int) -> tuple[np.ndarray, np.ndarray]:
-    """(unit vectors of shape ids.shape + (dim,), found mask) from an id -> vector dict.
-
-    Vectors of another width count as missing.
-    """
-    vectors = np.zeros(ids.shape + (dim,), np.float32)
-    found = np.zeros(ids.shape, bool)
-    for index, item in np.ndenumerate(ids):
-        vec = stored.get(int(item))
-        if vec is not None and len(vec) == dim:
-            vectors[index] = vec
-            found[index] = True
-    return unit_rows(vectors), found
-
-
-def rerank(first: Results, embeddings: np.ndarray, vectors: np.ndarray, found: np.ndarray,
-           k: int, bits: int) -> Reranked:
-    """Re-order each query's Hamming shortlist by cosine of the float embeddings.
-
-    ``vectors`` (n, shortlist, d) holds the shortlist's unit vectors and ``found`` says
-    which exist. Items without one (or of another width) score -inf and keep their
-    Hamming order after the others; the result keeps the ``k`` best, padded with id -1.
-    """
-    embeddings = check_embeddings(embeddings, len(first.ids))
-    query = unit_rows(embeddings)
-    valid = first.ids >= 0
-    if vectors.shape[-1] == query.shape[1]:
-        score = np.einsum("nsd,nd->ns", vectors, query, optimize=False).astype(np.float32)
-        score[~(found & valid)] = -np.inf
-    else:
-        score = np.full(first.ids.shape, -np.inf, np.float32)
-    order = np.lexsort((first.distances, -score, ~valid), axis=-1)[:, :k]
-    ids = np.take_along_axis(first.ids, order, axis=1)
-    keep = np.take_along_axis(valid, order, axis=1)
-    out_ids = np.full((len(ids), k), -1, np.int64)
-    out_d = np.full((len(ids), k), bits + 1, np.int32)
-    out_s = np.full((len(ids), k), -np.inf, np.float32)
-    width = order.shape[1]
-    out_ids[:, :width] = np.where(keep, ids, -1)
-    out_d[:, :width] = np.where(keep, np.take_along_axis(first.distances, order, axis=1), bits + 1)
-    out_s[:, :width] = np.where(keep, np.take_along_axis(score, order, axis=1), -np.inf)
-    return Reranked(out_ids, out_d, out_s)
-
-
-class BinaryIndex:
+class BinaryIndex(Index):
     """A collection of binary codes with ids, keys, metadata and float embeddings.
 
     Every add commits to SQLite before it returns, then enters the in-memory backend.
@@ -170,6 +90,7 @@ class BinaryIndex:
         self._lock = RWLock()
         self._closed = False
         self._changes = 0
+        self._retraining: threading.Thread | None = None
         self.opened_from = ""
         self.backend = self._open_backend()
         # re-ranking reads the float embeddings of every shortlist: with the table they are
@@ -263,35 +184,6 @@ class BinaryIndex:
             return None, {}
 
     # -- writes -------------------------------------------------------------------------------
-    def add(self, codes: np.ndarray, ids: Sequence[int] | np.ndarray | None = None,
-            keys: Sequence[str | None] | None = None, metadata: Sequence[dict] | None = None,
-            embeddings: np.ndarray | None = None,
-            thumbnails: Sequence[bytes | None] | None = None) -> np.ndarray:
-        """Add (or, for a known key or id, replace) items; committed to SQLite before returning.
-
-        Args:
-            codes: uint8 (n, bits // 8).
-            ids: optional int64 ids; assigned when None.
-            keys: optional string keys (None entries allowed).
-            metadata: optional JSON-serialisable dicts.
-            embeddings: optional float32 (n, d) for re-ranking.
-            thumbnails: optional bytes per item (JPEG).
-
-        Returns:
-            the int64 ids of the items.
-
-        Raises:
-            ValueError: a key or id given twice in the call (nothing is written then).
-        """
-        if ids is not None:
-            ids = _check_ids(ids, len(codes))
-        repeats = repeated_items(keys, ids)
-        if repeats:
-            n, why = next(iter(repeats.items()))
-            raise ValueError(f"item {n}: {why}")
-        report = self.add_items(codes, ids, keys, metadata, embeddings, thumbnails)
-        return report.ids
-
     def add_items(self, codes: np.ndarray, ids: Sequence[int | None] | None = None,
                   keys: Sequence[str | None] | None = None,
                   metadata: Sequence[dict | None] | None = None,
@@ -308,33 +200,10 @@ class BinaryIndex:
             a :class:`StoreWrite`: ids (-1 where refused), replaced ids, refusals by position.
         """
         self._check_open()
-        codes = check_codes(codes, self.bits)
-        n = len(codes)
-        if ids is not None:
-            ids = self._list(ids, n, "ids", (int, np.integer, type(None)))
-            for i, v in enumerate(ids):
-                if v is not None and not 0 <= int(v) <= np.iinfo(np.int64).max:
-                    raise ValueError(f"ids[{i}] must be a non-negative int64, got {v}")
-            if all(v is None for v in ids):
-                ids = None
-        keys = self._list(keys, n, "keys", (str, type(None)))
-        metadata = self._list(metadata, n, "metadata", (dict, type(None)))
-        if thumbnails is not None:
-            thumbnails = self._list(thumbnails, n, "thumbnails", (bytes, type(None)))
-        if previews is not None:
-            previews = self._list(previews, n, "previews", (bytes, type(None)))
-        if embeddings is not None:
-            embeddings = np.asarray(embeddings, dtype=np.float32)
-            if embeddings.ndim != 2 or len(embeddings) != n:
-                raise ValueError(f"embeddings must have shape ({n}, d), got {embeddings.shape}")
-        if n == 0:
+        codes, ids, keys, metadata, embeddings, thumbnails, previews = check_items(
+            codes, self.bits, ids, keys, metadata, embeddings, thumbnails, previews)
+        if len(codes) == 0:
             return StoreWrite(np.zeros(0, dtype=np.int64), [], {}, [])
-        for m in metadata:
-            if m is not None:
-                try:
-                    json.dumps(m)
-                except (TypeError, ValueError) as exc:
-                    raise ValueError(f"metadata must be JSON-serialisable: {exc}") from None
         with self._lock.write():
             write = self.store.add(codes, ids, keys, metadata, embeddings, thumbnails, positions,
                                    previews)
@@ -358,11 +227,47 @@ class BinaryIndex:
             if len(out):
                 self.backend.add(codes[kept], out)
             self._changes += len(out)
-            if isinstance(self.backend, IVFBackend) and self.backend.needs_retrain():
-                chunks = list(self.store.iter_codes())
-                self.backend.retrain(np.concatenate([c[0] for c in chunks]),
-                                     np.concatenate([c[1] for c in chunks]))
+            retrain = isinstance(self.backend, IVFBackend) and self.backend.needs_retrain() \
+                and self._retraining is None
+            if retrain:
+                self._retraining = threading.Thread(target=self._retrain, daemon=True,
+                                                    name="crossbit-ivf-retrain")
+        if retrain:
+            self._retraining.start()
         return write
+
+    def _retrain(self) -> None:
+        """Train a new IVF index on every stored code, off the lock, and swap it in.
+
+        Searches and writes go on meanwhile against the old index. The store's change log
+        position is taken before the codes are read, so the swap (under the write lock)
+        replays whatever changed during the training into the new index first.
+        """
+        try:
+            start = time.perf_counter()
+            seq = self.store.max_seq()
+            chunks = list(self.store.iter_codes())
+            ids = np.concatenate([c[0] for c in chunks]) if chunks else np.zeros(0, np.int64)
+            codes = np.concatenate([c[1] for c in chunks]) if chunks else \
+                np.zeros((0, self.bits // 8), np.uint8)
+            fresh = self.backend.retrained(ids, codes)
+            with self._lock.write():
+                replayed = replay(fresh, self.store, seq)
+                self.backend = fresh
+                self._changes += 1
+            log.info("index %s: IVF retrained on %d codes in %.1fs off the lock (%d changes "
+                     "replayed at the swap)", self.directory, len(ids),
+                     time.perf_counter() - start, replayed)
+        except Exception:  # the old index stays; the next add that needs it tries again
+            log.exception("index %s: IVF retraining failed", self.directory)
+        finally:
+            self._retraining = None
+
+    def wait_retrained(self, timeout: float | None = None) -> None:
+        """Block until a retraining in progress (if any) has swapped its index in."""
+        thread = self._retraining
+        if thread is not None:
+            thread.join(timeout)
 
     def verify(self) -> str:
         """Check the invariant (the backend holds exactly the store's ids, each once); "" when
@@ -372,25 +277,11 @@ class BinaryIndex:
             held = self.backend.all_ids()
         return "; ".join(id_differences(held, stored, "the index"))
 
-    @staticmethod
-    def _list(values, n: int, name: str, types) -> list:
-        if values is None:
-            return [None] * n
-        if isinstance(values, (str, bytes)):
-            raise TypeError(f"{name} must be a list with one entry per code, not a single value")
-        values = list(values)
-        if len(values) != n:
-            raise ValueError(f"{name} has {len(values)} entries for {n} codes")
-        for i, v in enumerate(values):
-            if not isinstance(v, types):
-                raise TypeError(f"{name}[{i}] has type {type(v).__name__}")
-        return values
-
     def remove(self, ids: Sequence[int] | np.ndarray) -> int:
         """Remove items by id. Raises KeyError naming unknown ids (then nothing is removed)."""
         self._check_open()
         ids = np.unique(np.asarray(ids).ravel())
-        ids = _check_ids(ids, len(ids))
+        ids = check_ids(ids, len(ids))
         if not len(ids):
             return 0
         with self._lock.write():
@@ -406,14 +297,9 @@ class BinaryIndex:
         return self.store.ids_for_keys(list(keys))
 
     # -- reads --------------------------------------------------------------------------------
-    def _check_k(self, k: int) -> int:
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-            raise TypeError(f"k must be an int, got {type(k).__name__}")
-        limit = getattr(self.backend, "max_k", MAX_K)
-        limit = min(limit, MAX_K)
-        if k <= 0 or k > limit:
-            raise ValueError(f"k must be between 1 and {limit} for a {self.kind} index, got {k}")
-        return int(k)
+    @property
+    def max_k(self) -> int:
+        return min(getattr(self.backend, "max_k", MAX_K), MAX_K)
 
     def search(self, codes: np.ndarray, k: int, nprobe: int | None = None) -> Results:
         """The k nearest items of each query code by Hamming distance.
@@ -424,7 +310,7 @@ class BinaryIndex:
         """
         self._check_open()
         codes = check_codes(codes, self.bits, "query codes")
-        k = self._check_k(k)
+        k = self.check_k(k)
         if nprobe is not None and (not isinstance(nprobe, (int, np.integer)) or nprobe <= 0):
             raise ValueError(f"nprobe must be a positive int, got {nprobe!r}")
         set_thread_omp(self.threads)
@@ -434,34 +320,20 @@ class BinaryIndex:
         distances = np.where(ids >= 0, distances, self.bits + 1).astype(np.int32)
         return Results(ids, distances)
 
-    def search_rerank(self, codes: np.ndarray, embeddings: np.ndarray, k: int,
-                      shortlist: int = 100, nprobe: int | None = None) -> Reranked:
-        """Hamming shortlist of ``shortlist`` items, re-ordered by cosine of the float embeddings.
-
-        Items stored without an embedding keep their Hamming order after those with one.
-        """
-        k = self._check_k(k)
-        check_embeddings(embeddings, len(codes))
-        first = self.search(codes, min(max(k, shortlist), getattr(self.backend, "max_k", MAX_K)),
-                            nprobe)
-        if self.vectors is not None:
-            with self._lock.read():
-                vectors, found = self.vectors.gather(first.ids)
-        else:
-            stored = self.embeddings(np.unique(first.ids[first.ids >= 0]))
-            vectors, found = vectors_from(stored, first.ids, embeddings.shape[1])
-        return rerank(first, embeddings, vectors, found, k, self.bits)
+    def shortlist_vectors(self, ids: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
+        if self.vectors is None:
+            return super().shortlist_vectors(ids, dim)
+        with self._lock.read():
+            return self.vectors.gather(ids)
 
     def range_search(self, codes: np.ndarray, radius: int) -> list[tuple[np.ndarray, np.ndarray]]:
         """Hash lookup: per query, (ids, distances) of every item within Hamming ``radius``."""
         self._check_open()
         codes = check_codes(codes, self.bits, "query codes")
-        if isinstance(radius, bool) or not isinstance(radius, (int, np.integer)) or \
-                not 0 <= radius <= self.bits:
-            raise ValueError(f"radius must be an int between 0 and {self.bits}, got {radius!r}")
+        radius = check_radius(radius, self.bits)
         set_thread_omp(self.threads)
         with self._lock.read():
-            return self.backend.range_search(codes, int(radius))
+            return self.backend.range_search(codes, radius)
 
     def items(self, ids: Sequence[int], max_bytes: int | None = None) -> dict[int, Item]:
         """Stored key, metadata and time added for the given ids (unknown ids absent);
@@ -520,27 +392,14 @@ class BinaryIndex:
             payload = self.backend.to_bytes()
             extra = self.backend.snapshot_extra()
             self._changes = 0
-        header = {"kind": self.kind, "bits": self.bits, "seq": seq, "size": len(payload),
-                  "crc32": zlib.crc32(payload), "extra": extra, "count": len(self.backend),
-                  "next_id": next_id,
-                  "written": time.time()}
-        path = self.directory / SNAPSHOT
-        tmp = path.with_suffix(".tmp")
+            count = len(self.backend)
+        header = {"kind": self.kind, "bits": self.bits, "seq": seq, "extra": extra,
+                  "count": count, "next_id": next_id, "written": time.time()}
         try:
-            with open(tmp, "wb") as f:
-                f.write(MAGIC + json.dumps(header).encode() + b"\n")
-                f.write(payload)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-            _fsync_dir(self.directory)
+            write_snapshot(self.directory, header, payload)
         except OSError as exc:
             log.error("index %s: snapshot failed (%s); the store still holds every item",
                       self.directory, exc)
-            try:
-                tmp.unlink(missing_ok=True)
-            except OSError:
-                pass
             return False
         self._snapshot_seq = seq
         self.store.compact_log(seq)
@@ -566,6 +425,7 @@ class BinaryIndex:
         self._stop.set()
         if self._snapshotter is not None:
             self._snapshotter.join(timeout=60)
+        self.wait_retrained(timeout=600)
         if self._changes or not (self.directory / SNAPSHOT).exists():
             try:
                 self.snapshot()
@@ -609,10 +469,6 @@ def lock_directory(directory: Path):
     return f
 
 
-class ModelMismatch(ValueError):
-    """The store holds codes of another model: searching them with this one returns garbage."""
-
-
 def check_model(store: Store, model: dict, directory: Path) -> None:
     """Record the model of a store's codes on first use; refuse another model afterwards."""
     stored = store.model_record()
@@ -631,95 +487,4 @@ def check_model(store: Store, model: dict, directory: Path) -> None:
             "--model ...)")
 
 
-def read_snapshot(path: Path) -> tuple[dict, bytes]:
-    """(header, payload) of a snapshot file; ValueError when it is not whole."""
-    data = path.read_bytes()
-    if not data.startswith(MAGIC):
-        raise ValueError("bad magic")
-    header_end = data.index(b"\n", len(MAGIC))
-    header = json.loads(data[len(MAGIC) : header_end])
-    payload = data[header_end + 1 :]
-    if len(payload) != header["size"] or zlib.crc32(payload) != header["crc32"]:
-        raise ValueError("checksum mismatch (truncated or corrupt)")
-    return header, payload
-
-
-def replay(backend: Backend, store: Store, seq: int) -> int:
-    """Bring a backend loaded from a snapshot at ``seq`` up to the store: every id the log
-    touched since leaves it and, if still stored, enters it again. Returns the entries seen."""
-    entries = store.log_since(seq)
-    touched = np.unique(np.array([e[2] for e in entries], dtype=np.int64))
-    if len(touched):
-        present = touched[backend.contains(touched)]
-        if len(present):
-            backend.remove(present)
-        ids, codes = store.codes_for(touched)
-        if len(ids):
-            backend.add(codes, ids)
-    return len(entries)
-
-
-def store_behind(store: Store, seq: int) -> str:
-    """Why a store is older than a snapshot taken at ``seq``, or "" when it is not."""
-    behind = seq - store.max_seq()
-    if behind <= 0:
-        return ""
-    return (f"the store's change log ends {behind} changes before the snapshot's (a lost -wal "
-            "file, or a store restored from an older copy)")
-
-
-def id_differences(held: np.ndarray, stored: np.ndarray, holder: str) -> list[str]:
-    """What differs between the ids an index holds (any order, repeats kept) and the store's
-    (sorted): the invariant is that they are the same ids, each held once."""
-    unique, counts = np.unique(held, return_counts=True)
-    out = []
-    if (counts > 1).any():
-        out.append(f"{holder} holds {int((counts > 1).sum())} ids more than once "
-                   f"({_preview(unique[counts > 1])})")
-    lost = np.setdiff1d(unique, stored)
-    if len(lost):
-        out.append(f"{len(lost)} ids in {holder} are not in the store ({_preview(lost)})")
-    missing = np.setdiff1d(stored, unique)
-    if len(missing):
-        out.append(f"{len(missing)} stored ids are not in {holder} ({_preview(missing)})")
-    return out
-
-
-def _preview(ids: np.ndarray, n: int = 10) -> str:
-    shown = ", ".join(str(int(i)) for i in ids[:n])
-    return shown + (f" and {len(ids) - n} more" if len(ids) > n else "")
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def open_index(directory: str | os.PathLike, bits: int, kind: str = "auto", **options) -> BinaryIndex:
-    """Open (or create) a binary index in ``directory``.
-
-    Args:
-        directory: where the SQLite store and the snapshot live.
-        bits: code length (a multiple of 8).
-        kind: ``flat``, ``ivf``, ``hnsw``, ``gpu``, ``milvus`` or ``auto`` (GPU flat with a
-            GPU, else exact flat with crossbit's kernel).
-        **options: ``threads`` (OpenMP threads per call), ``snapshot_interval`` (seconds),
-            ``synchronous`` (SQLite), and backend options (ivf: ``train_size``, ``nprobe``,
-            ``nlist``; hnsw: ``m``, ``ef_search``; gpu: ``device``; milvus: ``uri``...).
-    """
-    if kind == "milvus":
-        from crossbit.indexer.milvus import MilvusIndex
-
-        return MilvusIndex(directory, bits, **options)
-    return BinaryIndex(directory, bits, kind, **options)
-
-
-__all__ = ["BinaryIndex", "Results", "Reranked", "open_index", "check_codes", "GPU_MAX_K"]
+__all__ = ["BinaryIndex", "GPU_MAX_K"]

@@ -27,19 +27,30 @@ from pathlib import Path
 import numpy as np
 
 from crossbit.indexer import call_context
-from crossbit.indexer.index import (
+from crossbit.indexer.interface import (
     MAX_K,
+    Index,
     ModelMismatch,
-    Reranked,
     Results,
     check_codes,
-    check_embeddings,
-    rerank,
-    vectors_from,
+    check_items,
+    check_radius,
+)
+from crossbit.indexer.milvus_rows import (
+    MilvusUnavailable,
+    b64,
+    chunks,
+    code_bytes,
+    connection_trouble,
+    id_pk,
+    key_pk,
+    message,
+    pk_chunks,
+    quoted,
+    same_vector,
 )
 from crossbit.indexer.store import (
     Item,
-    StoreError,
     StoreLimit,
     StoreWrite,
     repeated_items,
@@ -53,64 +64,14 @@ MILVUS_MAX_K = 16384  # Milvus's topk limit
 MAX_TEXT = 65535  # Milvus's VARCHAR limit, in bytes
 MAX_KEY_BYTES = 4096
 MAX_EMBEDDING_DIM = 4096  # Milvus's ARRAY capacity limit
-EXPR_BYTES = 200_000  # longest filter expression sent (lists are split to stay below it)
 CONSISTENCY = ("Strong", "Session", "Bounded", "Eventually")
+INDEX_TYPES = ("BIN_FLAT", "BIN_IVF_FLAT")
 # pymilvus 2.5 fails to parse a query answer without rows when it asks for an ARRAY field
 # (milvus-lite answers that way whatever the fields): it means no rows
 EMPTY_ANSWER = "Unsupported data type: 0"
 
 
-class MilvusUnavailable(StoreError):
-    """Milvus did not answer within the deadline, or refused the call: UNAVAILABLE."""
-
-
-def _b64(data: bytes | None) -> str:
-    return base64.b64encode(data).decode() if data else ""
-
-
-def key_pk(key: str) -> str:
-    return "k" + key.encode().hex()
-
-
-def id_pk(item_id: int) -> str:
-    return f"i{int(item_id)}"
-
-
-def _quoted(pks: Sequence[str]) -> str:
-    return "[" + ",".join(f'"{p}"' for p in pks) + "]"  # pks are [a-z0-9-] only
-
-
-def _chunks(values: Sequence, size: int) -> Iterator[Sequence]:
-    for start in range(0, len(values), size):
-        yield values[start:start + size]
-
-
-def _pk_chunks(pks: Sequence[str]) -> Iterator[list[str]]:
-    chunk, size = [], 0
-    for pk in pks:
-        if chunk and size + len(pk) + 3 > EXPR_BYTES:
-            yield chunk
-            chunk, size = [], 0
-        chunk.append(pk)
-        size += len(pk) + 3
-    if chunk:
-        yield chunk
-
-
-def _message(exc: BaseException) -> str:
-    text = getattr(exc, "message", None) or str(exc)
-    return " ".join(str(text).split())[:300]
-
-
-def _connection_trouble(text: str) -> bool:
-    text = text.lower()
-    return any(s in text for s in ("failed to connect", "unavailable", "connection refused",
-                                   "retry timeout", "deadline", "socket closed",
-                                   "connection reset", "not ready", "server is stopping",
-                                   "channel", "timed out", "timeout"))
-
-
-class MilvusIndex:
+class MilvusIndex(Index):
     """A binary index stored in a Milvus collection, consistent across servers.
 
     Args:
@@ -147,8 +108,8 @@ class MilvusIndex:
                              ) from exc
         if bits % 8 or bits <= 0:
             raise ValueError(f"bits must be a positive multiple of 8, got {bits}")
-        if index_type not in ("BIN_FLAT", "BIN_IVF_FLAT"):
-            raise ValueError("index_type must be BIN_FLAT or BIN_IVF_FLAT")
+        if index_type not in INDEX_TYPES:
+            raise ValueError(f"index_type must be one of {', '.join(INDEX_TYPES)}")
         if consistency not in CONSISTENCY:
             raise ValueError(f"consistency must be one of {', '.join(CONSISTENCY)}, "
                              f"got {consistency!r}")
@@ -179,7 +140,7 @@ class MilvusIndex:
             self._client = MilvusClient(**kwargs)
         except Exception as exc:
             raise MilvusUnavailable(f"cannot reach Milvus at {self.uri} within {timeout_s:.0f} s: "
-                                    f"{_message(exc)}") from None
+                                    f"{message(exc)}") from None
         self.model = self._open_collection(model)
         self.opened_from = f"milvus collection {self.collection} at {self.uri}"
 
@@ -269,7 +230,7 @@ class MilvusIndex:
             except MilvusUnavailable:
                 raise
             except Exception as exc:
-                text = _message(exc)
+                text = message(exc)
                 if text.endswith(EMPTY_ANSWER) and empty is not None:
                     return empty
                 if "not loaded" in text.lower() and fn is not self._client.load_collection:
@@ -279,8 +240,8 @@ class MilvusIndex:
                         self._client.load_collection(self.collection, timeout=left, retry_times=0)
                         continue
                     except Exception as again:
-                        text = _message(again)
-                elif not _connection_trouble(text):
+                        text = message(again)
+                elif not connection_trouble(text):
                     raise MilvusUnavailable(f"Milvus refused the call: {text}") from None
                 last = text
                 time.sleep(min(back_off, max(0.0, deadline - time.monotonic())))
@@ -297,22 +258,22 @@ class MilvusIndex:
 
     def _by_pks(self, pks: Sequence[str], fields: list[str], level: str = "Strong") -> list[dict]:
         out = []
-        for chunk in _pk_chunks(sorted(set(pks))):
-            out += self._query(f"pk in {_quoted(chunk)}", fields, level)
+        for chunk in pk_chunks(sorted(set(pks))):
+            out += self._query(f"pk in {quoted(chunk)}", fields, level)
         return out
 
     def _by_ids(self, ids: Sequence[int], fields: list[str], level: str | None = None
                 ) -> list[dict]:
         ids = sorted({int(i) for i in ids})
         out = []
-        for chunk in _chunks(ids, 5000):
+        for chunk in chunks(ids, 5000):
             out += self._query(f"id in {list(chunk)}", fields, level or self._read_level())
         return out
 
     def _allocate(self, n: int) -> list[int]:
         """``n`` ids no other server is given: Milvus's global allocator, through auto ids."""
         out: list[int] = []
-        for chunk in _chunks(range(n), 10_000):
+        for chunk in chunks(range(n), 10_000):
             answer = self._call(self._client.insert, self.allocator,
                                 [{"v": b"\0"} for _ in chunk])
             ids = [int(i) for i in answer["ids"]]
@@ -321,41 +282,19 @@ class MilvusIndex:
         return out
 
     # -- writes ---------------------------------------------------------------------------------
-    def add(self, codes: np.ndarray, ids=None, keys=None, metadata=None, embeddings=None,
-            thumbnails=None) -> np.ndarray:
-        """Add or replace items (a known key keeps its id); returns their ids.
-
-        ValueError if any item is refused (see :meth:`add_items` for per-item answers).
-        """
-        write = self.add_items(codes, ids=ids, keys=keys, metadata=metadata,
-                               embeddings=embeddings, thumbnails=thumbnails)
-        if write.refused:
-            n, why = next(iter(write.refused.items()))
-            raise ValueError(f"item {n}: {why}")
-        return write.ids
-
     def add_items(self, codes: np.ndarray, ids=None, keys=None, metadata=None, embeddings=None,
                   thumbnails=None, positions=None, previews=None) -> StoreWrite:
         """Per item, as :meth:`BinaryIndex.add_items`: an item with a stored key replaces it
         (keeping its id unless one is given), one with a stored id replaces that item;
         repeats of a key or id within the call are refused alone. Previews are not kept
         (the thumbnail stands in for them)."""
-        codes = check_codes(codes, self.bits)
+        codes, ids, keys, metadata, embeddings, thumbnails, _ = check_items(
+            codes, self.bits, ids, keys, metadata, embeddings, thumbnails, previews)
         n = len(codes)
-        if isinstance(keys, (str, bytes)) or isinstance(metadata, (str, dict)):
-            raise TypeError("keys and metadata take one entry per code (a list), not one value")
-        ids = [None if i is None else int(i) for i in ids] if ids is not None else [None] * n
-        keys = list(keys) if keys is not None else [None] * n
-        metadata = list(metadata) if metadata is not None else [None] * n
-        if len(ids) != n or len(keys) != n or len(metadata) != n:
-            raise ValueError("ids, keys and metadata need one entry per code")
-        if embeddings is not None:
-            embeddings = np.asarray(embeddings, dtype=np.float32)
-            if embeddings.ndim != 2 or embeddings.shape[0] != n:
-                raise ValueError(f"embeddings must have {n} rows")
-            if embeddings.shape[1] > MAX_EMBEDDING_DIM:
-                raise ValueError(f"embeddings wider than {MAX_EMBEDDING_DIM} do not fit a "
-                                 "Milvus array field")
+        ids = ids if ids is not None else [None] * n
+        if embeddings is not None and embeddings.shape[1] > MAX_EMBEDDING_DIM:
+            raise ValueError(f"embeddings wider than {MAX_EMBEDDING_DIM} do not fit a Milvus "
+                             "array field")
         pos = list(range(n)) if positions is None else list(positions)
         refused = repeated_items(keys, ids, pos)
         metas = [json.dumps(m or {}) for m in metadata]
@@ -367,8 +306,6 @@ class MilvusIndex:
             elif len(metas[i].encode()) > MAX_TEXT:
                 refused[i] = (f"metadata (with a text item's text) is over {MAX_TEXT} bytes as "
                               "JSON (the milvus kind's limit)")
-            elif ids[i] is not None and not 0 <= ids[i] < 2**63:
-                refused[i] = f"id {ids[i]} is not a non-negative int64"
         live = [i for i in range(n) if i not in refused]
         out = np.full(n, -1, np.int64)
         outcomes = ["refused"] * n
@@ -409,8 +346,8 @@ class MilvusIndex:
                 row = stored.get(pk)
                 emb = [] if embeddings is None else embeddings[i].tolist()
                 if old == item_id and row is not None and int(row["id"]) == item_id and \
-                        _code_bytes(row["code"]) == codes[i].tobytes() and \
-                        row["metadata"] == metas[i] and _same(row["embedding"], emb):
+                        code_bytes(row["code"]) == codes[i].tobytes() and \
+                        row["metadata"] == metas[i] and same_vector(row["embedding"], emb):
                     out[i], outcomes[i] = item_id, "unchanged"
                     continue
                 held = holders.get(item_id, set())
@@ -436,16 +373,16 @@ class MilvusIndex:
                 thumb = None if thumbnails is None else thumbnails[i]
                 rows.append({"pk": pk, "id": item_id, "code": codes[i].tobytes(),
                              "key": keys[i] or "", "metadata": metas[i], "embedding": emb,
-                             "thumbnail": _b64(thumb), "added": now})
+                             "thumbnail": b64(thumb), "added": now})
             if stale:
                 self._delete_pks(sorted(stale))
-            for chunk in _chunks(rows, 2000):
+            for chunk in chunks(rows, 2000):
                 self._call(self._client.upsert, self.collection, list(chunk))
         return StoreWrite(out, replaced, refused, outcomes)
 
     def _delete_pks(self, pks: Sequence[str]) -> None:
-        for chunk in _pk_chunks(pks):
-            self._call(self._client.delete, self.collection, filter=f"pk in {_quoted(chunk)}")
+        for chunk in pk_chunks(pks):
+            self._call(self._client.delete, self.collection, filter=f"pk in {quoted(chunk)}")
 
     def remove(self, ids: Sequence[int]) -> int:
         """Delete by id; KeyError naming unknown ids (nothing deleted then)."""
@@ -470,11 +407,9 @@ class MilvusIndex:
         return {by_pk[r["pk"]]: int(r["id"]) for r in self._by_pks(list(by_pk), ["pk", "id"])}
 
     # -- reads ----------------------------------------------------------------------------------
-    def _check_k(self, k: int) -> int:
-        limit = min(MILVUS_MAX_K, MAX_K)
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= limit:
-            raise ValueError(f"k must be between 1 and {limit} for a milvus index, got {k}")
-        return int(k)
+    @property
+    def max_k(self) -> int:
+        return min(MILVUS_MAX_K, MAX_K)
 
     def _search(self, codes: np.ndarray, k: int, params: dict) -> Results:
         answer = self._call(self._client.search, self.collection,
@@ -491,26 +426,16 @@ class MilvusIndex:
 
     def search(self, codes: np.ndarray, k: int, nprobe: int | None = None) -> Results:
         codes = check_codes(codes, self.bits, "query codes")
-        k = self._check_k(k)
+        k = self.check_k(k)
         params = {"nprobe": int(nprobe or self.nprobe)} if self.index_type == "BIN_IVF_FLAT" \
             else {}
         return self._search(codes, k, params)
-
-    def search_rerank(self, codes, embeddings, k, shortlist=100, nprobe=None) -> Reranked:
-        k = self._check_k(k)
-        check_embeddings(embeddings, len(codes))
-        first = self.search(codes, min(max(k, shortlist), MILVUS_MAX_K), nprobe)
-        stored = self.embeddings(np.unique(first.ids[first.ids >= 0]))
-        vectors, found = vectors_from(stored, first.ids, np.asarray(embeddings).shape[1])
-        return rerank(first, embeddings, vectors, found, k, self.bits)
 
     def range_search(self, codes: np.ndarray, radius: int):
         """Items within ``radius`` (Milvus range search; at most 16,384 per query, its topk
         limit, nearest first)."""
         codes = check_codes(codes, self.bits, "query codes")
-        if isinstance(radius, bool) or not isinstance(radius, (int, np.integer)) or \
-                not 0 <= radius <= self.bits:
-            raise ValueError(f"radius must be an int between 0 and {self.bits}, got {radius!r}")
+        radius = check_radius(radius, self.bits)
         params = {"nprobe": self.nlist} if self.index_type == "BIN_IVF_FLAT" else {}
         res = self._search(codes, MILVUS_MAX_K, dict(params, radius=int(radius) + 1,
                                                      range_filter=-1))
@@ -542,7 +467,7 @@ class MilvusIndex:
         if not rows:
             return np.zeros(0, np.int64), np.zeros((0, self.bits // 8), np.uint8)
         return np.array([r["id"] for r in rows], np.int64), \
-            np.frombuffer(b"".join(_code_bytes(r["code"]) for r in rows),
+            np.frombuffer(b"".join(code_bytes(r["code"]) for r in rows),
                           np.uint8).reshape(len(rows), -1)
 
     def embeddings(self, ids: Sequence[int]) -> dict[int, np.ndarray]:
@@ -560,9 +485,9 @@ class MilvusIndex:
                 try:
                     batch = iterator.next()
                 except Exception as exc:
-                    if _message(exc).endswith(EMPTY_ANSWER):
+                    if message(exc).endswith(EMPTY_ANSWER):
                         return
-                    raise MilvusUnavailable(f"Milvus at {self.uri}: {_message(exc)}") from None
+                    raise MilvusUnavailable(f"Milvus at {self.uri}: {message(exc)}") from None
                 if not batch:
                     return
                 yield from (int(r["id"]) for r in batch)
@@ -600,18 +525,3 @@ class MilvusIndex:
             self._client.close()
         except Exception:  # closing a lost connection is not worth failing shutdown over
             log.debug("milvus close failed", exc_info=True)
-
-    def __enter__(self) -> MilvusIndex:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-def _code_bytes(code) -> bytes:
-    return bytes(code[0] if isinstance(code, list) else code)
-
-
-def _same(stored, emb: list[float]) -> bool:
-    return len(stored) == len(emb) and np.array_equal(np.asarray(stored, np.float32),
-                                                      np.asarray(emb, np.float32))

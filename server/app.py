@@ -55,7 +55,7 @@ def load_model(config: ServerConfig):
 def open_indexes(config: ServerConfig, bits: int, model: dict | None = None) -> dict:
     """The image and text indexes under the data directory; ``model`` (a fingerprint) is
     recorded in a new store and must match an existing one's."""
-    from crossbit.indexer.index import open_index
+    from crossbit.indexer import open_index
 
     options = {"threads": config.faiss_threads, "snapshot_interval": config.snapshot_interval,
                "embeddings_in_memory": config.embeddings_in_memory, "model": model}
@@ -255,5 +255,8 @@ def serve(config: ServerConfig, ready=None) -> None:
     signal.signal(signal.SIGINT, on_signal)
     if ready is not None:
         ready(running)
-    done.wait()
+    # wake every 0.2 s: a signal the kernel hands to one of gRPC's threads sets Python's flag
+    # but cannot interrupt the main thread's lock wait, so an untimed wait() can miss it
+    while not done.wait(0.2):
+        pass
     running.stop(config.grace_s)

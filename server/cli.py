@@ -6,23 +6,12 @@ Heavy modules (torch, faiss) load only inside the commands that need them.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-FLICKR_ENV = "CROSSBIT_FLICKR8K"
-
-
-def _client_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--server", default=os.environ.get("CROSSBIT_SERVER", "127.0.0.1:50051"),
-                   help="host:port of a running server (env CROSSBIT_SERVER; default %(default)s)")
-    p.add_argument("--token", default=os.environ.get("CROSSBIT_TOKEN"),
-                   help="bearer token, when the server requires one (env CROSSBIT_TOKEN)")
-    p.add_argument("--tls", default=None, metavar="CA.pem",
-                   help="use TLS, trusting this CA certificate file")
-    p.add_argument("--timeout", type=float, default=60.0, help="deadline per call in seconds")
+from crossbit.server.cli_client import CLIENT_COMMANDS, add_client_commands
+from crossbit.server.cli_model import MODEL_COMMANDS, add_model_commands
 
 
 def _add_serve(sub) -> None:
@@ -66,133 +55,13 @@ SERVE_HELP = {  # longer words than the config's comments, where a flag needs th
 }
 
 
-def _add_train(sub) -> None:
-    p = sub.add_parser("train", help="train a hash model",
-                       description="Train hash heads on frozen-backbone features cached on disk "
-                       "(CPU, minutes) or fine-tune the backbones end to end (--finetune, GPU).")
-    p.add_argument("--captions", required=True,
-                   help="dataset file: captions CSV (image,caption), COCO captions JSON, "
-                   "Karpathy JSON, or multi-label CSV (image,text,labels)")
-    p.add_argument("--images", required=True, help="folder the image names are relative to")
-    p.add_argument("--format", choices=["csv", "coco", "karpathy", "multilabel"], default="csv",
-                   help="how --captions is laid out (default %(default)s)")
-    p.add_argument("--split", help="csv: file of training image names; karpathy: split name")
-    p.add_argument("--val-images", type=int, default=None,
-                   help="images held out of the training data for early stopping (default: a "
-                        "tenth of the images, 20 to 500; none below 100 images)")
-    p.add_argument("--out", required=True, help="output model directory")
-    p.add_argument("--bits", type=int, default=64, help="code length: 16, 32, 64, 128, 256")
-    p.add_argument("--backbone", default="efficientnet-lite0", help="efficientnet-lite0, resnet18")
-    p.add_argument("--backbone-weights", help="local weights file for the backbone")
-    p.add_argument("--text-model", default="minilm-l6",
-                   help="minilm-l6 (6 layers, the default), mpnet-base (12 layers; make mpnet) or a "
-                        "local Hugging Face BERT directory")
-    p.add_argument("--objective", choices=["infonce", "triplet", "dcmh"], default="infonce",
-                   help="infonce; triplet = the seeds' max-violation ranking loss; dcmh = labels")
-    p.add_argument("--margin", type=float, default=0.2,
-                   help="triplet loss margin (default %(default)s)")
-    p.add_argument("--epochs", type=int, default=60,
-                   help="most passes over the training data; early stopping may end sooner "
-                        "(default %(default)s)")
-    p.add_argument("--batch-size", type=int, default=128,
-                   help="images per training step (default %(default)s)")
-    p.add_argument("--lr", type=float, default=5e-4,
-                   help="Adam learning rate, cosine-decayed (default %(default)s)")
-    p.add_argument("--hidden", type=int, default=1024,
-                   help="hidden width of the hash heads' MLP (default %(default)s)")
-    p.add_argument("--dropout", type=float, default=0.3,
-                   help="dropout in the hash heads (default %(default)s)")
-    p.add_argument("--weight-decay", type=float, default=1e-4,
-                   help="Adam weight decay (default %(default)s)")
-    p.add_argument("--embed-dim", type=int, default=0,
-                   help="extra float embedding for re-ranking (0 = re-rank on tanh outputs)")
-    p.add_argument("--patience", type=int, default=8,
-                   help="epochs without a better held-out score before stopping "
-                        "(default %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
-    p.add_argument("--seeds", type=int, default=1,
-                   help="train this many seeds (from --seed) and keep the best on the "
-                        "held-out images (frozen-backbone training)")
-    p.add_argument("--distill", type=float, default=1.0,
-                   help="weight of distilling a wider float teacher's in-batch similarities "
-                        "into the codes (the teacher trains first; 0 = off)")
-    p.add_argument("--teacher-dim", type=int, default=512, help="the float teacher's width")
-    p.add_argument("--one-caption", action="store_true",
-                   help="one random caption per image per batch (default with infonce: all)")
-    p.add_argument("--crop-views", type=int, default=0,
-                   help="cache features of this many random crops of each training image and "
-                        "draw from them as augmentation (each costs one more feature pass; "
-                        "the shipped model uses 8)")
-    p.add_argument("--finetune", action="store_true", help="train the backbones too (GPU)")
-    p.add_argument("--cache", default=".cache/features", help="feature cache folder")
-    p.add_argument("--skip-bad", action="store_true",
-                   help="skip rows with missing images or empty captions (counted)")
-    p.add_argument("--device", help="torch device (default: CUDA if visible)")
-    p.add_argument("--json", help="also write the validation report here")
-
-
-def _add_evaluate(sub) -> None:
-    from crossbit.encoders.config import IMAGE_RUNTIMES, TEXT_RUNTIMES
-
-    p = sub.add_parser("evaluate", help="score a model on a dataset",
-                       description="Recall@1/5/10, median rank, precision@K and mAP in both "
-                       "directions over the Hamming ranking (ties: expected value under random "
-                       "order) and over the float embeddings; PR curve over Hamming radius; "
-                       "encoding and search speed. Writes JSON and PNG plots.")
-    p.add_argument("--captions", required=True, help="dataset file (see train --format)")
-    p.add_argument("--images", required=True, help="folder the image names are relative to")
-    p.add_argument("--format", choices=["csv", "coco", "karpathy", "multilabel"], default="csv",
-                   help="how --captions is laid out (default %(default)s)")
-    p.add_argument("--split", help="csv: file of image names to evaluate on; karpathy: split")
-    p.add_argument("--model", help="model directory or shipped name: default, mpnet-64 "
-                   "(default: the shipped default)")
-    p.add_argument("--json", required=True, help="where to write the report")
-    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
-    p.add_argument("--no-speed", action="store_true", help="skip the speed measurement")
-    p.add_argument("--cache", help="feature cache folder (default: none)")
-    p.add_argument("--runtime", choices=IMAGE_RUNTIMES, default="auto",
-                   help="image backbone runtime")
-    p.add_argument("--text-runtime", choices=TEXT_RUNTIMES, default="auto",
-                   help="text encoder runtime (int8: ONNX int8 weights)")
-    p.add_argument("--device", help="torch device (default: CUDA if visible, else the CPU)")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="crossbit",
         description="Cross-modal retrieval over binary codes: type a sentence, get the photos.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_serve(sub)
-    p = sub.add_parser("index", help="add images (files, folders, globs) to a running server",
-                       description="Stream images to the server: files, folders (their images; "
-                       "subfolders too with --recursive) and globs ('photos/*.jpg'). Each "
-                       "image's key is its absolute path: indexing the same folder again "
-                       "duplicates nothing (unchanged files are reported as such), and two "
-                       "folders' IMG_0001.jpg never replace each other.")
-    p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders or globs")
-    p.add_argument("-r", "--recursive", action="store_true",
-                   help="also take images in the folders' subfolders (default: only their own)")
-    _client_args(p)
-    p = sub.add_parser("add-texts", help="add texts (one per line) to a running server",
-                       description="Add the lines of FILE as text items (for image-to-text "
-                       "search: crossbit search --modality text). A line's key is FILE:LINE "
-                       "(absolute path), so adding the file again duplicates nothing; blank "
-                       "lines are skipped.")
-    p.add_argument("file", help="a text file, one text per line")
-    p.add_argument("--batch", type=int, default=256, help="texts per call (default %(default)s)")
-    _client_args(p)
-    p = sub.add_parser("search", help="search a running server by text or image",
-                       description='Search by text (crossbit search "two dogs in the snow") or '
-                       "by image (--image FILE).")
-    p.add_argument("text", nargs="?", help="the query text")
-    p.add_argument("--image", help="query image file instead of text")
-    p.add_argument("-k", "--top-k", type=int, default=10, help="hits to return (default %(default)s)")
-    p.add_argument("--modality", choices=["image", "text"], default="image",
-                   help="what to return: images (default) or texts")
-    p.add_argument("--radius", type=int, help="hash lookup: only hits within this distance")
-    p.add_argument("--no-rerank", action="store_true", help="plain Hamming order")
-    p.add_argument("--json", action="store_true", help="print hits as JSON")
-    _client_args(p)
+    add_client_commands(sub)
     p = sub.add_parser("check", help="check that a data directory's index and store agree",
                        description="Compare each index snapshot under DATA with its SQLite store "
                        "(ids in one and not the other, ids held twice, a store older than its "
@@ -213,16 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="remove items that have nothing to encode again from (they are listed; "
                         "without this flag nothing is changed when there are any)")
     p.add_argument("--device", help="torch device (default: CUDA if visible, else the CPU)")
-    p = sub.add_parser("stats", help="show a running server's index and model")
-    _client_args(p)
-    _add_train(sub)
-    _add_evaluate(sub)
-    p = sub.add_parser("export-onnx", help="export the image backbone to ONNX",
-                       description="Export the image backbone for ONNX Runtime (used "
-                       "automatically on the CPU; this writes it where you want it).")
-    p.add_argument("--backbone", default="efficientnet-lite0",
-                   help="image backbone to export (default %(default)s)")
-    p.add_argument("--out", required=True, help="the .onnx file to write")
+    add_model_commands(sub)
     p = sub.add_parser("load", help="load-test a server on this machine (like ghz)",
                        description="Send a bounded number of requests (-n) for a bounded time "
                        "(-z) from -c concurrent clients to a crossbit server on loopback, then "
@@ -322,134 +182,6 @@ def _exit_if_threads_linger(wait_s: float = 2.0) -> None:
     os._exit(0)
 
 
-def check_server_address(address: str) -> str:
-    """host:port with a port in 1..65535 (a bare host would silently mean port 443)."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise ValueError(f"--server {address!r} needs HOST:PORT, e.g. 127.0.0.1:50051 "
-                         "(the port crossbit serve prints)")
-    return address
-
-
-def _client(args):
-    from crossbit.client import Client
-
-    return Client(check_server_address(args.server), token=args.token, tls=args.tls,
-                  timeout=args.timeout)
-
-
-def find_images(paths: list[str], recursive: bool) -> tuple[list[Path], int, list[str]]:
-    """(image files, files skipped as not images, paths that name nothing) for ``index``.
-
-    Files named directly are sent whatever their suffix (the server says if one is not an
-    image); in folders, files are taken by suffix and the others counted as skipped.
-    """
-    import glob
-
-    files: dict[Path, None] = {}
-    skipped, missing = 0, []
-    for raw in paths:
-        matches = sorted(glob.glob(raw)) if glob.has_magic(raw) else [raw]
-        if not matches:
-            missing.append(raw)
-        for match in matches:
-            path = Path(match).expanduser()
-            if path.is_dir():
-                found = path.rglob("*") if recursive else path.iterdir()
-                for p in sorted(found):
-                    if not p.is_file():
-                        continue
-                    if p.suffix.lower() in IMAGE_SUFFIXES:
-                        files[p] = None
-                    else:
-                        skipped += 1
-            elif path.is_file():
-                files[path] = None
-            else:
-                missing.append(raw)
-    return list(files), skipped, missing
-
-
-def cmd_index(args) -> int:
-    from tqdm import tqdm
-
-    files, skipped, missing = find_images(args.paths, args.recursive)
-    for raw in missing:
-        print(f"crossbit index: {raw}: no such file or folder", file=sys.stderr)
-    if not files:
-        print("crossbit index: no images in " + ", ".join(args.paths)
-              + ("" if args.recursive else " (subfolders are searched with --recursive)"),
-              file=sys.stderr)
-        return 1
-    with _client(args) as client, tqdm(total=len(files), unit="img", desc="indexing",
-                                       disable=not sys.stderr.isatty()) as bar:
-        response = client.add_images_detailed(
-            files, keys=[str(p.resolve()) for p in files],
-            metadata=[{"path": str(p)} for p in files], progress=bar.update)
-    new = response.added - response.replaced - response.unchanged
-    print(f"{len(files)} images: {new} added, {response.replaced} replaced, "
-          f"{response.unchanged} unchanged, {response.failed} refused"
-          + (f"; {skipped} files skipped (not images)" if skipped else ""))
-    for r in response.results:
-        if not r.ok:
-            print(f"  {files[r.index]}: {r.error_code}: {r.error}")
-    return 0 if response.failed == 0 and not missing else 1
-
-
-def cmd_add_texts(args) -> int:
-    path = Path(args.file)
-    if not path.is_file():
-        print(f"crossbit add-texts: {path} is not a file", file=sys.stderr)
-        return 2
-    lines = [(n, line.strip()) for n, line in
-             enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if line.strip()]
-    if not lines:
-        print(f"crossbit add-texts: {path} has no texts", file=sys.stderr)
-        return 1
-    base = str(path.resolve())
-    counts = {"added": 0, "replaced": 0, "unchanged": 0, "failed": 0}
-    with _client(args) as client:
-        for start in range(0, len(lines), max(1, args.batch)):
-            part = lines[start:start + max(1, args.batch)]
-            response = client.add_texts_detailed([t for _, t in part],
-                                                 keys=[f"{base}:{n}" for n, _ in part])
-            counts["added"] += response.added - response.replaced - response.unchanged
-            counts["replaced"] += response.replaced
-            counts["unchanged"] += response.unchanged
-            counts["failed"] += response.failed
-            for r in response.results:
-                if not r.ok:
-                    print(f"  line {part[r.index][0]}: {r.error_code}: {r.error}")
-    print(f"{len(lines)} texts: {counts['added']} added, {counts['replaced']} replaced, "
-          f"{counts['unchanged']} unchanged, {counts['failed']} refused")
-    return 0 if counts["failed"] == 0 else 1
-
-
-def _print_hits(hits, as_json: bool) -> None:
-    if as_json:
-        print(json.dumps([vars(h) for h in hits], indent=2))
-        return
-    if not hits:
-        print("no hits")
-    for rank, h in enumerate(hits, 1):
-        meta = {k: v for k, v in h.metadata.items() if k != "path"}
-        print(f"{rank:3d}. id={h.id:<8d} dist={h.distance:<4d} score={h.score:.3f}  "
-              f"{h.key}" + (f"  {meta}" if meta else ""))
-
-
-def cmd_search(args) -> int:
-    if (args.text is None) == (args.image is None):
-        print('crossbit search: give a text ("a dog on a beach") or --image FILE'
-              + (", not both" if args.text is not None else ""), file=sys.stderr)
-        return 2
-    with _client(args) as client:
-        hits = client.search(text=args.text, image=args.image, top_k=args.top_k,
-                             modality=args.modality, radius=args.radius,
-                             rerank=False if args.no_rerank else None)
-    _print_hits(hits, args.json)
-    return 0
-
-
 def cmd_check(args) -> int:
     from crossbit.indexer.check import check_index
 
@@ -485,96 +217,8 @@ def cmd_reindex(args) -> int:
     return 0
 
 
-def cmd_stats(args) -> int:
-    with _client(args) as client:
-        print(json.dumps(client.stats(), indent=2))
-    return 0
-
-
-def cmd_train(args) -> int:
-    import logging
-
-    from crossbit.encoders.config import ModelConfig
-    from crossbit.encoders.training import TrainConfig
-    from crossbit.encoders.training.recipes import load_pairs, train_model
-
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    pairs = load_pairs(args.format, args.captions, args.images, args.split, args.skip_bad)
-    val_images = args.val_images if args.val_images is not None else \
-        auto_held_out(len(pairs.images))
-    print(f"{len(pairs.images)} images, {len(pairs.captions)} texts; {val_images} images held "
-          "out for early stopping" + ("" if val_images else " (too few: fixed epochs)"))
-    model_config = ModelConfig(bits=args.bits, image_backbone=args.backbone,
-                               image_weights=args.backbone_weights, text_model=args.text_model,
-                               hidden=args.hidden, dropout=args.dropout, embed_dim=args.embed_dim)
-    train_config = TrainConfig(objective=args.objective, margin=args.margin, epochs=args.epochs,
-                               batch_size=args.batch_size, lr=args.lr, patience=args.patience,
-                               weight_decay=args.weight_decay, seed=args.seed,
-                               seeds=args.seeds, finetune=args.finetune,
-                               distill=args.distill, teacher_dim=args.teacher_dim,
-                               all_captions=not args.one_caption, crop_views=args.crop_views)
-    report = train_model(model_config, train_config, pairs, val_images, args.out,
-                         args.cache, args.device)
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2, default=float) + "\n")
-    if "text_to_image" in report:
-        from crossbit.encoders.training.evaluate import format_report
-
-        print("validation (held-out training images):")
-        print(format_report(report))
-        print(summary_line(report, val_images))
-    print(f"model written to {args.out}")
-    return 0
-
-
-def summary_line(report: dict, held_out: int) -> str:
-    """One line: held-out recall of the new model, and of the shipped one on the same data."""
-    def r(block, direction):
-        return "/".join(f"{block[direction][f'recall@{k}']:.1f}" for k in (1, 5, 10))
-
-    line = (f"held-out ({held_out} images) R@1/5/10, Hamming: text->image {r(report, 'text_to_image')}"
-            f", image->text {r(report, 'image_to_text')}")
-    shipped = report.get("shipped_model")
-    if shipped:
-        line += (f"; the shipped model on the same images: {r(shipped, 'text_to_image')} and "
-                 f"{r(shipped, 'image_to_text')}")
-    return line
-
-
-def auto_held_out(n_images: int) -> int:
-    """Images held out for early stopping when --val-images is not given."""
-    return 0 if n_images < 100 else min(500, max(20, n_images // 10))
-
-
-def cmd_evaluate(args) -> int:
-    import logging
-
-    from crossbit.encoders.model import HashModel
-    from crossbit.encoders.runtime import use_image_runtime, use_text_runtime
-    from crossbit.encoders.training.evaluate import format_report, run_evaluation
-    from crossbit.encoders.training.recipes import load_pairs
-
-    logging.basicConfig(level=logging.WARNING)
-    pairs = load_pairs(args.format, args.captions, args.images, args.split)
-    model = HashModel.load(args.model, device=args.device)
-    use_image_runtime(model, args.runtime)
-    use_text_runtime(model, args.text_runtime)
-    report = run_evaluation(model, pairs, args.json, plots=not args.no_plots, cache=args.cache,
-                            speed=not args.no_speed)
-    print(format_report(report))
-    print(f"report written to {args.json}")
-    return 0
-
-
-def cmd_export_onnx(args) -> int:
-    from crossbit.encoders.onnx_image import export_backbone
-
-    print(f"wrote {export_backbone(args.backbone, args.out)}")
-    return 0
-
-
 def cmd_load(args) -> int:
-    from crossbit.server.load import main_load
+    from crossbit.server.load_generator import main_load
 
     return main_load(args)
 
@@ -585,10 +229,8 @@ def cmd_demo(args) -> int:
     return run_demo(port=args.port, keep=args.keep, web_port=args.web_port)
 
 
-COMMANDS = {"serve": cmd_serve, "index": cmd_index, "search": cmd_search, "stats": cmd_stats,
-            "check": cmd_check, "add-texts": cmd_add_texts, "reindex": cmd_reindex,
-            "train": cmd_train, "evaluate": cmd_evaluate, "export-onnx": cmd_export_onnx,
-            "load": cmd_load, "demo": cmd_demo}
+COMMANDS = {"serve": cmd_serve, "check": cmd_check, "reindex": cmd_reindex, "load": cmd_load,
+            "demo": cmd_demo, **CLIENT_COMMANDS, **MODEL_COMMANDS}
 
 
 def main(argv: list[str] | None = None) -> int:

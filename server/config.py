@@ -10,12 +10,12 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from crossbit.encoders.config import IMAGE_RUNTIMES, TEXT_RUNTIMES
+from crossbit.indexer import KINDS as INDEX_KINDS
+from crossbit.indexer.milvus import CONSISTENCY as MILVUS_CONSISTENCY
+from crossbit.indexer.milvus import INDEX_TYPES as MILVUS_INDEX_TYPES
 
 MB = 1 << 20
-INDEX_KINDS = ("auto", "flat", "ivf", "hnsw", "gpu", "milvus")
 LOG_FORMATS = ("json", "text")
-MILVUS_INDEX_TYPES = ("BIN_FLAT", "BIN_IVF_FLAT")
-MILVUS_CONSISTENCY = ("Strong", "Session", "Bounded", "Eventually")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 

@@ -6,78 +6,36 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from crossbit.indexer import Index
 from crossbit.indexer.call_context import within
 from crossbit.indexer.store import StoreLimit
 from crossbit.server.batching import MicroBatcher
 from crossbit.server.config import ServerConfig
 from crossbit.server.exceptions import LimitError, NotFoundError, UnavailableError
 from crossbit.server.images import PixelBudget, decode_image, make_thumbnail
+from crossbit.server.requests import (
+    MODALITIES,
+    AddOutcome,
+    Hit,
+    NewItem,
+    Query,
+    SearchResult,
+)
+
+if TYPE_CHECKING:  # the model's module loads torch; the core only calls it
+    from crossbit.encoders.model import HashModel
 
 log = logging.getLogger(__name__)
 
 SEARCH_BATCH = 256  # most encoded queries searched together
 
-MODALITIES = ("image", "text")
 MAX_KEY_CHARS = 1024
 MAX_METADATA_BYTES = 64 * 1024
 HIT_OVERHEAD = 48  # protobuf bytes of a hit besides its key and metadata (id, distance, score...)
-
-
-@dataclass
-class NewItem:
-    """One item to add: image bytes or a text, with an optional key, id and metadata."""
-
-    payload: bytes | str
-    key: str = ""
-    id: int | None = None
-    metadata: dict = field(default_factory=dict)
-
-
-@dataclass
-class AddOutcome:
-    index: int
-    ok: bool
-    id: int = -1
-    key: str = ""
-    error: str = ""
-    code: str = ""  # status name of the error (INVALID_ARGUMENT, RESOURCE_EXHAUSTED)
-    outcome: str = ""  # when ok: added, replaced or unchanged
-
-
-@dataclass
-class Query:
-    text: str | None = None
-    image: bytes | None = None
-    code: bytes | None = None
-    top_k: int = 0
-    radius: int | None = None
-    modality: str = "image"
-    rerank: bool | None = None
-    nprobe: int = 0
-    fresh: bool = False  # see every write acknowledged before the call, through any server
-
-
-@dataclass
-class Hit:
-    id: int
-    key: str
-    distance: int
-    score: float
-    metadata: dict
-    modality: str
-
-
-@dataclass
-class SearchResult:
-    hits: list[Hit]
-    bits: int
-    encode_ms: float = 0.0
-    search_ms: float = 0.0
-    reranked: bool = False
 
 
 def _deadline(timeout: float | None) -> float | None:
@@ -97,7 +55,7 @@ class RetrievalCore:
     """Everything the gRPC servicer and the web API call. Raises ValueError (bad input),
     LimitError (over a limit), KeyError/NotFoundError, TimeoutError, StoreError."""
 
-    def __init__(self, model, indexes: dict, config: ServerConfig, metrics=None,
+    def __init__(self, model: HashModel, indexes: dict[str, Index], config: ServerConfig, metrics=None,
                  model_name: str = "default"):
         self.model = model
         self.indexes = indexes
@@ -200,7 +158,7 @@ class RetrievalCore:
         """
         if self.closing:
             raise UnavailableError("the server is shutting down")
-        index = self._index(modality)
+        index = self.index_for(modality)
         self._check_batch(len(items), "items")
         deadline = _deadline(timeout)
         outcomes = [AddOutcome(first + i, False, key=getattr(item, "key", ""))
@@ -271,12 +229,12 @@ class RetrievalCore:
         return make_thumbnail(image, size, quality=85)
 
     # -- searching -----------------------------------------------------------------------------
-    def _index(self, modality: str):
+    def index_for(self, modality: str):
         if modality not in MODALITIES:
             raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
         return self.indexes[modality]
 
-    def _check_query(self, q: Query) -> None:
+    def check_query(self, q: Query) -> None:
         given = [x is not None for x in (q.text, q.image, q.code)]
         if sum(given) != 1:
             raise ValueError("a query needs exactly one of text, image or code")
@@ -290,7 +248,7 @@ class RetrievalCore:
         if q.code is not None and len(q.code) != self.bits // 8:
             raise ValueError(f"code must be {self.bits // 8} bytes for {self.bits}-bit codes, "
                              f"got {len(q.code)}")
-        self._index(q.modality)
+        self.index_for(q.modality)
 
     def search(self, query: Query, timeout: float | None = None) -> SearchResult:
         return self.search_many([query], timeout)[0]
@@ -302,7 +260,7 @@ class RetrievalCore:
         deadline = _deadline(timeout)
         for n, q in enumerate(queries):
             try:
-                self._check_query(q)
+                self.check_query(q)
                 if q.text is not None:
                     self.check_text(q.text)
             except ValueError as exc:
@@ -335,7 +293,7 @@ class RetrievalCore:
                                                          deadline)), rerank))
         found = [future.result(timeout=_remaining(deadline)) for future, _ in searches]
         with within(deadline, fresh=any(q.fresh for q in queries)):
-            hits = self._hits([q.modality for q in queries], [rows for rows, _, _ in found],
+            hits = self.hits([q.modality for q in queries], [rows for rows, _, _ in found],
                               [items for _, _, items in found])
         return [SearchResult(h, self.bits, encode_ms if n in futures else 0.0, ms, rerank)
                 for n, (h, (_, ms, _), (_, rerank)) in enumerate(zip(hits, found, searches))]
@@ -357,11 +315,11 @@ class RetrievalCore:
             try:
                 deadlines = [items[n][3] for n in members]  # the most patient caller's
                 with within(None if None in deadlines else max(deadlines), fresh=fresh):
-                    rows = self._search_group(modality, codes, k, nprobe, radius, rerank,
+                    rows = self.search_group(modality, codes, k, nprobe, radius, rerank,
                                               [items[n][2] for n in members])
                     wanted = sorted({int(i) for ids, _, _ in rows for i in ids if i >= 0})
                     try:
-                        stored = self._index(modality).items(
+                        stored = self.index_for(modality).items(
                             wanted, max_bytes=self.config.max_response_bytes)
                     except StoreLimit:
                         stored = None
@@ -374,9 +332,9 @@ class RetrievalCore:
                 out[n] = (r, ms, stored)
         return out
 
-    def _search_group(self, modality, codes, k, nprobe, radius, rerank, embeddings) -> list:
+    def search_group(self, modality, codes, k, nprobe, radius, rerank, embeddings) -> list:
         """Per query (ids, distances, scores or None) from one index call."""
-        index = self._index(modality)
+        index = self.index_for(modality)
         if radius is not None:
             found = index.range_search(codes, radius)
             return [(ids[:k], dist[:k], None) for ids, dist in found]
@@ -388,7 +346,7 @@ class RetrievalCore:
         res = index.search(codes, k, nprobe=nprobe)
         return [(i, d, None) for i, d in zip(res.ids, res.distances)]
 
-    def _hits(self, modalities: Sequence[str], rows: Sequence[tuple],
+    def hits(self, modalities: Sequence[str], rows: Sequence[tuple],
               prefetched: Sequence[dict | None] | None = None) -> list[list[Hit]]:
         """Hits with their stored keys and metadata, within the response budget.
 
@@ -403,7 +361,7 @@ class RetrievalCore:
             if got is None:
                 wanted.setdefault(modality, set()).update(int(i) for i in ids if i >= 0)
         try:
-            stored = {m: self._index(m).items(sorted(w), max_bytes=limit)
+            stored = {m: self.index_for(m).items(sorted(w), max_bytes=limit)
                       for m, w in wanted.items()}
         except StoreLimit:
             raise LimitError(self._too_large(limit, sum(map(len, wanted.values())))) from None
@@ -430,58 +388,13 @@ class RetrievalCore:
                 f"{limit / 1e6:.1f} MB, the limit per response: ask for fewer hits (top_k) "
                 "or fewer queries per call")
 
-    def like(self, item_id: int, modality: str = "image", top_k: int = 0,
-             target: str | None = None, timeout: float | None = None) -> SearchResult:
-        """"More like this": search with a stored item's own code (and float embedding)."""
-        index = self._index(modality)
-        found, codes = index.codes([int(item_id)])
-        if not len(found):
-            raise NotFoundError(f"unknown {modality} id {item_id}")
-        query = Query(code=codes[0].tobytes(), top_k=top_k, modality=target or modality)
-        self._check_query(query)
-        k = query.top_k or self.config.default_top_k
-        embedding = index.embeddings([int(item_id)]).get(int(item_id))
-        start = time.perf_counter()
-        rerank = self.config.rerank and embedding is not None
-        rows = self._search_group(query.modality, codes[:1], k, None, None, rerank, [embedding])
-        hits = self._hits([query.modality], rows)[0]
-        return SearchResult(hits, self.bits, 0.0, 1000 * (time.perf_counter() - start), rerank)
-
-    def item(self, item_id: int, modality: str = "image") -> dict:
-        """Key, metadata and time added of one item."""
-        found = self._index(modality).items([int(item_id)]).get(int(item_id))
-        if found is None:
-            raise NotFoundError(f"unknown {modality} id {item_id}")
-        return {"id": found.id, "key": found.key or "", "metadata": found.metadata,
-                "added": found.added, "modality": modality}
-
-    def thumbnail(self, item_id: int, modality: str = "image") -> bytes | None:
-        try:
-            return self._index(modality).thumbnail(int(item_id))
-        except KeyError:
-            raise NotFoundError(f"unknown {modality} id {item_id}") from None
-
-    def preview(self, item_id: int, modality: str = "image") -> bytes | None:
-        try:
-            return self._index(modality).preview(int(item_id))
-        except KeyError:
-            raise NotFoundError(f"unknown {modality} id {item_id}") from None
-
-    def page(self, offset: int, limit: int, modality: str = "image",
-             newest_first: bool = False) -> list[dict]:
-        """Items in id order (or newest first), for browsing."""
-        if offset < 0 or not 1 <= limit <= self.config.max_top_k:
-            raise ValueError(f"offset must be >= 0 and limit between 1 and {self.config.max_top_k}")
-        return [{"id": i.id, "key": i.key or "", "metadata": i.metadata, "modality": modality}
-                for i in self._index(modality).page(offset, limit, newest_first)]
-
     # -- deleting and stats ---------------------------------------------------------------------
     def delete(self, ids: Sequence[int], keys: Sequence[str], modality: str = "image",
                timeout: float | None = None) -> int:
         """Delete by ids and keys; any unknown one fails the call and nothing is deleted."""
         if self.closing:
             raise UnavailableError("the server is shutting down")
-        index = self._index(modality)
+        index = self.index_for(modality)
         self._check_batch(len(ids) + len(keys), "ids and keys")
         if not ids and not keys:
             raise ValueError("give ids or keys to delete")

@@ -2,29 +2,13 @@
 
 from __future__ import annotations
 
-import io
 import tempfile
 import time
 
-# scikit-image's bundled sample photos (public domain), with the caption a person would give
-SAMPLES = {
-    "astronaut": "an astronaut in a space suit with an american flag",
-    "coffee": "a cup of coffee on a saucer",
-    "chelsea": "a cat looking up",
-    "rocket": "a rocket on a launch pad",
-    "hubble_deep_field": "galaxies in deep space",
-    "immunohistochemistry": "a microscope image of stained cells",
-    "retina": "a photograph of an eye retina",
-    "colorwheel": "a color wheel",
-    "camera": "a man with a camera on a tripod",
-    "coins": "old coins on a table",
-    "moon": "the surface of the moon",
-    "page": "a page of printed text",
-    "horse": "the silhouette of a horse",
-}
+from crossbit.server.sample_photos import SAMPLES, sample_photos
+
 QUERIES = ["a cat", "a cup of coffee", "a rocket launch", "an astronaut", "a man taking a photo",
            "coins"]
-
 
 DEFAULT_PORT = 50051  # the port the README's commands use
 
@@ -35,27 +19,6 @@ def _any_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def sample_photos() -> dict[str, bytes]:
-    """JPEG bytes of the sample photos that load without a download."""
-    import numpy as np
-    import skimage.data
-    from PIL import Image
-
-    out = {}
-    for name in SAMPLES:
-        try:
-            array = getattr(skimage.data, name)()
-        except Exception:  # a sample that needs a download: skip it
-            continue
-        if array.dtype == bool:
-            array = array.astype(np.uint8) * 255
-        image = Image.fromarray(array).convert("RGB")
-        buf = io.BytesIO()
-        image.save(buf, format="JPEG", quality=90)
-        out[name] = buf.getvalue()
-    return out
 
 
 def free_or_any(port: int | None, host: str = "127.0.0.1") -> int | None:

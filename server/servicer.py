@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from importlib import metadata
 
 from crossbit.server import convert
 from crossbit.server.core import RetrievalCore
@@ -12,6 +13,7 @@ from crossbit.v1 import crossbit_pb2 as pb
 from crossbit.v1 import crossbit_pb2_grpc as pb_grpc
 
 STREAM_CHUNK = 64  # stream items committed together
+VERSION = metadata.version("crossbit")
 COMMITTED_KEY = "crossbit-committed-bin"  # trailing metadata of a stream that failed midway
 
 
@@ -94,9 +96,7 @@ class RetrievalServicer(pb_grpc.RetrievalServicer):
     @grpc_errors
     def GetStats(self, request, context):
         s = self.core.stats()
-        from crossbit import __version__
-
         return pb.Stats(images=s["images"], texts=s["texts"], index_kind=s["index_kind"],
                         bits=s["bits"], model=s["model"], gpu=s["gpu"], uptime_s=s["uptime_s"],
                         index_params=json.dumps(s["index_params"], default=str),
-                        version=__version__)
+                        version=VERSION)

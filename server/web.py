@@ -21,10 +21,12 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from crossbit.server.auth import token_ok
+from crossbit.server.browse import Browser
 from crossbit.server.config import ServerConfig
-from crossbit.server.core import Query, RetrievalCore, SearchResult
+from crossbit.server.core import RetrievalCore
 from crossbit.server.errors import status_for
 from crossbit.server.exceptions import LimitError, NotFoundError
+from crossbit.server.requests import Query, SearchResult
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +109,7 @@ def result_json(result: SearchResult, started: float) -> dict:
 
 def build_app(core: RetrievalCore, config: ServerConfig) -> Starlette:
     """The Starlette app: the page at /, the JSON API under /api/."""
+    browser = Browser(core)
 
     def guarded(handler):
         async def endpoint(request: Request):
@@ -137,7 +140,7 @@ def build_app(core: RetrievalCore, config: ServerConfig) -> Starlette:
             like_id = _int(request, "like", 0)
             if like_id < 0:
                 raise NotFoundError(f"unknown id {like_id}")
-            result = await run_in_threadpool(core.like, like_id, source, k, modality)
+            result = await run_in_threadpool(browser.like, like_id, source, k, modality)
             return JSONResponse(result_json(result, started))
         text = request.query_params.get("q")
         if text is None:
@@ -167,12 +170,12 @@ def build_app(core: RetrievalCore, config: ServerConfig) -> Starlette:
 
     async def item(request: Request):
         modality = request.query_params.get("modality", "image")
-        found = core.item(_item_id(request.path_params["item_id"]), modality)
+        found = browser.item(_item_id(request.path_params["item_id"]), modality)
         found["thumbnail"] = f"/api/items/{found['id']}/thumbnail?modality={modality}"
         return JSONResponse(found)
 
     async def thumbnail(request: Request):
-        data = core.thumbnail(_item_id(request.path_params["item_id"]),
+        data = browser.thumbnail(_item_id(request.path_params["item_id"]),
                               request.query_params.get("modality", "image"))
         if data is None:
             return Response(PLACEHOLDER, media_type="image/svg+xml")
@@ -182,7 +185,7 @@ def build_app(core: RetrievalCore, config: ServerConfig) -> Starlette:
     async def preview(request: Request):
         modality = request.query_params.get("modality", "image")
         item_id = _item_id(request.path_params["item_id"])
-        data = core.preview(item_id, modality) or core.thumbnail(item_id, modality)
+        data = browser.preview(item_id, modality) or browser.thumbnail(item_id, modality)
         if data is None:
             return Response(PLACEHOLDER, media_type="image/svg+xml")
         return Response(data, media_type="image/jpeg",
@@ -196,7 +199,7 @@ def build_app(core: RetrievalCore, config: ServerConfig) -> Starlette:
         order = request.query_params.get("order", "id")
         if order not in ("id", "newest"):
             raise ValueError(f"order must be 'id' or 'newest', got {order[:20]!r}")
-        rows = core.page(offset, limit, modality, newest_first=order == "newest")
+        rows = browser.page(offset, limit, modality, newest_first=order == "newest")
         return JSONResponse({"items": rows, "offset": offset, "limit": limit,
                              "total": core.stats()["images" if modality == "image" else "texts"]})
 

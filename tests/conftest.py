@@ -25,7 +25,7 @@ def model():
 @pytest.fixture(scope="session")
 def photos() -> dict[str, bytes]:
     """Real photos (scikit-image's public-domain samples) as JPEG bytes."""
-    from crossbit.server.demo import sample_photos
+    from crossbit.server.sample_photos import sample_photos
 
     return sample_photos()
 

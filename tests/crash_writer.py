@@ -4,7 +4,7 @@ import sys
 
 import numpy as np
 
-from crossbit.indexer.index import open_index
+from crossbit.indexer import open_index
 
 directory, kind, round_no = sys.argv[1], sys.argv[2], int(sys.argv[3])
 index = open_index(directory, 64, kind, snapshot_interval=0.05, train_size=300)

@@ -87,7 +87,7 @@ def test_serve_index_search_stats_and_sigterm(tmp_path, photos):
     log = server.stderr.read()
     assert "shutting down" in log
     # the data directory reopens with everything in it, from the snapshot
-    from crossbit.indexer.index import open_index
+    from crossbit.indexer import open_index
 
     with open_index(data / "images", 64, "flat", snapshot_interval=0) as reopened:
         assert len(reopened) == 4 and "loaded snapshot" in reopened.opened_from
@@ -179,7 +179,7 @@ def test_stats_into_a_closed_pipe_is_quiet(make_server):
 
 
 def test_train_holds_out_what_the_data_size_allows():
-    from crossbit.server.cli import auto_held_out
+    from crossbit.server.cli_model import auto_held_out
 
     assert [auto_held_out(n) for n in (40, 99, 100, 300, 1_500, 6_000, 100_000)] == \
         [0, 0, 20, 30, 150, 500, 500]

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from crossbit.indexer.index import open_index
+from crossbit.indexer import open_index
 
 WRITER = Path(__file__).with_name("crash_writer.py")
 KILLS = 6 if os.environ.get("CROSSBIT_RELIABILITY_ROUNDS") else 4  # make reliability: 6

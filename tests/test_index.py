@@ -5,8 +5,9 @@ import logging
 import numpy as np
 import pytest
 
-from crossbit.indexer.backends import TorchHammingBackend
-from crossbit.indexer.index import SNAPSHOT, open_index
+from crossbit.indexer import open_index
+from crossbit.indexer.backends_gpu import TorchHammingBackend
+from crossbit.indexer.snapshot import SNAPSHOT
 
 from helpers import clustered_codes, popcount_distances
 
@@ -298,3 +299,30 @@ def test_embedding_table_against_a_dict():
         assert table.get(1) is None
     finally:
         table_module.MERGE_AT = old
+
+
+def test_ivf_retrains_off_the_lock_and_keeps_what_changed_meanwhile(tmp_path, monkeypatch):
+    from crossbit.indexer.backends_approx import IVFBackend
+
+    codes = np.unique(clustered_codes(2000, 64, np.random.default_rng(3)), axis=0)[:700]
+    meanwhile = []
+    train = IVFBackend.retrained
+
+    def retrained_while_serving(self, ids, stored):
+        # the old index is not locked while the new one trains: writes and searches go on
+        meanwhile.append(index.add(codes[600:610]))
+        index.remove([int(meanwhile[0][0])])
+        meanwhile.append(index.search(codes[:1], 1).ids[0, 0])
+        return train(self, ids, stored)
+
+    monkeypatch.setattr(IVFBackend, "retrained", retrained_while_serving)
+    with open_index(tmp_path, 64, "ivf", train_size=200, retrain_factor=2.0,
+                    snapshot_interval=0) as index:
+        index.add(codes[:200])  # the first training, at train_size
+        assert index.stats()["params"]["trained_at"] == 200
+        index.add(codes[200:401])  # past 2 x 200: a retraining starts in the background
+        index.wait_retrained(120)
+        assert len(meanwhile) == 2 and meanwhile[1] == 0  # the search during training answered
+        assert index.stats()["params"]["trained_at"] >= 401  # the new index is in
+        assert len(index) == 410 and index.verify() == ""  # the writes made meanwhile are in it
+        assert int(meanwhile[0][0]) not in index.search(codes[600:601], 5, nprobe=4096).ids

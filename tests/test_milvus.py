@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 pytest.importorskip("pymilvus", reason="pymilvus not installed: pip install 'crossbit[milvus]'")
 pytest.importorskip("milvus_lite", reason="milvus-lite not installed: pip install 'crossbit[milvus]'")
 
-from crossbit.indexer.index import ModelMismatch, open_index  # noqa: E402
+from crossbit.indexer import ModelMismatch, open_index  # noqa: E402
 from crossbit.indexer.milvus import MilvusIndex  # noqa: E402
 
 from helpers import clustered_codes, popcount_distances  # noqa: E402

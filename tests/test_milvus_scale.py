@@ -12,7 +12,7 @@ import pytest
 pytest.importorskip("pymilvus", reason="pymilvus not installed: pip install 'crossbit[milvus]'")
 
 from crossbit.client import Client, CrossbitError  # noqa: E402
-from crossbit.indexer.index import open_index  # noqa: E402
+from crossbit.indexer import open_index  # noqa: E402
 
 from helpers import clustered_codes, free_port, popcount_distances, record, start_server, stop_server  # noqa: E402
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from crossbit.client import Client
-from crossbit.indexer.index import ModelMismatch, open_index
+from crossbit.indexer import ModelMismatch, open_index
 
 
 @pytest.fixture(scope="module")

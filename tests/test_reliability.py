@@ -71,7 +71,7 @@ def test_sigkill_during_ingestion_loses_nothing_acknowledged(tmp_path, photos):
             assert c.search(image=images[0], top_k=1)[0].distance == 0
     finally:
         stop_server(server)
-    from crossbit.indexer.index import open_index
+    from crossbit.indexer import open_index
 
     with open_index(data / "images", 64, "flat", snapshot_interval=0) as index:
         ids = index.ids_for_keys(list(acked))

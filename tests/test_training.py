@@ -24,9 +24,10 @@ from crossbit.encoders.training.datasets import (
     load_coco_captions,
     load_karpathy,
     load_multilabel_csv,
-    make_synthetic,
 )
 from crossbit.server.cli import main
+
+from helpers import make_synthetic
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +49,7 @@ def test_captions_csv_split_and_errors(synthetic, tmp_path):
     split.write_text("0000.png\n0003.png\n")
     part = load_captions_csv(root / "captions.csv", root / "images", split)
     assert len(part.images) == 2 and len(part.captions) == 4
-    assert part.image_captions() == [[0, 1], [2, 3]]
+    assert part.caption_image.tolist() == [0, 0, 1, 1]  # two captions each, in image order
     bad = tmp_path / "bad.csv"
     write_csv(bad, [("file", "text"), ("0000.png", "x")])
     with pytest.raises(DatasetError, match=r"bad.csv: expected columns 'image,caption'"):

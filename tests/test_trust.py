@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from crossbit.client import Client
-from crossbit.indexer.index import open_index
+from crossbit.indexer import open_index
 from crossbit.v1 import crossbit_pb2 as pb
 from crossbit.v1 import crossbit_pb2_grpc as pb_grpc
 
@@ -516,7 +516,7 @@ def test_huge_answers_are_refused_before_they_are_built(make_server):
 
 @functools.cache
 def _photos() -> dict[str, bytes]:
-    from crossbit.server.demo import sample_photos
+    from crossbit.server.sample_photos import sample_photos
 
     return sample_photos()
 
@@ -686,7 +686,8 @@ def test_a_second_server_on_the_same_data_is_refused(tmp_path, model, photos):
     """Two servers on one store would each keep their own index of it (each blind to the
     other's adds) and their own id mark; the second is refused, and so are reindex and
     check --repair while the first runs (without touching its snapshot)."""
-    from crossbit.indexer.index import SNAPSHOT, DirectoryInUse
+    from crossbit.indexer.index import DirectoryInUse
+    from crossbit.indexer.snapshot import SNAPSHOT
     from crossbit.server.reindex import reindex
 
     data, port = tmp_path / "data", free_port()

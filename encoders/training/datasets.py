@@ -1,4 +1,4 @@
-"""Image-text datasets: captions CSV, COCO captions, Karpathy splits, multi-label CSV, synthetic."""
+"""Image-text datasets: captions CSV, COCO captions, Karpathy splits, multi-label CSV."""
 
 from __future__ import annotations
 
@@ -39,13 +39,6 @@ class Pairs:
 
     def __len__(self) -> int:
         return len(self.captions)
-
-    def image_captions(self) -> list[list[int]]:
-        """For each image, the indices of its captions."""
-        out: list[list[int]] = [[] for _ in self.images]
-        for j, i in enumerate(self.caption_image):
-            out[i].append(j)
-        return out
 
 
 class _Builder:
@@ -201,47 +194,3 @@ def load_multilabel_csv(path: str | os.PathLike, images_dir: str | os.PathLike,
         matrix[i, [column[x] for x in labels]] = 1
     pairs.labels, pairs.label_names = matrix, names
     return pairs
-
-
-COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 70, 220),
-           "yellow": (235, 215, 40), "white": (245, 245, 245), "black": (15, 15, 15)}
-SHAPES = ("circle", "square", "triangle")
-
-
-def make_synthetic(directory: str | os.PathLike, n_images: int = 60, seed: int = 0,
-                   size: int = 96) -> Pairs:
-    """Draw shapes on coloured backgrounds with captions saying what is drawn, for tests.
-
-    Writes ``images/NNNN.png``, ``captions.csv`` and ``labels.csv`` (multi-label layout)
-    under ``directory``; labels are the shape and both colours.
-    """
-    from PIL import Image, ImageDraw
-
-    rng = np.random.default_rng(seed)
-    directory = Path(directory)
-    (directory / "images").mkdir(parents=True, exist_ok=True)
-    names = list(COLOURS)
-    caption_rows, label_rows = [], []
-    for i in range(n_images):
-        shape = SHAPES[rng.integers(len(SHAPES))]
-        fg, bg = rng.choice(len(names), size=2, replace=False)
-        image = Image.new("RGB", (size, size), COLOURS[names[bg]])
-        draw = ImageDraw.Draw(image)
-        lo, hi = int(size * rng.uniform(0.1, 0.3)), int(size * rng.uniform(0.7, 0.9))
-        if shape == "circle":
-            draw.ellipse([lo, lo, hi, hi], fill=COLOURS[names[fg]])
-        elif shape == "square":
-            draw.rectangle([lo, lo, hi, hi], fill=COLOURS[names[fg]])
-        else:
-            draw.polygon([(lo, hi), (hi, hi), ((lo + hi) // 2, lo)], fill=COLOURS[names[fg]])
-        file = f"{i:04d}.png"
-        image.save(directory / "images" / file)
-        caption_rows += [(file, f"a {names[fg]} {shape} on a {names[bg]} background"),
-                         (file, f"{names[bg]} picture with a {names[fg]} {shape}")]
-        label_rows.append((file, f"{names[fg]} {shape} {names[bg]}",
-                           ";".join([shape, f"fg-{names[fg]}", f"bg-{names[bg]}"])))
-    with open(directory / "captions.csv", "w", newline="") as f:
-        csv.writer(f).writerows([("image", "caption"), *caption_rows])
-    with open(directory / "labels.csv", "w", newline="") as f:
-        csv.writer(f).writerows([("image", "text", "labels"), *label_rows])
-    return load_captions_csv(directory / "captions.csv", directory / "images")

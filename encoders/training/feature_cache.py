@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from crossbit.encoders.backbones import random_crop
 from crossbit.encoders.model import HashModel, load_image
+from crossbit.encoders.text_models import text_model_id
 
 log = logging.getLogger(__name__)
 
@@ -101,4 +102,4 @@ def text_features(model: HashModel, texts: list[str], cache: str | os.PathLike |
 
     # fp32 ONNX gives the torch features (to 1e-6); only int8 needs its own cache entry
     tag = "int8" if getattr(model.text_runtime, "precision", "fp32") == "int8" else ""
-    return _cached(cache, _key("txt", model.config.text_model + tag, texts), compute)
+    return _cached(cache, _key("txt", text_model_id(model.config.text_model) + tag, texts), compute)

@@ -156,7 +156,7 @@ def train_teacher(model: HashModel, train: FeatureSet, dev: FeatureSet | None, c
     return outputs, (recall_sum(report["float"]) if dev is not None else None)
 
 
-def _views_then_image(images, views, augment: bool, device: torch.device) -> torch.Tensor:
+def views_then_image(images, views, augment: bool, device: torch.device) -> torch.Tensor:
     """(n_views + 1, n, d): the augmented views first, the image itself last (only the image
     without ``augment`` or views); each training step draws one of them per image."""
     stacked = torch.as_tensor(images, device=device)[None]
@@ -181,9 +181,9 @@ def _fit_heads(image_head: HashHead, text_head: HashHead, device: torch.device,
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(optim, cfg.epochs * steps_per_epoch)
     rng = np.random.default_rng(cfg.seed)
     augment = bool(cfg.flip or cfg.crop_views)
-    img_all = _views_then_image(train.images, train.image_views, augment, device)
+    img_all = views_then_image(train.images, train.image_views, augment, device)
     t_img_all = None if teacher is None else \
-        _views_then_image(teacher.images, teacher.image_views, augment, device)
+        views_then_image(teacher.images, teacher.image_views, augment, device)
     txt_all = torch.as_tensor(train.texts, device=device)
     labels = torch.as_tensor(train.labels, dtype=torch.float32, device=device) \
         if train.labels is not None else None

@@ -39,6 +39,12 @@ class TrainConfig:
     seeds: int = 1  # train seeds seed..seed+seeds-1, keep the best on the held-out images
     finetune: bool = False  # train backbones end to end (the GPU way)
     backbone_lr_scale: float = 0.05  # backbone learning rate = lr * this, when fine-tuning
+    tune_text: bool = False  # then tune the text encoder with the heads (images from the cache)
+    text_lr: float = 2e-5  # the text encoder's learning rate when tuning it
+    tune_lr: float = 1e-4  # the heads' learning rate when tuning the text encoder with them
+    tune_epochs: int = 6  # most epochs of text tuning (early stopping on the held-out images)
+    tune_rounds: int = 3  # captions drawn per image per tuning epoch
+    tune_patience: int = 2  # tuning epochs without a better held-out score before stopping
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
@@ -49,6 +55,10 @@ class TrainConfig:
             raise ValueError(f"distill must be >= 0, got {self.distill}")
         if self.crop_views < 0:
             raise ValueError(f"crop_views must be >= 0, got {self.crop_views}")
+        if self.tune_text and self.finetune:
+            raise ValueError("tune_text and finetune exclude each other (finetune trains both towers)")
+        if min(self.tune_epochs, self.tune_rounds, self.tune_patience) < 1:
+            raise ValueError("tune_epochs, tune_rounds and tune_patience must be at least 1")
 
     @property
     def uses_teacher(self) -> bool:

@@ -163,15 +163,69 @@ def train_seeds(model: HashModel, train: FeatureSet, val: FeatureSet | None, cfg
 
 def train_model(model_config: ModelConfig, train_config: TrainConfig, pairs: Pairs,
                 val_images: int, out: str | os.PathLike, cache: str | None = None,
-                device: str | None = None, progress: bool = True) -> dict:
+                device: str | None = None, progress: bool = True, init: str | None = None) -> dict:
     """Train a model (heads on cached features, or end to end) and save it to ``out``.
 
     ``val_images`` images of ``pairs`` (chosen with the training seed) are held out
-    for early stopping; 0 trains on everything for a fixed number of epochs.
+    for early stopping; 0 trains on everything for a fixed number of epochs. With
+    ``train_config.tune_text`` the text encoder is then tuned with the heads (see
+    :func:`~crossbit.encoders.training.text_tuning.tune_text`); ``init`` (a model directory
+    or shipped name) starts that tuning from a trained model's heads instead of training
+    heads first, and its config replaces ``model_config``.
 
     Returns:
         the validation report of the saved weights.
     """
+    if init is not None:
+        if not train_config.tune_text:
+            raise ValueError("init starts text tuning from a trained model: it needs tune_text")
+        model = HashModel.load(init, device=device)
+        log.info("tuning the text encoder of %s (its config replaces the model options)", init)
+    else:
+        model = new_model(model_config, device)
+    model_config = model.config
+    held = held_out_images(len(pairs.images), val_images, train_config.seed) if val_images \
+        else np.zeros(0, dtype=np.int64)
+    rest = np.setdiff1d(np.arange(len(pairs.images)), held)
+    data = {"images": len(pairs.images), "captions": len(pairs.captions),
+            "train_images": len(rest), "val_images": len(held)}
+    if train_config.finetune:
+        train, val = (_subset(pairs, rest.tolist()), _subset(pairs, held.tolist())) \
+            if val_images else (pairs, None)
+        result = finetune(model, train, val, train_config, progress=progress)
+        save_checkpoint(model, train_config, result, out, data, with_backbones=True)
+        return result.report
+    use_image_runtime(model)
+    features = feature_set(model, pairs, cache, train_config.flip, progress,
+                           train_config.crop_views)
+    val_feats = head_inputs(model, subset_features(features, held), False) if val_images else None
+    if init is None:
+        train_feats = head_inputs(model, subset_features(features, rest),
+                                  train_config.pseudo_captions)
+        result = train_seeds(model, train_feats, val_feats, train_config, progress)
+    if train_config.tune_text:
+        from crossbit.encoders.training.text_tuning import tune_text
+
+        result = tune_text(model, head_inputs(model, subset_features(features, rest), False),
+                           captions_of(pairs, rest), val_feats, captions_of(pairs, held),
+                           train_config, progress)
+    if val_images:
+        result.report["shipped_model"] = shipped_model_on(subset_features(features, held),
+                                                          model_config)
+    save_checkpoint(model, train_config, result, out, data, with_text_model=train_config.tune_text)
+    log.info("saved model to %s", Path(out))
+    return result.report
+
+
+def captions_of(pairs: Pairs, image_ids: np.ndarray) -> list[str]:
+    """The captions of some images, in the order :func:`subset_features` keeps their rows."""
+    keep = np.isin(pairs.caption_image, image_ids)
+    return [pairs.captions[j] for j in np.flatnonzero(keep)]
+
+
+def new_model(model_config: ModelConfig, device: str | None = None) -> HashModel:
+    """An untrained model: feature sizes from its backbones, class semantics where the image
+    backbone has an ImageNet classifier."""
     from crossbit.encoders.backbones import get_spec
     from crossbit.encoders.semantics import ClassSemantics, classifier_weights
     from crossbit.encoders.text_models import TextEncoder
@@ -191,29 +245,7 @@ def train_model(model_config: ModelConfig, train_config: TrainConfig, pairs: Pai
         model.semantics = ClassSemantics.build(model_config.image_backbone,
                                                model_config.image_weights,
                                                model.text_encoder).to(model.device)
-    held = held_out_images(len(pairs.images), val_images, train_config.seed) if val_images \
-        else np.zeros(0, dtype=np.int64)
-    rest = np.setdiff1d(np.arange(len(pairs.images)), held)
-    data = {"images": len(pairs.images), "captions": len(pairs.captions),
-            "train_images": len(rest), "val_images": len(held)}
-    if train_config.finetune:
-        train, val = (_subset(pairs, rest.tolist()), _subset(pairs, held.tolist())) \
-            if val_images else (pairs, None)
-        result = finetune(model, train, val, train_config, progress=progress)
-        save_checkpoint(model, train_config, result, out, data, with_backbones=True)
-        return result.report
-    use_image_runtime(model)
-    features = feature_set(model, pairs, cache, train_config.flip, progress,
-                           train_config.crop_views)
-    train_feats = head_inputs(model, subset_features(features, rest), train_config.pseudo_captions)
-    val_feats = head_inputs(model, subset_features(features, held), False) if val_images else None
-    result = train_seeds(model, train_feats, val_feats, train_config, progress)
-    if val_images:
-        result.report["shipped_model"] = shipped_model_on(subset_features(features, held),
-                                                          model_config)
-    save_checkpoint(model, train_config, result, out, data)
-    log.info("saved model to %s", Path(out))
-    return result.report
+    return model
 
 
 def shipped_model_on(val_raw: FeatureSet, model_config: ModelConfig) -> dict | None:

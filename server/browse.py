@@ -1,0 +1,61 @@
+"""Browsing for the web page: one item, its thumbnail and preview, pages of items, "more like this"."""
+
+from __future__ import annotations
+
+import time
+
+from crossbit.server.core import RetrievalCore
+from crossbit.server.exceptions import NotFoundError
+from crossbit.server.requests import Query, SearchResult
+
+
+class Browser:
+    """Reads over the core's indexes that only the web page makes (no gRPC call needs them)."""
+
+    def __init__(self, core: RetrievalCore):
+        self.core = core
+
+    def like(self, item_id: int, modality: str = "image", top_k: int = 0,
+             target: str | None = None, timeout: float | None = None) -> SearchResult:
+        """"More like this": search with a stored item's own code (and float embedding)."""
+        index = self.core.index_for(modality)
+        found, codes = index.codes([int(item_id)])
+        if not len(found):
+            raise NotFoundError(f"unknown {modality} id {item_id}")
+        query = Query(code=codes[0].tobytes(), top_k=top_k, modality=target or modality)
+        self.core.check_query(query)
+        k = query.top_k or self.core.config.default_top_k
+        embedding = index.embeddings([int(item_id)]).get(int(item_id))
+        start = time.perf_counter()
+        rerank = self.core.config.rerank and embedding is not None
+        rows = self.core.search_group(query.modality, codes[:1], k, None, None, rerank, [embedding])
+        hits = self.core.hits([query.modality], rows)[0]
+        return SearchResult(hits, self.core.bits, 0.0, 1000 * (time.perf_counter() - start), rerank)
+
+    def item(self, item_id: int, modality: str = "image") -> dict:
+        """Key, metadata and time added of one item."""
+        found = self.core.index_for(modality).items([int(item_id)]).get(int(item_id))
+        if found is None:
+            raise NotFoundError(f"unknown {modality} id {item_id}")
+        return {"id": found.id, "key": found.key or "", "metadata": found.metadata,
+                "added": found.added, "modality": modality}
+
+    def thumbnail(self, item_id: int, modality: str = "image") -> bytes | None:
+        try:
+            return self.core.index_for(modality).thumbnail(int(item_id))
+        except KeyError:
+            raise NotFoundError(f"unknown {modality} id {item_id}") from None
+
+    def preview(self, item_id: int, modality: str = "image") -> bytes | None:
+        try:
+            return self.core.index_for(modality).preview(int(item_id))
+        except KeyError:
+            raise NotFoundError(f"unknown {modality} id {item_id}") from None
+
+    def page(self, offset: int, limit: int, modality: str = "image",
+             newest_first: bool = False) -> list[dict]:
+        """Items in id order (or newest first), for browsing."""
+        if offset < 0 or not 1 <= limit <= self.core.config.max_top_k:
+            raise ValueError(f"offset must be >= 0 and limit between 1 and {self.core.config.max_top_k}")
+        return [{"id": i.id, "key": i.key or "", "metadata": i.metadata, "modality": modality}
+                for i in self.core.index_for(modality).page(offset, limit, newest_first)]

@@ -1,0 +1,195 @@
+"""The client commands of ``crossbit``: index, add-texts, search and stats against a running server."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+
+def _client_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--server", default=os.environ.get("CROSSBIT_SERVER", "127.0.0.1:50051"),
+                   help="host:port of a running server (env CROSSBIT_SERVER; default %(default)s)")
+    p.add_argument("--token", default=os.environ.get("CROSSBIT_TOKEN"),
+                   help="bearer token, when the server requires one (env CROSSBIT_TOKEN)")
+    p.add_argument("--tls", default=None, metavar="CA.pem",
+                   help="use TLS, trusting this CA certificate file")
+    p.add_argument("--timeout", type=float, default=60.0, help="deadline per call in seconds")
+
+
+def add_client_commands(sub) -> None:
+    """The parsers of index, add-texts, search and stats."""
+    p = sub.add_parser("index", help="add images (files, folders, globs) to a running server",
+                       description="Stream images to the server: files, folders (their images; "
+                       "subfolders too with --recursive) and globs ('photos/*.jpg'). Each "
+                       "image's key is its absolute path: indexing the same folder again "
+                       "duplicates nothing (unchanged files are reported as such), and two "
+                       "folders' IMG_0001.jpg never replace each other.")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders or globs")
+    p.add_argument("-r", "--recursive", action="store_true",
+                   help="also take images in the folders' subfolders (default: only their own)")
+    _client_args(p)
+    p = sub.add_parser("add-texts", help="add texts (one per line) to a running server",
+                       description="Add the lines of FILE as text items (for image-to-text "
+                       "search: crossbit search --modality text). A line's key is FILE:LINE "
+                       "(absolute path), so adding the file again duplicates nothing; blank "
+                       "lines are skipped.")
+    p.add_argument("file", help="a text file, one text per line")
+    p.add_argument("--batch", type=int, default=256, help="texts per call (default %(default)s)")
+    _client_args(p)
+    p = sub.add_parser("search", help="search a running server by text or image",
+                       description='Search by text (crossbit search "two dogs in the snow") or '
+                       "by image (--image FILE).")
+    p.add_argument("text", nargs="?", help="the query text")
+    p.add_argument("--image", help="query image file instead of text")
+    p.add_argument("-k", "--top-k", type=int, default=10, help="hits to return (default %(default)s)")
+    p.add_argument("--modality", choices=["image", "text"], default="image",
+                   help="what to return: images (default) or texts")
+    p.add_argument("--radius", type=int, help="hash lookup: only hits within this distance")
+    p.add_argument("--no-rerank", action="store_true", help="plain Hamming order")
+    p.add_argument("--json", action="store_true", help="print hits as JSON")
+    _client_args(p)
+    p = sub.add_parser("stats", help="show a running server's index and model")
+    _client_args(p)
+
+
+def check_server_address(address: str) -> str:
+    """host:port with a port in 1..65535 (a bare host would silently mean port 443)."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"--server {address!r} needs HOST:PORT, e.g. 127.0.0.1:50051 "
+                         "(the port crossbit serve prints)")
+    return address
+
+
+def _client(args):
+    from crossbit.client import Client
+
+    return Client(check_server_address(args.server), token=args.token, tls=args.tls,
+                  timeout=args.timeout)
+
+
+def find_images(paths: list[str], recursive: bool) -> tuple[list[Path], int, list[str]]:
+    """(image files, files skipped as not images, paths that name nothing) for ``index``.
+
+    Files named directly are sent whatever their suffix (the server says if one is not an
+    image); in folders, files are taken by suffix and the others counted as skipped.
+    """
+    import glob
+
+    files: dict[Path, None] = {}
+    skipped, missing = 0, []
+    for raw in paths:
+        matches = sorted(glob.glob(raw)) if glob.has_magic(raw) else [raw]
+        if not matches:
+            missing.append(raw)
+        for match in matches:
+            path = Path(match).expanduser()
+            if path.is_dir():
+                found = path.rglob("*") if recursive else path.iterdir()
+                for p in sorted(found):
+                    if not p.is_file():
+                        continue
+                    if p.suffix.lower() in IMAGE_SUFFIXES:
+                        files[p] = None
+                    else:
+                        skipped += 1
+            elif path.is_file():
+                files[path] = None
+            else:
+                missing.append(raw)
+    return list(files), skipped, missing
+
+
+def cmd_index(args) -> int:
+    from tqdm import tqdm
+
+    files, skipped, missing = find_images(args.paths, args.recursive)
+    for raw in missing:
+        print(f"crossbit index: {raw}: no such file or folder", file=sys.stderr)
+    if not files:
+        print("crossbit index: no images in " + ", ".join(args.paths)
+              + ("" if args.recursive else " (subfolders are searched with --recursive)"),
+              file=sys.stderr)
+        return 1
+    with _client(args) as client, tqdm(total=len(files), unit="img", desc="indexing",
+                                       disable=not sys.stderr.isatty()) as bar:
+        response = client.add_images_detailed(
+            files, keys=[str(p.resolve()) for p in files],
+            metadata=[{"path": str(p)} for p in files], progress=bar.update)
+    new = response.added - response.replaced - response.unchanged
+    print(f"{len(files)} images: {new} added, {response.replaced} replaced, "
+          f"{response.unchanged} unchanged, {response.failed} refused"
+          + (f"; {skipped} files skipped (not images)" if skipped else ""))
+    for r in response.results:
+        if not r.ok:
+            print(f"  {files[r.index]}: {r.error_code}: {r.error}")
+    return 0 if response.failed == 0 and not missing else 1
+
+
+def cmd_add_texts(args) -> int:
+    path = Path(args.file)
+    if not path.is_file():
+        print(f"crossbit add-texts: {path} is not a file", file=sys.stderr)
+        return 2
+    lines = [(n, line.strip()) for n, line in
+             enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if line.strip()]
+    if not lines:
+        print(f"crossbit add-texts: {path} has no texts", file=sys.stderr)
+        return 1
+    base = str(path.resolve())
+    counts = {"added": 0, "replaced": 0, "unchanged": 0, "failed": 0}
+    with _client(args) as client:
+        for start in range(0, len(lines), max(1, args.batch)):
+            part = lines[start:start + max(1, args.batch)]
+            response = client.add_texts_detailed([t for _, t in part],
+                                                 keys=[f"{base}:{n}" for n, _ in part])
+            counts["added"] += response.added - response.replaced - response.unchanged
+            counts["replaced"] += response.replaced
+            counts["unchanged"] += response.unchanged
+            counts["failed"] += response.failed
+            for r in response.results:
+                if not r.ok:
+                    print(f"  line {part[r.index][0]}: {r.error_code}: {r.error}")
+    print(f"{len(lines)} texts: {counts['added']} added, {counts['replaced']} replaced, "
+          f"{counts['unchanged']} unchanged, {counts['failed']} refused")
+    return 0 if counts["failed"] == 0 else 1
+
+
+def _print_hits(hits, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps([vars(h) for h in hits], indent=2))
+        return
+    if not hits:
+        print("no hits")
+    for rank, h in enumerate(hits, 1):
+        meta = {k: v for k, v in h.metadata.items() if k != "path"}
+        print(f"{rank:3d}. id={h.id:<8d} dist={h.distance:<4d} score={h.score:.3f}  "
+              f"{h.key}" + (f"  {meta}" if meta else ""))
+
+
+def cmd_search(args) -> int:
+    if (args.text is None) == (args.image is None):
+        print('crossbit search: give a text ("a dog on a beach") or --image FILE'
+              + (", not both" if args.text is not None else ""), file=sys.stderr)
+        return 2
+    with _client(args) as client:
+        hits = client.search(text=args.text, image=args.image, top_k=args.top_k,
+                             modality=args.modality, radius=args.radius,
+                             rerank=False if args.no_rerank else None)
+    _print_hits(hits, args.json)
+    return 0
+
+
+def cmd_stats(args) -> int:
+    with _client(args) as client:
+        print(json.dumps(client.stats(), indent=2))
+    return 0
+
+
+CLIENT_COMMANDS = {"index": cmd_index, "add-texts": cmd_add_texts, "search": cmd_search,
+                   "stats": cmd_stats}

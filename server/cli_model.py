@@ -1,0 +1,213 @@
+"""The model commands of ``crossbit``: train, evaluate and export-onnx (these import the training code)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def add_model_commands(sub) -> None:
+    """The parsers of train, evaluate and export-onnx."""
+    _add_train(sub)
+    _add_evaluate(sub)
+    p = sub.add_parser("export-onnx", help="export the image backbone to ONNX",
+                       description="Export the image backbone for ONNX Runtime (used "
+                       "automatically on the CPU; this writes it where you want it).")
+    p.add_argument("--backbone", default="efficientnet-lite0",
+                   help="image backbone to export (default %(default)s)")
+    p.add_argument("--out", required=True, help="the .onnx file to write")
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train a hash model",
+                       description="Train hash heads on frozen-backbone features cached on disk "
+                       "(CPU, minutes) or fine-tune the backbones end to end (--finetune, GPU).")
+    p.add_argument("--captions", required=True,
+                   help="dataset file: captions CSV (image,caption), COCO captions JSON, "
+                   "Karpathy JSON, or multi-label CSV (image,text,labels)")
+    p.add_argument("--images", required=True, help="folder the image names are relative to")
+    p.add_argument("--format", choices=["csv", "coco", "karpathy", "multilabel"], default="csv",
+                   help="how --captions is laid out (default %(default)s)")
+    p.add_argument("--split", help="csv: file of training image names; karpathy: split name")
+    p.add_argument("--val-images", type=int, default=None,
+                   help="images held out of the training data for early stopping (default: a "
+                        "tenth of the images, 20 to 500; none below 100 images)")
+    p.add_argument("--out", required=True, help="output model directory")
+    p.add_argument("--bits", type=int, default=64, help="code length: 16, 32, 64, 128, 256")
+    p.add_argument("--backbone", default="efficientnet-lite0", help="efficientnet-lite0, resnet18")
+    p.add_argument("--backbone-weights", help="local weights file for the backbone")
+    p.add_argument("--text-model", default="minilm-l6",
+                   help="minilm-l6 (6 layers, the default), mpnet-base (12 layers; make mpnet) or a "
+                        "local Hugging Face BERT directory")
+    p.add_argument("--objective", choices=["infonce", "triplet", "dcmh"], default="infonce",
+                   help="infonce; triplet = the seeds' max-violation ranking loss; dcmh = labels")
+    p.add_argument("--margin", type=float, default=0.2,
+                   help="triplet loss margin (default %(default)s)")
+    p.add_argument("--epochs", type=int, default=60,
+                   help="most passes over the training data; early stopping may end sooner "
+                        "(default %(default)s)")
+    p.add_argument("--batch-size", type=int, default=128,
+                   help="images per training step (default %(default)s)")
+    p.add_argument("--lr", type=float, default=5e-4,
+                   help="Adam learning rate, cosine-decayed (default %(default)s)")
+    p.add_argument("--hidden", type=int, default=1024,
+                   help="hidden width of the hash heads' MLP (default %(default)s)")
+    p.add_argument("--dropout", type=float, default=0.3,
+                   help="dropout in the hash heads (default %(default)s)")
+    p.add_argument("--weight-decay", type=float, default=1e-4,
+                   help="Adam weight decay (default %(default)s)")
+    p.add_argument("--embed-dim", type=int, default=0,
+                   help="extra float embedding for re-ranking (0 = re-rank on tanh outputs)")
+    p.add_argument("--patience", type=int, default=8,
+                   help="epochs without a better held-out score before stopping "
+                        "(default %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
+    p.add_argument("--seeds", type=int, default=1,
+                   help="train this many seeds (from --seed) and keep the best on the "
+                        "held-out images (frozen-backbone training)")
+    p.add_argument("--distill", type=float, default=1.0,
+                   help="weight of distilling a wider float teacher's in-batch similarities "
+                        "into the codes (the teacher trains first; 0 = off)")
+    p.add_argument("--teacher-dim", type=int, default=512, help="the float teacher's width")
+    p.add_argument("--one-caption", action="store_true",
+                   help="one random caption per image per batch (default with infonce: all)")
+    p.add_argument("--crop-views", type=int, default=0,
+                   help="cache features of this many random crops of each training image and "
+                        "draw from them as augmentation (each costs one more feature pass; "
+                        "the shipped model uses 8)")
+    p.add_argument("--finetune", action="store_true", help="train the backbones too (GPU)")
+    p.add_argument("--tune-text", action="store_true",
+                   help="then tune the text encoder with the heads against the locked image "
+                        "tower (images from the feature cache; CPU, minutes per epoch); the "
+                        "text model is written beside the heads")
+    p.add_argument("--init",
+                   help="with --tune-text: start from this trained model (a directory or "
+                        "'default') instead of training heads first; its config replaces "
+                        "--bits, --backbone, --text-model and the head options")
+    p.add_argument("--text-lr", type=float, default=2e-5,
+                   help="the text encoder's learning rate with --tune-text (default %(default)s)")
+    p.add_argument("--tune-lr", type=float, default=1e-4,
+                   help="the heads' learning rate with --tune-text (default %(default)s)")
+    p.add_argument("--tune-epochs", type=int, default=6,
+                   help="most epochs of --tune-text, early-stopped on the held-out images "
+                        "(default %(default)s)")
+    p.add_argument("--tune-rounds", type=int, default=3,
+                   help="captions drawn per image in each --tune-text epoch (default %(default)s)")
+    p.add_argument("--cache", default=".cache/features", help="feature cache folder")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="skip rows with missing images or empty captions (counted)")
+    p.add_argument("--device", help="torch device (default: CUDA if visible)")
+    p.add_argument("--json", help="also write the validation report here")
+
+
+def _add_evaluate(sub) -> None:
+    from crossbit.encoders.config import IMAGE_RUNTIMES, TEXT_RUNTIMES
+
+    p = sub.add_parser("evaluate", help="score a model on a dataset",
+                       description="Recall@1/5/10, median rank, precision@K and mAP in both "
+                       "directions over the Hamming ranking (ties: expected value under random "
+                       "order) and over the float embeddings; PR curve over Hamming radius; "
+                       "encoding and search speed. Writes JSON and PNG plots.")
+    p.add_argument("--captions", required=True, help="dataset file (see train --format)")
+    p.add_argument("--images", required=True, help="folder the image names are relative to")
+    p.add_argument("--format", choices=["csv", "coco", "karpathy", "multilabel"], default="csv",
+                   help="how --captions is laid out (default %(default)s)")
+    p.add_argument("--split", help="csv: file of image names to evaluate on; karpathy: split")
+    p.add_argument("--model", help="model directory or shipped name: default, mpnet-64 "
+                   "(default: the shipped default)")
+    p.add_argument("--json", required=True, help="where to write the report")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.add_argument("--no-speed", action="store_true", help="skip the speed measurement")
+    p.add_argument("--cache", help="feature cache folder (default: none)")
+    p.add_argument("--runtime", choices=IMAGE_RUNTIMES, default="auto",
+                   help="image backbone runtime")
+    p.add_argument("--text-runtime", choices=TEXT_RUNTIMES, default="auto",
+                   help="text encoder runtime (int8: ONNX int8 weights)")
+    p.add_argument("--device", help="torch device (default: CUDA if visible, else the CPU)")
+
+
+def cmd_train(args) -> int:
+    import logging
+
+    from crossbit.encoders.config import ModelConfig
+    from crossbit.encoders.training import TrainConfig
+    from crossbit.encoders.training.recipes import load_pairs, train_model
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    pairs = load_pairs(args.format, args.captions, args.images, args.split, args.skip_bad)
+    val_images = args.val_images if args.val_images is not None else \
+        auto_held_out(len(pairs.images))
+    print(f"{len(pairs.images)} images, {len(pairs.captions)} texts; {val_images} images held "
+          "out for early stopping" + ("" if val_images else " (too few: fixed epochs)"))
+    model_config = ModelConfig(bits=args.bits, image_backbone=args.backbone,
+                               image_weights=args.backbone_weights, text_model=args.text_model,
+                               hidden=args.hidden, dropout=args.dropout, embed_dim=args.embed_dim)
+    train_config = TrainConfig(objective=args.objective, margin=args.margin, epochs=args.epochs,
+                               batch_size=args.batch_size, lr=args.lr, patience=args.patience,
+                               weight_decay=args.weight_decay, seed=args.seed,
+                               seeds=args.seeds, finetune=args.finetune,
+                               distill=args.distill, teacher_dim=args.teacher_dim,
+                               all_captions=not args.one_caption, crop_views=args.crop_views,
+                               tune_text=args.tune_text, text_lr=args.text_lr, tune_lr=args.tune_lr,
+                               tune_epochs=args.tune_epochs, tune_rounds=args.tune_rounds)
+    report = train_model(model_config, train_config, pairs, val_images, args.out,
+                         args.cache, args.device, init=args.init)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2, default=float) + "\n")
+    if "text_to_image" in report:
+        from crossbit.encoders.training.evaluate import format_report
+
+        print("validation (held-out training images):")
+        print(format_report(report))
+        print(summary_line(report, val_images))
+    print(f"model written to {args.out}")
+    return 0
+
+
+def summary_line(report: dict, held_out: int) -> str:
+    """One line: held-out recall of the new model, and of the shipped one on the same data."""
+    def r(block, direction):
+        return "/".join(f"{block[direction][f'recall@{k}']:.1f}" for k in (1, 5, 10))
+
+    line = (f"held-out ({held_out} images) R@1/5/10, Hamming: text->image {r(report, 'text_to_image')}"
+            f", image->text {r(report, 'image_to_text')}")
+    shipped = report.get("shipped_model")
+    if shipped:
+        line += (f"; the shipped model on the same images: {r(shipped, 'text_to_image')} and "
+                 f"{r(shipped, 'image_to_text')}")
+    return line
+
+
+def auto_held_out(n_images: int) -> int:
+    """Images held out for early stopping when --val-images is not given."""
+    return 0 if n_images < 100 else min(500, max(20, n_images // 10))
+
+
+def cmd_evaluate(args) -> int:
+    import logging
+
+    from crossbit.encoders.model import HashModel
+    from crossbit.encoders.runtime import use_image_runtime, use_text_runtime
+    from crossbit.encoders.training.evaluate import format_report, run_evaluation
+    from crossbit.encoders.training.recipes import load_pairs
+
+    logging.basicConfig(level=logging.WARNING)
+    pairs = load_pairs(args.format, args.captions, args.images, args.split)
+    model = HashModel.load(args.model, device=args.device)
+    use_image_runtime(model, args.runtime)
+    use_text_runtime(model, args.text_runtime)
+    report = run_evaluation(model, pairs, args.json, plots=not args.no_plots, cache=args.cache,
+                            speed=not args.no_speed)
+    print(format_report(report))
+    print(f"report written to {args.json}")
+    return 0
+
+
+def cmd_export_onnx(args) -> int:
+    from crossbit.encoders.onnx_image import export_backbone
+
+    print(f"wrote {export_backbone(args.backbone, args.out)}")
+    return 0
+
+
+MODEL_COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "export-onnx": cmd_export_onnx}
