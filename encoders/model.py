@@ -61,8 +61,8 @@ def load_image(item: ImageInput) -> Image.Image:
         ValueError: for bytes or files that are not a readable image.
         FileNotFoundError: for a path that does not exist.
     """
-    if isinstance(item, Image.Image):
-        return item.convert("RGB")
+    if isinstance(item, Image.Image):  # convert() copies even an RGB image: only when needed
+        return item if item.mode == "RGB" else item.convert("RGB")
     if isinstance(item, (bytes, bytearray, memoryview)):
         source, name = io.BytesIO(bytes(item)), "image bytes"
     elif isinstance(item, (str, os.PathLike)):

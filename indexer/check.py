@@ -10,9 +10,10 @@ import numpy as np
 
 from crossbit.indexer import open_index
 from crossbit.indexer.backends import make_backend
-from crossbit.indexer.index import ID_MARK, STORE, lock_directory
+from crossbit.indexer.folder import ID_MARK, STORE, lock_directory
+from crossbit.indexer.items import StoreError
 from crossbit.indexer.snapshot import SNAPSHOT, id_differences, read_snapshot, replay, store_behind
-from crossbit.indexer.store import Store, StoreError
+from crossbit.indexer.store import Store
 
 
 @dataclass

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import threading
@@ -23,16 +22,17 @@ from crossbit.indexer.backends import (
 )
 from crossbit.indexer.backends_approx import IVFBackend
 from crossbit.indexer.embeddings import EmbeddingTable
+from crossbit.indexer.folder import ID_MARK, STORE, check_model, lock_directory
 from crossbit.indexer.interface import (
     MAX_K,
     Index,
-    ModelMismatch,
     Results,
     check_codes,
     check_ids,
     check_items,
     check_radius,
 )
+from crossbit.indexer.items import Item, StoreWrite, id_digest
 from crossbit.indexer.locks import RWLock
 from crossbit.indexer.snapshot import (
     SNAPSHOT,
@@ -42,13 +42,10 @@ from crossbit.indexer.snapshot import (
     store_behind,
     write_snapshot,
 )
-from crossbit.indexer.store import Item, Store, StoreWrite, id_digest
+from crossbit.indexer.store import Store
 
 log = logging.getLogger(__name__)
 
-STORE = "store.sqlite3"
-ID_MARK = "ids.mark"
-LOCK = "index.lock"
 
 
 class BinaryIndex(Index):
@@ -200,12 +197,12 @@ class BinaryIndex(Index):
             a :class:`StoreWrite`: ids (-1 where refused), replaced ids, refusals by position.
         """
         self._check_open()
-        codes, ids, keys, metadata, embeddings, thumbnails, previews = check_items(
+        codes, ids, keys, metadata_json, embeddings, thumbnails, previews = check_items(
             codes, self.bits, ids, keys, metadata, embeddings, thumbnails, previews)
         if len(codes) == 0:
             return StoreWrite(np.zeros(0, dtype=np.int64), [], {}, [])
         with self._lock.write():
-            write = self.store.add(codes, ids, keys, metadata, embeddings, thumbnails, positions,
+            write = self.store.add(codes, ids, keys, metadata_json, embeddings, thumbnails, positions,
                                    previews)
             # unchanged items were not written: the backend already holds them as they are
             kept = np.array([o in ("added", "replaced") for o in write.outcomes], dtype=bool)
@@ -440,51 +437,6 @@ class BinaryIndex(Index):
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-class DirectoryInUse(RuntimeError):
-    """Another process holds this index folder (a second server on the same data)."""
-
-
-def lock_directory(directory: Path):
-    """Hold an exclusive lock on an index folder for as long as the returned file is open.
-
-    One process serves a folder: two would each keep their own in-memory index of one store
-    (each missing the other's adds) and their own idea of the id mark.
-    """
-    f = open(directory / LOCK, "a+")
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        f.seek(0)
-        holder = f.read().strip() or "another process"
-        f.close()
-        raise DirectoryInUse(f"{directory} is in use by {holder}: one crossbit server (or "
-                             "reindex, or check --repair) per data directory; stop it first, "
-                             "or give this one another --data") from None
-    f.seek(0)
-    f.truncate()
-    f.write(f"pid {os.getpid()}\n")
-    f.flush()
-    return f
-
-
-def check_model(store: Store, model: dict, directory: Path) -> None:
-    """Record the model of a store's codes on first use; refuse another model afterwards."""
-    stored = store.model_record()
-    if stored is None:
-        if store.count():
-            log.warning("index %s: no model recorded for its %d items (made before crossbit "
-                        "kept one); recording %s", directory, store.count(), model["name"])
-        store.set_model_record(model)
-        return
-    if stored.get("fingerprint") != model.get("fingerprint"):
-        raise ModelMismatch(
-            f"{directory} holds codes made by {stored.get('name')} (fingerprint "
-            f"{stored.get('fingerprint')}, {stored.get('bits')} bits, {stored.get('text_model')}), "
-            f"not by {model.get('name')} (fingerprint {model.get('fingerprint')}): serve it with "
-            "the model that made it, or re-encode it first (crossbit reindex --data DIR "
-            "--model ...)")
 
 
 __all__ = ["BinaryIndex", "GPU_MAX_K"]

@@ -12,7 +12,7 @@ from typing import NamedTuple
 import numpy as np
 
 from crossbit.indexer.embeddings import unit_rows
-from crossbit.indexer.store import Item, StoreWrite, repeated_items
+from crossbit.indexer.items import Item, StoreWrite, repeated_items
 
 MAX_K = 100_000  # the most results one query may ask for, whatever the kind
 
@@ -40,7 +40,7 @@ class ItemLists(NamedTuple):
     codes: np.ndarray
     ids: list | None  # None: assign every id
     keys: list
-    metadata: list
+    metadata_json: list[str]  # each item's metadata as JSON, serialised once here ("{}" for none)
     embeddings: np.ndarray | None
     thumbnails: list | None
     previews: list | None
@@ -123,13 +123,11 @@ def check_items(codes, bits: int, ids=None, keys=None, metadata=None, embeddings
         previews = per_code(previews, n, "previews", (bytes, type(None)))
     if embeddings is not None:
         embeddings = check_embeddings(embeddings, n)
-    for m in metadata:
-        if m is not None:
-            try:
-                json.dumps(m)
-            except (TypeError, ValueError) as exc:
-                raise ValueError(f"metadata must be JSON-serialisable: {exc}") from None
-    return ItemLists(codes, ids, keys, metadata, embeddings, thumbnails, previews)
+    try:
+        metadata_json = [json.dumps(m or {}) for m in metadata]
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"metadata must be JSON-serialisable: {exc}") from None
+    return ItemLists(codes, ids, keys, metadata_json, embeddings, thumbnails, previews)
 
 
 def vectors_from(stored: dict[int, np.ndarray], ids: np.ndarray,

@@ -30,11 +30,17 @@ from crossbit.indexer import call_context
 from crossbit.indexer.interface import (
     MAX_K,
     Index,
-    ModelMismatch,
     Results,
     check_codes,
     check_items,
     check_radius,
+)
+from crossbit.indexer.items import (
+    Item,
+    StoreLimit,
+    StoreWrite,
+    repeated_items,
+    takes_claimed,
 )
 from crossbit.indexer.milvus_rows import (
     MilvusUnavailable,
@@ -49,29 +55,25 @@ from crossbit.indexer.milvus_rows import (
     quoted,
     same_vector,
 )
-from crossbit.indexer.store import (
-    Item,
-    StoreLimit,
-    StoreWrite,
-    repeated_items,
-    takes_claimed,
+from crossbit.indexer.milvus_schema import (
+    MAX_EMBEDDING_DIM,
+    MAX_KEY_BYTES,
+    MAX_TEXT,
+    CollectionSchema,
 )
 
 log = logging.getLogger(__name__)
 
-SCHEMA = 2  # 1: INT64 primary key ``id`` and a local id counter (crossbit before 2026-12)
 MILVUS_MAX_K = 16384  # Milvus's topk limit
-MAX_TEXT = 65535  # Milvus's VARCHAR limit, in bytes
-MAX_KEY_BYTES = 4096
-MAX_EMBEDDING_DIM = 4096  # Milvus's ARRAY capacity limit
 CONSISTENCY = ("Strong", "Session", "Bounded", "Eventually")
 INDEX_TYPES = ("BIN_FLAT", "BIN_IVF_FLAT")
+LITE_START_S = 60.0  # how long a milvus-lite database may take to start its server
 # pymilvus 2.5 fails to parse a query answer without rows when it asks for an ARRAY field
 # (milvus-lite answers that way whatever the fields): it means no rows
 EMPTY_ANSWER = "Unsupported data type: 0"
 
 
-class MilvusIndex(Index):
+class MilvusIndex(CollectionSchema, Index):
     """A binary index stored in a Milvus collection, consistent across servers.
 
     Args:
@@ -132,84 +134,22 @@ class MilvusIndex(Index):
             # reports its own (MilvusUnavailable, one line) and retries the ones it can
             logging.getLogger(name).setLevel(logging.CRITICAL)
         # its own connection: pymilvus shares one per URI, and closing any client closes it
-        kwargs = {"uri": self.uri, "token": token or "", "timeout": timeout_s,
+        # milvus-lite (a local .db file) starts its own server process on the first connect:
+        # on a loaded machine that took over 10 s once in the tests, so it gets a minute
+        connect_s = max(timeout_s, LITE_START_S) if self.uri.endswith(".db") else timeout_s
+        kwargs = {"uri": self.uri, "token": token or "", "timeout": connect_s,
                   "alias": f"crossbit-{uuid.uuid4().hex}"}
         if database:
             kwargs["db_name"] = database
         try:
             self._client = MilvusClient(**kwargs)
         except Exception as exc:
-            raise MilvusUnavailable(f"cannot reach Milvus at {self.uri} within {timeout_s:.0f} s: "
+            raise MilvusUnavailable(f"cannot reach Milvus at {self.uri} within {connect_s:.0f} s: "
                                     f"{message(exc)}") from None
         self.model = self._open_collection(model)
         self.opened_from = f"milvus collection {self.collection} at {self.uri}"
 
     # -- the collections ------------------------------------------------------------------------
-    def _open_collection(self, model: dict | None) -> dict | None:
-        from pymilvus import DataType
-
-        if not self._call(self._client.has_collection, self.collection):
-            record = json.dumps({"crossbit_schema": SCHEMA, "bits": self.bits, "model": model})
-            schema = self._client.create_schema(auto_id=False, enable_dynamic_field=False,
-                                                description=record)
-            schema.add_field("pk", DataType.VARCHAR, max_length=2 * MAX_KEY_BYTES + 1,
-                             is_primary=True)
-            schema.add_field("id", DataType.INT64)
-            schema.add_field("code", DataType.BINARY_VECTOR, dim=self.bits)
-            schema.add_field("key", DataType.VARCHAR, max_length=MAX_KEY_BYTES)
-            schema.add_field("metadata", DataType.VARCHAR, max_length=MAX_TEXT)
-            schema.add_field("embedding", DataType.ARRAY, element_type=DataType.FLOAT,
-                             max_capacity=MAX_EMBEDDING_DIM)
-            schema.add_field("thumbnail", DataType.VARCHAR, max_length=MAX_TEXT)
-            schema.add_field("added", DataType.DOUBLE)
-            params = self._client.prepare_index_params()
-            params.add_index(field_name="code", index_type=self.index_type,
-                             metric_type="HAMMING",
-                             params={"nlist": self.nlist} if self.index_type == "BIN_IVF_FLAT"
-                             else {})
-            self._call(self._client.create_collection, self.collection, schema=schema,
-                       index_params=params, consistency_level="Strong")
-            log.info("milvus: created collection %s at %s (%s)", self.collection, self.uri,
-                     self.index_type)
-        record = self._check_schema(model)
-        if not self._call(self._client.has_collection, self.allocator):
-            schema = self._client.create_schema(auto_id=True, enable_dynamic_field=False)
-            schema.add_field("id", DataType.INT64, is_primary=True, auto_id=True)
-            schema.add_field("v", DataType.BINARY_VECTOR, dim=8)
-            params = self._client.prepare_index_params()
-            params.add_index(field_name="v", index_type="BIN_FLAT", metric_type="HAMMING")
-            self._call(self._client.create_collection, self.allocator, schema=schema,
-                       index_params=params)
-            self._call(self._client.release_collection, self.allocator)  # never searched
-        self._call(self._client.load_collection, self.collection)
-        return record
-
-    def _check_schema(self, model: dict | None) -> dict | None:
-        info = self._call(self._client.describe_collection, self.collection)
-        fields = {f["name"]: f for f in info["fields"]}
-        where = f"collection {self.collection} at {self.uri}"
-        if "pk" not in fields or not fields["pk"].get("is_primary"):
-            raise ValueError(f"{where} has the schema of an older crossbit (an INT64 primary key "
-                             "and a counter kept by one server); give another collection, or drop "
-                             "it and add the items again")
-        dim = int(fields["code"]["params"]["dim"])
-        if dim != self.bits:
-            raise ValueError(f"{where} holds {dim}-bit codes, this model makes {self.bits}-bit "
-                             "codes")
-        try:
-            record = json.loads(info.get("description") or "{}").get("model")
-        except ValueError:
-            record = None
-        if model is not None and record is None:
-            log.warning("%s: no model recorded (made without one); not checked", where)
-        elif model is not None and record.get("fingerprint") != model.get("fingerprint"):
-            raise ModelMismatch(
-                f"{where} holds codes made by {record.get('name')} (fingerprint "
-                f"{record.get('fingerprint')}), not by {model.get('name')} (fingerprint "
-                f"{model.get('fingerprint')}): serve it with the model that made it, or give "
-                "this model another collection")
-        return record
-
     def _call(self, fn: Callable, *args, empty=None, **kwargs):
         """One Milvus call, retried (while Milvus is unreachable, or loads the collection again
         after a restart) until just before the caller's deadline; then MilvusUnavailable, so
@@ -288,7 +228,7 @@ class MilvusIndex(Index):
         (keeping its id unless one is given), one with a stored id replaces that item;
         repeats of a key or id within the call are refused alone. Previews are not kept
         (the thumbnail stands in for them)."""
-        codes, ids, keys, metadata, embeddings, thumbnails, _ = check_items(
+        codes, ids, keys, metas, embeddings, thumbnails, _ = check_items(
             codes, self.bits, ids, keys, metadata, embeddings, thumbnails, previews)
         n = len(codes)
         ids = ids if ids is not None else [None] * n
@@ -297,7 +237,6 @@ class MilvusIndex(Index):
                              "array field")
         pos = list(range(n)) if positions is None else list(positions)
         refused = repeated_items(keys, ids, pos)
-        metas = [json.dumps(m or {}) for m in metadata]
         for i in range(n):
             if i in refused:
                 continue

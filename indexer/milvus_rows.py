@@ -8,7 +8,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from crossbit.indexer.store import StoreError
+from crossbit.indexer.items import StoreError
 
 EXPR_BYTES = 200_000  # longest filter expression sent (lists are split to stay below it)
 

@@ -8,14 +8,20 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from crossbit.indexer.id_mark import IdMark
+from crossbit.indexer.items import (
+    StoreError,
+    StoreWrite,
+    takes_claimed,
+)
+from crossbit.indexer.store_reads import StoreReads
+
 OP_ADD, OP_REMOVE = 1, 2
 READ_MMAP_BYTES = 1 << 36  # SQLite caps it at its compile-time limit
-ID_BLOCK = 4096  # assigned ids reserved in the mark file per fsync
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -37,36 +43,7 @@ CREATE TABLE IF NOT EXISTS log (
 """
 
 
-class StoreLimit(ValueError):
-    """A read would return more than the caller allowed (see ``max_bytes``)."""
-
-
-class StoreError(RuntimeError):
-    """The store could not be written (read-only or full disk...); nothing was changed."""
-
-
-@dataclass
-class Item:
-    """One stored item as returned for hits."""
-
-    id: int
-    key: str | None
-    metadata: dict
-    added: float
-    size: int = 0  # bytes of key and metadata as stored (what a hit carries)
-
-
-@dataclass
-class StoreWrite:
-    """What one :meth:`Store.add` did."""
-
-    ids: np.ndarray  # int64 per item, -1 where refused
-    replaced: list[int]  # stored ids whose previous contents this call replaced or removed
-    refused: dict[int, str]  # item position -> why it was refused
-    outcomes: list[str] = field(default_factory=list)  # per item: added, replaced, unchanged, refused
-
-
-class Store:
+class Store(StoreReads):
     """Items and a change log in one SQLite file.
 
     Writes are serialized by a lock and each is one transaction, committed before
@@ -77,8 +54,7 @@ class Store:
                  mark_path: str | os.PathLike | None = None):
         self.path = str(path)
         self.mark_path = Path(mark_path) if mark_path is not None else None
-        self._mark = self._read_mark()  # ids below it may have been given out
-        self._floor = self._mark  # so this process assigns none below it
+        self.mark = IdMark(self.mark_path)
         self.bits = bits
         self.synchronous = synchronous
         self._local = threading.local()
@@ -130,7 +106,7 @@ class Store:
 
     # -- writes -----------------------------------------------------------------------------
     def add(self, codes: np.ndarray, ids: Sequence[int | None] | None,
-            keys: Sequence[str | None], metadata: Sequence[dict],
+            keys: Sequence[str | None], metadata_json: Sequence[str],
             embeddings: np.ndarray | None,
             thumbnails: Sequence[bytes | None] | None,
             positions: Sequence[int] | None = None,
@@ -161,12 +137,12 @@ class Store:
                 if ids is None and all(k is None for k in keys) and not cur.execute(
                         "SELECT 1 FROM items WHERE id >= ? AND id < ? LIMIT 1",
                         (next_id, next_id + n)).fetchone():
-                    out = self._insert_new(cur, codes, next_id, metadata, embeddings,
+                    out = self._insert_new(cur, codes, next_id, metadata_json, embeddings,
                                            thumbnails, now)
                     if previews is not None:
                         cur.executemany("INSERT OR REPLACE INTO previews VALUES (?, ?)",
                                         [(int(out[i]), p) for i, p in enumerate(previews) if p])
-                    self._reserve(next_id + n)
+                    self.mark.reserve(next_id + n)
                     cur.execute("COMMIT")
                     return StoreWrite(out, [], {}, ["added"] * n)
                 out = np.full(n, -1, dtype=np.int64)
@@ -200,7 +176,7 @@ class Store:
                         continue
                     emb = None if embeddings is None else \
                         np.ascontiguousarray(embeddings[i], dtype=np.float32).tobytes()
-                    meta = json.dumps(metadata[i] or {})
+                    meta = metadata_json[i]
                     if stored is not None and old == item_id and stored[1] == codes[i].tobytes() \
                             and stored[3] == meta and _same_embedding(stored[2], emb):
                         claimed[item_id] = i  # the same item again: nothing to write
@@ -228,7 +204,7 @@ class Store:
                     claimed[item_id] = i
                     out[i] = item_id
                 cur.execute("INSERT OR REPLACE INTO meta VALUES ('next_id', ?)", (str(next_id),))
-                self._reserve(next_id)
+                self.mark.reserve(next_id)
                 cur.execute("COMMIT")
             except sqlite3.Error as exc:
                 _rollback(cur)
@@ -246,47 +222,19 @@ class Store:
         # the mark read at open: ids reserved by an earlier process count as given out
         # (after a clean stop that skips at most ID_BLOCK ids; after a lost WAL it is what
         # keeps acknowledged ids from being handed out again)
-        return max(int(self._meta(cur, "next_id", "0")), self._floor)
-
-    def _reserve(self, next_id: int) -> None:
-        """Before committing ids up to ``next_id``, make sure the mark file is past them.
-
-        The mark lives beside the store (written, fsynced, renamed), so a store that loses
-        its WAL or is restored from an older copy cannot hand out an acknowledged id again.
-        Ids are reserved in blocks, so this costs one fsync per ``ID_BLOCK`` ids.
-        """
-        if self.mark_path is None or next_id <= self._mark:
-            return
-        mark = next_id + ID_BLOCK
-        tmp = self.mark_path.with_suffix(".tmp")
-        with open(tmp, "w") as f:
-            f.write(json.dumps({"next_id": mark}) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.mark_path)
-        self._mark = mark
+        return max(int(self._meta(cur, "next_id", "0")), self.mark.floor)
 
     def raise_mark(self, next_id: int) -> None:
         """Move the id mark up to ``next_id`` (from a snapshot that saw more ids than the store)."""
         with self._write_lock:
-            self._floor = max(self._floor, next_id)
-            if next_id > self._mark:
-                self._reserve(next_id)
-
-    def _read_mark(self) -> int:
-        if self.mark_path is None or not self.mark_path.exists():
-            return 0
-        try:
-            return int(json.loads(self.mark_path.read_text())["next_id"])
-        except (ValueError, KeyError, TypeError, OSError):
-            return 0
+            self.mark.raise_to(next_id)
 
     def id_counter(self) -> tuple[int, int]:
         """(the store's own next assigned id, the mark file's): the mark may be ahead, never behind."""
         stored = int(self._meta(self._reader.cursor(), "next_id", "0"))
-        return stored, self._mark
+        return stored, self.mark.value
 
-    def _insert_new(self, cur, codes, first_id, metadata, embeddings, thumbnails, now):
+    def _insert_new(self, cur, codes, first_id, metadata_json, embeddings, thumbnails, now):
         """Bulk path for items without keys or ids: all new, ids assigned in sequence."""
         n = len(codes)
         out = np.arange(first_id, first_id + n, dtype=np.int64)
@@ -295,7 +243,7 @@ class Store:
         emb = None if embeddings is None else np.ascontiguousarray(embeddings, dtype=np.float32)
         rows = ((int(out[i]), None, flat[i * width:(i + 1) * width],
                  None if emb is None else emb[i].tobytes(),
-                 json.dumps(metadata[i]) if metadata[i] else "{}",
+                 metadata_json[i],
                  None if thumbnails is None else thumbnails[i], now) for i in range(n))
         cur.executemany("INSERT INTO items VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
         cur.executemany("INSERT INTO log(op, id) VALUES (?, ?)",
@@ -381,141 +329,10 @@ class Store:
         row = cur.execute("SELECT value FROM meta WHERE name=?", (name,)).fetchone()
         return row[0] if row else default
 
-    def count(self) -> int:
-        return self._reader.execute("SELECT COUNT(*) FROM items").fetchone()[0]
-
-    def model_record(self) -> dict | None:
-        """The fingerprint of the model whose codes this store holds (None: not recorded)."""
-        row = self._reader.execute("SELECT value FROM meta WHERE name='model'").fetchone()
-        return json.loads(row[0]) if row else None
-
     def set_model_record(self, record: dict) -> None:
         with self._write_lock:
             self._writer.execute("INSERT OR REPLACE INTO meta VALUES ('model', ?)",
                                  (json.dumps(record, sort_keys=True),))
-
-    def all_ids(self) -> np.ndarray:
-        """Every stored id, sorted (int64)."""
-        rows = self._reader.execute("SELECT id FROM items ORDER BY id").fetchall()
-        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-
-    def id_digest(self) -> tuple[int, int, int, int, int]:
-        """(count, min, max, two sums of the ids modulo primes): a cheap checksum of the ids,
-        computed in SQL; :func:`id_digest` gives the same for an array."""
-        row = self._reader.execute(
-            f"SELECT COUNT(*), COALESCE(MIN(id), -1), COALESCE(MAX(id), -1), "
-            f"COALESCE(SUM(id % {DIGEST_P}), 0), COALESCE(SUM((id / {DIGEST_P}) % {DIGEST_Q}), 0) "
-            "FROM items").fetchone()
-        return tuple(int(v) for v in row)
-
-    def integrity(self) -> str:
-        """SQLite's own ``PRAGMA integrity_check`` answer ("ok" when the file is sound)."""
-        rows = self._reader.execute("PRAGMA integrity_check").fetchall()
-        return "; ".join(str(r[0]) for r in rows)
-
-    def max_seq(self) -> int:
-        """The store's high-water mark: the highest log sequence number ever given out (0 for
-        none), kept by AUTOINCREMENT when old entries are compacted away."""
-        row = self._reader.execute("SELECT seq FROM sqlite_sequence WHERE name='log'").fetchone()
-        return int(row[0]) if row else 0
-
-    def log_since(self, seq: int) -> list[tuple[int, int, int]]:
-        return self._reader.execute("SELECT seq, op, id FROM log WHERE seq > ? ORDER BY seq",
-                                    (seq,)).fetchall()
-
-    def _where_in(self, columns: str, field: str, values: Sequence) -> Iterator[tuple]:
-        """Rows of ``SELECT columns FROM items WHERE field IN (values)``, in chunks of 900
-        (SQLite's limit on bound parameters)."""
-        conn = self._reader
-        for start in range(0, len(values), 900):
-            chunk = list(values[start : start + 900])
-            marks = ",".join("?" * len(chunk))
-            yield from conn.execute(f"SELECT {columns} FROM items WHERE {field} IN ({marks})", chunk)
-
-    def codes_for(self, ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-        """(ids found, their codes) for the given ids; missing ids are left out."""
-        rows = list(self._where_in("id, code", "id", [int(i) for i in ids]))
-        return _as_arrays([r[0] for r in rows], [r[1] for r in rows], self.bits)
-
-    def _iter_column(self, column: str, batch: int) -> Iterator[tuple[list[int], list]]:
-        """(ids, values) of one column where it is not NULL, in id order, ``batch`` rows at a
-        time (keyset paging: each page starts after the last id seen)."""
-        conn = self._reader
-        last = -(2**63)
-        while True:
-            rows = conn.execute(f"SELECT id, {column} FROM items WHERE id > ? AND {column} IS "
-                                "NOT NULL ORDER BY id LIMIT ?", (last, batch)).fetchall()
-            if not rows:
-                return
-            last = rows[-1][0]
-            yield [r[0] for r in rows], [r[1] for r in rows]
-
-    def iter_codes(self, batch: int = 100_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """All (ids, codes) in id order, in chunks."""
-        for ids, codes in self._iter_column("code", batch):
-            yield _as_arrays(ids, codes, self.bits)
-
-    def iter_embeddings(self, batch: int = 100_000) -> Iterator[tuple[list[int], list[bytes]]]:
-        """All (ids, float32 embedding blobs) of items that have one, in id order, in chunks."""
-        return self._iter_column("embedding", batch)
-
-    def ids_for_keys(self, keys: Sequence[str]) -> dict[str, int]:
-        return dict(self._where_in("key, id", "key", list(keys)))
-
-    def items(self, ids: Sequence[int], max_bytes: int | None = None) -> dict[int, Item]:
-        """Key, metadata and time added by id (unknown ids absent).
-
-        Raises:
-            StoreLimit: when the rows' keys and metadata add up to more than ``max_bytes``
-                (checked row by row, so memory stays bounded by it).
-        """
-        out, total = {}, 0
-        for item_id, key, meta, added in self._where_in("id, key, metadata, added", "id",
-                                                        [int(i) for i in ids]):
-            size = len(meta) + (len(key) if key else 0)
-            total += size
-            if max_bytes is not None and total > max_bytes:
-                raise StoreLimit(f"the hits' keys and metadata are over {max_bytes} bytes")
-            out[item_id] = Item(item_id, key, json.loads(meta), added, size)
-        return out
-
-    def embeddings(self, ids: Sequence[int]) -> dict[int, np.ndarray]:
-        return {item_id: np.frombuffer(emb, dtype=np.float32)
-                for item_id, emb in self._where_in("id, embedding", "id", [int(i) for i in ids])
-                if emb is not None}
-
-    def thumbnail(self, item_id: int) -> bytes | None:
-        row = self._reader.execute("SELECT thumbnail FROM items WHERE id=?", (int(item_id),)).fetchone()
-        if row is None:
-            raise KeyError(f"unknown id {item_id}")
-        return row[0]
-
-    def preview(self, item_id: int) -> bytes | None:
-        """The larger preview kept at add time (None without one); KeyError for an unknown id."""
-        row = self._reader.execute("SELECT p.data, i.id FROM items i LEFT JOIN previews p "
-                                   "ON p.id = i.id WHERE i.id=?", (int(item_id),)).fetchone()
-        if row is None:
-            raise KeyError(f"unknown id {item_id}")
-        return row[0]
-
-    def page(self, offset: int, limit: int, newest_first: bool = False) -> list[Item]:
-        order = "DESC" if newest_first else "ASC"
-        rows = self._reader.execute(
-            f"SELECT id, key, metadata, added FROM items ORDER BY id {order} LIMIT ? OFFSET ?",
-            (limit, offset)).fetchall()
-        return [Item(i, k, json.loads(m), a) for i, k, m, a in rows]
-
-
-DIGEST_P, DIGEST_Q = 1_000_000_007, 1_000_000_009
-
-
-def id_digest(ids: np.ndarray) -> tuple[int, int, int, int, int]:
-    """The checksum :meth:`Store.id_digest` computes, for an array of ids."""
-    ids = np.asarray(ids, dtype=np.int64)
-    if not len(ids):
-        return (0, -1, -1, 0, 0)
-    return (len(ids), int(ids.min()), int(ids.max()), int((ids % DIGEST_P).sum()),
-            int(((ids // DIGEST_P) % DIGEST_Q).sum()))
 
 
 def _same_embedding(a: bytes | None, b: bytes | None) -> bool:
@@ -526,57 +343,8 @@ def _same_embedding(a: bytes | None, b: bytes | None) -> bool:
                             rtol=0, atol=1e-4))
 
 
-def takes_claimed(claimed: dict[int, int], old: int | None, item_id: int, key: str | None,
-                  pos: Sequence[int]) -> str | None:
-    """Why an item may not be written (None: it may): it would replace (its key's stored id
-    ``old``) or overwrite (its ``item_id``) an item this call already wrote.
-
-    ``claimed`` maps ids this call wrote to their item positions; ``pos`` numbers items in
-    the caller's own numbering.
-    """
-    if old in claimed:
-        return f"key {key!r} repeats item {pos[claimed[old]]} of this call"
-    if item_id in claimed:
-        return f"id {item_id} repeats item {pos[claimed[item_id]]} of this call"
-    return None
-
-
-def repeated_items(keys: Sequence[str | None] | None, ids: Sequence[int | None] | None,
-                   positions: Sequence[int] | None = None) -> dict[int, str]:
-    """Items of one call whose key or id repeats an earlier item's: position -> why.
-
-    The rule of every add: within one call the first item with a key or id wins.
-    """
-    out: dict[int, str] = {}
-    seen_keys: dict[str, int] = {}
-    seen_ids: dict[int, int] = {}
-    n = len(keys) if keys is not None else len(ids) if ids is not None else 0
-    pos = list(range(n)) if positions is None else list(positions)
-    for i in range(n):
-        key = None if keys is None else keys[i]
-        item_id = None if ids is None or ids[i] is None else int(ids[i])
-        if key and key in seen_keys:
-            out[i] = f"key {key!r} repeats item {pos[seen_keys[key]]} of this call"
-        elif item_id is not None and item_id in seen_ids:
-            out[i] = f"id {item_id} repeats item {pos[seen_ids[item_id]]} of this call"
-        else:
-            if key:
-                seen_keys[key] = i
-            if item_id is not None:
-                seen_ids[item_id] = i
-    return out
-
-
 def _rollback(cur) -> None:
     try:
         cur.execute("ROLLBACK")
     except sqlite3.Error:
         pass
-
-
-def _as_arrays(ids: list[int], codes: list[bytes], bits: int) -> tuple[np.ndarray, np.ndarray]:
-    width = bits // 8
-    if not ids:
-        return np.zeros(0, np.int64), np.zeros((0, width), np.uint8)
-    return np.array(ids, dtype=np.int64), \
-        np.frombuffer(b"".join(codes), dtype=np.uint8).reshape(len(ids), width)

@@ -12,7 +12,7 @@ import numpy as np
 
 from crossbit.indexer import Index
 from crossbit.indexer.call_context import within
-from crossbit.indexer.store import StoreLimit
+from crossbit.indexer.items import StoreLimit
 from crossbit.server.batching import MicroBatcher
 from crossbit.server.config import ServerConfig
 from crossbit.server.exceptions import LimitError, NotFoundError, UnavailableError

@@ -8,7 +8,7 @@ import logging
 
 import grpc
 
-from crossbit.indexer.store import StoreError
+from crossbit.indexer.items import StoreError
 from crossbit.server.exceptions import LimitError, NotFoundError, UnavailableError
 
 __all__ = ["LimitError", "NotFoundError", "UnavailableError", "grpc_errors", "is_abort",

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from crossbit.indexer.check import stored_bits
-from crossbit.indexer.index import ID_MARK, STORE, lock_directory
+from crossbit.indexer.folder import ID_MARK, STORE, lock_directory
 from crossbit.indexer.snapshot import SNAPSHOT
 from crossbit.indexer.store import Store
 from crossbit.server.images import decode_image

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from crossbit.indexer.store import StoreError
+from crossbit.indexer.items import StoreError
 from crossbit.server import convert
 from crossbit.server.errors import status_for
 from crossbit.server.exceptions import LimitError, NotFoundError, UnavailableError

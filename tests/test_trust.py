@@ -686,7 +686,7 @@ def test_a_second_server_on_the_same_data_is_refused(tmp_path, model, photos):
     """Two servers on one store would each keep their own index of it (each blind to the
     other's adds) and their own id mark; the second is refused, and so are reindex and
     check --repair while the first runs (without touching its snapshot)."""
-    from crossbit.indexer.index import DirectoryInUse
+    from crossbit.indexer.folder import DirectoryInUse
     from crossbit.indexer.snapshot import SNAPSHOT
     from crossbit.server.reindex import reindex
 
