@@ -23,7 +23,7 @@ class Browser:
         if not len(found):
             raise NotFoundError(f"unknown {modality} id {item_id}")
         query = Query(code=codes[0].tobytes(), top_k=top_k, modality=target or modality)
-        self.core.check_query(query)
+        self.core.checks.query(query)
         k = query.top_k or self.core.config.default_top_k
         embedding = index.embeddings([int(item_id)]).get(int(item_id))
         start = time.perf_counter()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Sequence
@@ -16,7 +15,7 @@ from crossbit.indexer.items import StoreLimit
 from crossbit.server.batching import MicroBatcher
 from crossbit.server.config import ServerConfig
 from crossbit.server.exceptions import LimitError, NotFoundError, UnavailableError
-from crossbit.server.images import PixelBudget, decode_image, make_thumbnail
+from crossbit.server.images import make_thumbnail
 from crossbit.server.requests import (
     MODALITIES,
     AddOutcome,
@@ -25,6 +24,7 @@ from crossbit.server.requests import (
     Query,
     SearchResult,
 )
+from crossbit.server.validation import RequestChecks
 
 if TYPE_CHECKING:  # the model's module loads torch; the core only calls it
     from crossbit.encoders.model import HashModel
@@ -33,8 +33,6 @@ log = logging.getLogger(__name__)
 
 SEARCH_BATCH = 256  # most encoded queries searched together
 
-MAX_KEY_CHARS = 1024
-MAX_METADATA_BYTES = 64 * 1024
 HIT_OVERHEAD = 48  # protobuf bytes of a hit besides its key and metadata (id, distance, score...)
 
 
@@ -64,6 +62,7 @@ class RetrievalCore:
         self.model_name = model_name
         self.started = time.time()
         self.closing = False
+        self.checks = RequestChecks(config, model.bits)
         self.text_batcher = MicroBatcher(self._encode_text_batch, config.max_batch,
                                          config.max_wait_ms, "text-encoder",
                                          self._observe("text"), config.text_workers)
@@ -93,37 +92,16 @@ class RetrievalCore:
         enc = self.model.encode_images(images, batch_size=max(len(images), 1))
         return list(zip(enc.codes, enc.embeddings))
 
-    def check_text(self, text) -> str:
-        if not isinstance(text, str):
-            raise TypeError(f"text must be a string, got {type(text).__name__}")
-        if not text.strip():
-            raise ValueError("text is empty")
-        if len(text) > self.config.max_text_chars:
-            raise LimitError(f"text is {len(text)} characters; the limit is "
-                             f"{self.config.max_text_chars}")
-        return text
-
-    def decode(self, data: bytes, budget: PixelBudget | None = None):
-        return decode_image(data, self.config.max_image_bytes, self.config.max_pixels, budget)
-
-    def _budget(self) -> PixelBudget:
-        return PixelBudget(self.config.max_request_pixels)
-
-    def _check_batch(self, n: int, what: str) -> None:
-        if n > self.config.max_batch_items:
-            raise LimitError(f"{n} {what} in one request; the limit is "
-                             f"{self.config.max_batch_items}")
-
     def encode(self, texts: Sequence[str], images: Sequence[bytes],
                timeout: float | None = None) -> tuple[list, list]:
         """Codes and embeddings of texts and images, in order; any bad input fails the call."""
-        self._check_batch(len(texts) + len(images), "texts and images")
+        self.checks.batch(len(texts) + len(images), "texts and images")
         deadline = _deadline(timeout)
-        texts = [self.check_text(t) for t in texts]
-        decoded, budget = [], self._budget()
+        texts = [self.checks.text(t) for t in texts]
+        decoded, budget = [], self.checks.budget()
         for i, data in enumerate(images):
             try:
-                decoded.append(self.decode(data, budget))
+                decoded.append(self.checks.decode(data, budget))
             except ValueError as exc:
                 raise type(exc)(f"images[{i}]: {exc}") from None
         text_out = self.text_batcher(texts, _remaining(deadline)) if texts else []
@@ -131,16 +109,6 @@ class RetrievalCore:
         return text_out, image_out
 
     # -- adding --------------------------------------------------------------------------------
-    def _check_item(self, item: NewItem) -> None:
-        if not isinstance(item.key, str) or len(item.key) > MAX_KEY_CHARS:
-            raise ValueError(f"key must be a string of at most {MAX_KEY_CHARS} characters")
-        if item.id is not None and item.id < 0:
-            raise ValueError(f"id must be >= 0, got {item.id}")
-        if not isinstance(item.metadata, dict):
-            raise TypeError("metadata must be a map of strings")
-        if len(json.dumps(item.metadata)) > MAX_METADATA_BYTES:
-            raise LimitError(f"metadata is over {MAX_METADATA_BYTES} bytes")
-
     def add(self, modality: str, items: Sequence[NewItem | BaseException],
             timeout: float | None = None, first: int = 0,
             seen: dict | None = None) -> list[AddOutcome]:
@@ -159,31 +127,31 @@ class RetrievalCore:
         if self.closing:
             raise UnavailableError("the server is shutting down")
         index = self.index_for(modality)
-        self._check_batch(len(items), "items")
+        self.checks.batch(len(items), "items")
         deadline = _deadline(timeout)
         outcomes = [AddOutcome(first + i, False, key=getattr(item, "key", ""))
                     for i, item in enumerate(items)]
         prepared, thumbs, previews, futures = [], [], [], []
         seen = {} if seen is None else seen  # ("key", k) or ("id", i) -> position in the call
-        budget = self._budget()
+        budget = self.checks.budget()
         for i, item in enumerate(items):
             try:
                 if isinstance(item, BaseException):
                     raise ValueError(str(item))
-                self._check_item(item)
+                self.checks.item(item)
                 for what in (("key", item.key) if item.key else None,
                              ("id", item.id) if item.id is not None else None):
                     if what in seen:  # taken by an earlier part of this call (a stream)
                         raise ValueError(f"{what[0]} {what[1]!r} repeats item {seen[what]} of "
                                          "this call")
                 if modality == "image":
-                    image = self.decode(item.payload, budget)
+                    image = self.checks.decode(item.payload, budget)
                     thumbs.append(make_thumbnail(image, self.config.thumbnail_size)
                                   if self.config.thumbnails else None)
                     previews.append(self._preview(image))
                     futures.append(self.image_batcher.submit(image))
                 else:
-                    text = self.check_text(item.payload)
+                    text = self.checks.text(item.payload)
                     thumbs.append(None)
                     previews.append(None)
                     futures.append(self.text_batcher.submit(text))
@@ -234,45 +202,30 @@ class RetrievalCore:
             raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
         return self.indexes[modality]
 
-    def check_query(self, q: Query) -> None:
-        given = [x is not None for x in (q.text, q.image, q.code)]
-        if sum(given) != 1:
-            raise ValueError("a query needs exactly one of text, image or code")
-        if not isinstance(q.top_k, int) or q.top_k < 0 or q.top_k > self.config.max_top_k:
-            raise ValueError(f"top_k must be between 1 and {self.config.max_top_k} "
-                             f"(0 means {self.config.default_top_k}), got {q.top_k}")
-        if q.radius is not None and not 0 <= q.radius <= self.bits:
-            raise ValueError(f"radius must be between 0 and {self.bits}, got {q.radius}")
-        if q.nprobe < 0 or q.nprobe > 65536:
-            raise ValueError(f"nprobe must be between 0 and 65536, got {q.nprobe}")
-        if q.code is not None and len(q.code) != self.bits // 8:
-            raise ValueError(f"code must be {self.bits // 8} bytes for {self.bits}-bit codes, "
-                             f"got {len(q.code)}")
-        self.index_for(q.modality)
-
     def search(self, query: Query, timeout: float | None = None) -> SearchResult:
         return self.search_many([query], timeout)[0]
 
     def search_many(self, queries: Sequence[Query], timeout: float | None = None) -> list[SearchResult]:
         """Answer queries; codes are encoded in shared batches and searched in one index call
         per group of compatible queries."""
-        self._check_batch(len(queries), "queries")
+        self.checks.batch(len(queries), "queries")
         deadline = _deadline(timeout)
         for n, q in enumerate(queries):
             try:
-                self.check_query(q)
+                self.checks.query(q)
+                self.index_for(q.modality)
                 if q.text is not None:
-                    self.check_text(q.text)
+                    self.checks.text(q.text)
             except ValueError as exc:
                 raise type(exc)(f"queries[{n}]: {exc}" if len(queries) > 1 else str(exc)) from None
         start = time.perf_counter()
         futures = {}
-        budget = self._budget()
+        budget = self.checks.budget()
         for n, q in enumerate(queries):
             if q.text is not None:
                 futures[n] = self.text_batcher.submit(q.text)
             elif q.image is not None:
-                futures[n] = self.image_batcher.submit(self.decode(q.image, budget))
+                futures[n] = self.image_batcher.submit(self.checks.decode(q.image, budget))
         codes = np.zeros((len(queries), self.bits // 8), np.uint8)
         embeddings: dict[int, np.ndarray] = {}
         for n, q in enumerate(queries):
@@ -395,7 +348,7 @@ class RetrievalCore:
         if self.closing:
             raise UnavailableError("the server is shutting down")
         index = self.index_for(modality)
-        self._check_batch(len(ids) + len(keys), "ids and keys")
+        self.checks.batch(len(ids) + len(keys), "ids and keys")
         if not ids and not keys:
             raise ValueError("give ids or keys to delete")
         with within(_deadline(timeout)):

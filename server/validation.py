@@ -1,0 +1,74 @@
+"""Every check of a request to the core, in one place: texts, images, batch sizes, items, queries."""
+
+from __future__ import annotations
+
+import json
+
+from crossbit.server.config import ServerConfig
+from crossbit.server.exceptions import LimitError
+from crossbit.server.images import PixelBudget, decode_image
+from crossbit.server.requests import MODALITIES, NewItem, Query
+
+MAX_KEY_CHARS = 1024
+MAX_METADATA_BYTES = 64 * 1024
+
+
+class RequestChecks:
+    """The service's limits (``ServerConfig``) applied to one request's parts; each raises
+    ValueError or TypeError for bad input and LimitError for input over a limit."""
+
+    def __init__(self, config: ServerConfig, bits: int):
+        self.config = config
+        self.bits = bits
+
+    def text(self, text) -> str:
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a string, got {type(text).__name__}")
+        if not text.strip():
+            raise ValueError("text is empty")
+        if len(text) > self.config.max_text_chars:
+            raise LimitError(f"text is {len(text)} characters; the limit is "
+                             f"{self.config.max_text_chars}")
+        return text
+
+    def budget(self) -> PixelBudget:
+        """The decoded pixels one request may cause."""
+        return PixelBudget(self.config.max_request_pixels)
+
+    def decode(self, data: bytes, budget: PixelBudget | None = None):
+        """Image bytes to RGB, within the byte, pixel and request limits."""
+        return decode_image(data, self.config.max_image_bytes, self.config.max_pixels, budget)
+
+    def batch(self, n: int, what: str) -> None:
+        if n > self.config.max_batch_items:
+            raise LimitError(f"{n} {what} in one request; the limit is "
+                             f"{self.config.max_batch_items}")
+
+    def item(self, item: NewItem) -> None:
+        """An item to add, but its payload (checked as a text or decoded as an image)."""
+        if not isinstance(item.key, str) or len(item.key) > MAX_KEY_CHARS:
+            raise ValueError(f"key must be a string of at most {MAX_KEY_CHARS} characters")
+        if item.id is not None and item.id < 0:
+            raise ValueError(f"id must be >= 0, got {item.id}")
+        if not isinstance(item.metadata, dict):
+            raise TypeError("metadata must be a map of strings")
+        if len(json.dumps(item.metadata)) > MAX_METADATA_BYTES:
+            raise LimitError(f"metadata is over {MAX_METADATA_BYTES} bytes")
+
+    def query(self, q: Query) -> None:
+        """A query's shape and ranges (its text, if any, is checked by :meth:`text`)."""
+        given = [x is not None for x in (q.text, q.image, q.code)]
+        if sum(given) != 1:
+            raise ValueError("a query needs exactly one of text, image or code")
+        if not isinstance(q.top_k, int) or q.top_k < 0 or q.top_k > self.config.max_top_k:
+            raise ValueError(f"top_k must be between 1 and {self.config.max_top_k} "
+                             f"(0 means {self.config.default_top_k}), got {q.top_k}")
+        if q.radius is not None and not 0 <= q.radius <= self.bits:
+            raise ValueError(f"radius must be between 0 and {self.bits}, got {q.radius}")
+        if q.nprobe < 0 or q.nprobe > 65536:
+            raise ValueError(f"nprobe must be between 0 and 65536, got {q.nprobe}")
+        if q.code is not None and len(q.code) != self.bits // 8:
+            raise ValueError(f"code must be {self.bits // 8} bytes for {self.bits}-bit codes, "
+                             f"got {len(q.code)}")
+        if q.modality not in MODALITIES:
+            raise ValueError(f"modality must be one of {MODALITIES}, got {q.modality!r}")
