@@ -32,14 +32,13 @@ from crossbit.indexer.interface import (
     check_items,
     check_radius,
 )
-from crossbit.indexer.items import Item, StoreWrite, id_digest
+from crossbit.indexer.items import Item, StoreWrite
 from crossbit.indexer.locks import RWLock
 from crossbit.indexer.snapshot import (
     SNAPSHOT,
     id_differences,
-    read_snapshot,
+    open_backend,
     replay,
-    store_behind,
     write_snapshot,
 )
 from crossbit.indexer.store import Store
@@ -126,59 +125,11 @@ class BinaryIndex(Index):
 
     def _open_backend(self) -> Backend:
         start = time.perf_counter()
-        backend, header = self._load_snapshot()
-        seq = 0
-        if backend is not None:
-            seq = int(header["seq"])
-            self.store.raise_mark(int(header.get("next_id", 0)))
-            replayed = replay(backend, self.store, seq)
-            problem = self._disagreement(backend, header)
-            if problem:
-                log.warning("index %s: the snapshot and the store disagree (%s); rebuilding "
-                            "from the store, which is the truth: what the store lost is lost",
-                            self.directory, problem)
-                backend = None
-            else:
-                how = f"loaded snapshot at seq {seq}, replayed {replayed} changes"
-        if backend is None:
-            backend = self._new_backend()
-            for ids, codes in self.store.iter_codes():
-                backend.add(codes, ids)
-            seq = self.store.max_seq()
-            how = f"rebuilt from the store ({len(backend)} items)"
-        self._snapshot_seq = seq
-        self.opened_from = how
-        log.info("index %s (%s, %d bits): %s in %.2fs", self.directory, self.kind, self.bits, how,
-                 time.perf_counter() - start)
+        backend, self._snapshot_seq, self.opened_from = open_backend(
+            self.directory, self.store, self.kind, self.bits, self._new_backend)
+        log.info("index %s (%s, %d bits): %s in %.2fs", self.directory, self.kind, self.bits,
+                 self.opened_from, time.perf_counter() - start)
         return backend
-
-    def _disagreement(self, backend: Backend, header: dict) -> str:
-        """Why a loaded snapshot (with the log replayed) does not match the store, or ""."""
-        behind = store_behind(self.store, int(header["seq"]))
-        held = backend.all_ids()
-        if not behind and id_digest(held) == self.store.id_digest():
-            return ""  # same count, bounds and checksums of ids: agreed (0.05 s at 1M items)
-        parts = ([behind] if behind else []) + \
-            id_differences(held, self.store.all_ids(), "the snapshot")
-        return "; ".join(parts)
-
-    def _load_snapshot(self) -> tuple[Backend | None, dict]:
-        path = self.directory / SNAPSHOT
-        if not path.exists():
-            log.info("index %s: no snapshot", self.directory)
-            return None, {}
-        try:
-            header, payload = read_snapshot(path)
-            if header["bits"] != self.bits or header["kind"] != self.kind:
-                raise ValueError(f"snapshot is {header['kind']}/{header['bits']} bits, "
-                                 f"index is {self.kind}/{self.bits}")
-            backend = self._new_backend()
-            backend.load_bytes(payload, header["extra"])
-            return backend, header
-        except Exception as exc:  # any unreadable snapshot: the store has everything
-            log.warning("index %s: snapshot unusable (%s); rebuilding from the store",
-                        self.directory, exc)
-            return None, {}
 
     # -- writes -------------------------------------------------------------------------------
     def add_items(self, codes: np.ndarray, ids: Sequence[int | None] | None = None,
