@@ -133,10 +133,11 @@ class MilvusIndex(CollectionSchema, Index):
             # pymilvus logs every failed call at ERROR with its whole traceback; this class
             # reports its own (MilvusUnavailable, one line) and retries the ones it can
             logging.getLogger(name).setLevel(logging.CRITICAL)
-        # its own connection: pymilvus shares one per URI, and closing any client closes it
         # milvus-lite (a local .db file) starts its own server process on the first connect:
         # on a loaded machine that took over 10 s once in the tests, so it gets a minute
         connect_s = max(timeout_s, LITE_START_S) if self.uri.endswith(".db") else timeout_s
+        # its own connection (alias): pymilvus shares one per URI, and closing any client
+        # closes it
         kwargs = {"uri": self.uri, "token": token or "", "timeout": connect_s,
                   "alias": f"crossbit-{uuid.uuid4().hex}"}
         if database:

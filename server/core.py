@@ -213,7 +213,6 @@ class RetrievalCore:
         for n, q in enumerate(queries):
             try:
                 self.checks.query(q)
-                self.index_for(q.modality)
                 if q.text is not None:
                     self.checks.text(q.text)
             except ValueError as exc:
@@ -247,7 +246,7 @@ class RetrievalCore:
         found = [future.result(timeout=_remaining(deadline)) for future, _ in searches]
         with within(deadline, fresh=any(q.fresh for q in queries)):
             hits = self.hits([q.modality for q in queries], [rows for rows, _, _ in found],
-                              [items for _, _, items in found])
+                             [items for _, _, items in found])
         return [SearchResult(h, self.bits, encode_ms if n in futures else 0.0, ms, rerank)
                 for n, (h, (_, ms, _), (_, rerank)) in enumerate(zip(hits, found, searches))]
 
@@ -269,7 +268,7 @@ class RetrievalCore:
                 deadlines = [items[n][3] for n in members]  # the most patient caller's
                 with within(None if None in deadlines else max(deadlines), fresh=fresh):
                     rows = self.search_group(modality, codes, k, nprobe, radius, rerank,
-                                              [items[n][2] for n in members])
+                                             [items[n][2] for n in members])
                     wanted = sorted({int(i) for ids, _, _ in rows for i in ids if i >= 0})
                     try:
                         stored = self.index_for(modality).items(

@@ -323,6 +323,10 @@ def test_async_client(server, photos):
             assert await c.health() == "SERVING"
             assert (await c.stats())["images"] == 2
             assert await c.delete(keys=["moon"]) == 1
+            # texts with metadata, as the blocking client adds them
+            added = await c.add_texts(["a bowl of soup"], keys=["soup"], metadata=[{"n": 7}])
+            text_hits = await c.search(text="a bowl of soup", modality="text", top_k=1)
+            assert text_hits[0].id == added[0] and text_hits[0].metadata["n"] == "7"
             with pytest.raises(NotFound):
                 await c.delete(ids=[12345])
 

@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from crossbit.encoders.model import HashModel, head_outputs
 from crossbit.encoders.training.evaluate import evaluate_encoded, recall_sum
-from crossbit.encoders.training.feature_cache import FeatureSet
+from crossbit.encoders.training.feature_cache import FeatureSet, text_features
 from crossbit.encoders.training.heads_fit import compute_loss, epoch_batches, views_then_image
 from crossbit.encoders.training.options import TrainConfig, TrainResult, seed_everything
 
@@ -33,16 +33,11 @@ def tunable_parameters(text_encoder) -> list[torch.nn.Parameter]:
     return params
 
 
-@torch.no_grad()
-def _encode_captions(model: HashModel, captions: list[str], batch_size: int = 256):
-    text = model.text_encoder
-    text.eval()
-    order = np.argsort([len(t) for t in captions], kind="stable")
-    out = torch.zeros((len(captions), model.config.text_feature_dim), device=model.device)
-    for start in range(0, len(captions), batch_size):
-        idx = order[start : start + batch_size]
-        out[torch.as_tensor(idx, device=model.device)] = text([captions[i] for i in idx]).float()
-    return head_outputs(model.text_head, out)
+def _encode_captions(model: HashModel, captions: list[str]):
+    """Codes of the captions with the encoder as it is now (uncached: it keeps changing)."""
+    model.text_encoder.eval()
+    features = text_features(model, captions, cache=None, batch_size=256, progress=False)
+    return head_outputs(model.text_head, torch.as_tensor(features, device=model.device))
 
 
 def tune_text(model: HashModel, train: FeatureSet, train_captions: list[str],
@@ -63,6 +58,7 @@ def tune_text(model: HashModel, train: FeatureSet, train_captions: list[str],
         raise ValueError(f"tuning needs at least one batch of {cfg.batch_size} images")
     seed_everything(cfg.seed)
     device = model.device
+    model.text_runtime = None  # the encoder being tuned, not an exported graph of the old one
     text = model.text_encoder
     heads = [model.image_head, model.text_head]
     optim = torch.optim.Adam([
