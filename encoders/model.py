@@ -116,7 +116,12 @@ class HashModel:
         weights = c.image_weights
         if weights and os.path.exists(weights):  # a tuned backbone: its name and size
             weights = f"{Path(weights).name}:{os.path.getsize(weights)}"
-        for part in (c.bits, c.image_backbone, weights, Path(c.text_model).name, c.embed_dim):
+        text = Path(c.text_model).name
+        if os.path.isdir(c.text_model):  # a tuned or supplied text model: its weights count
+            from crossbit.encoders.text_models import weights_digest
+
+            text = f"{text}:{weights_digest(c.text_model)}"
+        for part in (c.bits, c.image_backbone, weights, text, c.embed_dim):
             digest.update(repr(part).encode())
         heads = [("image.", self.image_head), ("text.", self.text_head)]
         if self.semantics is not None:

@@ -68,6 +68,21 @@ def text_model_id(name_or_path: str) -> str:
     return f"{directory}|{','.join(stamps)}"
 
 
+def weights_digest(directory: str) -> str:
+    """SHA-256 of a text model folder's weights files (their contents, so a copy of the
+    folder has the same digest and a folder written again with other weights another)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name in sorted(os.listdir(directory)):
+        if name.endswith((".safetensors", ".bin")):
+            digest.update(name.encode())
+            with open(os.path.join(directory, name), "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+    return digest.hexdigest()[:16]
+
+
 class TextEncoder(nn.Module):
     """Tokenizer plus transformer; ``forward(texts)`` gives mean-pooled (n, dim) features."""
 

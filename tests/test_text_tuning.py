@@ -100,3 +100,18 @@ def test_init_tunes_a_trained_model_without_training_heads_again(tuned, tmp_path
         train_model(None, TrainConfig(), None, 0, tmp_path / "x", init=str(out))
     with pytest.raises(ValueError, match="exclude each other"):
         TrainConfig(tune_text=True, finetune=True)
+
+
+def test_the_fingerprint_counts_the_tuned_text_weights(tuned, tmp_path):
+    import shutil
+
+    _, out, _ = tuned
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    original = HashModel.load(out).fingerprint()["fingerprint"]
+    assert HashModel.load(copy).fingerprint()["fingerprint"] == original  # a copy is the same model
+    model = HashModel.load(copy)
+    with torch.no_grad():  # other text weights, the same heads: other codes, another model
+        next(model.text_encoder.model.parameters()).add_(0.5)
+    model.text_encoder.model.save_pretrained(copy / "text_model")
+    assert HashModel.load(copy).fingerprint()["fingerprint"] != original
