@@ -183,6 +183,9 @@ class HNSWBackend(Backend):
             self.add(codes.astype(np.uint8), ids)
 
     def search(self, codes, k, nprobe=None):
+        if not self.position:  # nothing live (never added, or every item removed)
+            return (np.full((len(codes), k), -1, np.int64),
+                    np.full((len(codes), k), np.iinfo(np.int32).max, np.int32))
         extra = min(self.removed, 4 * k)
         kk = min(k + extra, max(1, len(self.labels)))
         params = faiss_module().SearchParametersHNSW(efSearch=max(self.ef_search, kk))
@@ -198,8 +201,9 @@ class HNSWBackend(Backend):
         return out_ids, out_d
 
     def range_search(self, codes, radius):
-        k = min(len(self), 1024)
-        ids, distances = self.search(codes, max(k, 1))
+        if not self.position:
+            return [(np.zeros(0, np.int64), np.zeros(0, np.int32)) for _ in range(len(codes))]
+        ids, distances = self.search(codes, min(len(self), 1024))
         return [(i[(i >= 0) & (d <= radius)], d[(i >= 0) & (d <= radius)])
                 for i, d in zip(ids, distances)]
 

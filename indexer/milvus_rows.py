@@ -4,13 +4,12 @@ encodings, and reading Milvus's errors."""
 from __future__ import annotations
 
 import base64
+import hashlib
 from collections.abc import Iterator, Sequence
 
 import numpy as np
 
 from crossbit.indexer.items import StoreError
-
-EXPR_BYTES = 200_000  # longest filter expression sent (lists are split to stay below it)
 
 
 class MilvusUnavailable(StoreError):
@@ -21,33 +20,20 @@ def b64(data: bytes | None) -> str:
     return base64.b64encode(data).decode() if data else ""
 
 
-def key_pk(key: str) -> str:
-    return "k" + key.encode().hex()
+def key_id(key: str) -> int:
+    """The id of a keyed item on the milvus kind: 63 bits of SHA-256 of the key's UTF-8.
 
-
-def id_pk(item_id: int) -> str:
-    return f"i{int(item_id)}"
-
-
-def quoted(pks: Sequence[str]) -> str:
-    return "[" + ",".join(f'"{p}"' for p in pks) + "]"  # pks are [a-z0-9-] only
+    Every server computes the same id for a key without asking anyone, so two servers adding
+    one key at the same moment write the same primary key and leave one row (a collision of
+    two keys needs about 3e9 keys for a one-in-a-billion chance).
+    """
+    digest = hashlib.sha256(b"crossbit-key\0" + key.encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
 
 
 def chunks(values: Sequence, size: int) -> Iterator[Sequence]:
     for start in range(0, len(values), size):
         yield values[start:start + size]
-
-
-def pk_chunks(pks: Sequence[str]) -> Iterator[list[str]]:
-    chunk, size = [], 0
-    for pk in pks:
-        if chunk and size + len(pk) + 3 > EXPR_BYTES:
-            yield chunk
-            chunk, size = [], 0
-        chunk.append(pk)
-        size += len(pk) + 3
-    if chunk:
-        yield chunk
 
 
 def message(exc: BaseException) -> str:

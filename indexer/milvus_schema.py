@@ -10,7 +10,7 @@ from crossbit.indexer.interface import ModelMismatch
 
 log = logging.getLogger(__name__)
 
-SCHEMA = 2  # 1: INT64 primary key ``id`` and a local id counter (crossbit before 2026-12)
+SCHEMA = 3  # 1: a local id counter; 2: the key as a VARCHAR primary key (before 2026-12-03)
 MAX_TEXT = 65535  # Milvus's VARCHAR limit, in bytes
 MAX_KEY_BYTES = 4096
 MAX_EMBEDDING_DIM = 4096  # Milvus's ARRAY capacity limit
@@ -28,12 +28,11 @@ class CollectionSchema:
             record = json.dumps({"crossbit_schema": SCHEMA, "bits": self.bits, "model": model})
             schema = self._client.create_schema(auto_id=False, enable_dynamic_field=False,
                                                 description=record)
-            schema.add_field("pk", DataType.VARCHAR, max_length=2 * MAX_KEY_BYTES + 1,
-                             is_primary=True)
-            schema.add_field("id", DataType.INT64)
+            # the id is the primary key: one row per id, whichever servers write it
+            schema.add_field("id", DataType.INT64, is_primary=True)
             schema.add_field("code", DataType.BINARY_VECTOR, dim=self.bits)
             schema.add_field("key", DataType.VARCHAR, max_length=MAX_KEY_BYTES)
-            schema.add_field("metadata", DataType.VARCHAR, max_length=MAX_TEXT)
+            schema.add_field("metadata", DataType.JSON)
             schema.add_field("embedding", DataType.ARRAY, element_type=DataType.FLOAT,
                              max_capacity=MAX_EMBEDDING_DIM)
             schema.add_field("thumbnail", DataType.VARCHAR, max_length=MAX_TEXT)
@@ -64,10 +63,14 @@ class CollectionSchema:
         info = self._call(self._client.describe_collection, self.collection)
         fields = {f["name"]: f for f in info["fields"]}
         where = f"collection {self.collection} at {self.uri}"
-        if "pk" not in fields or not fields["pk"].get("is_primary"):
-            raise ValueError(f"{where} has the schema of an older crossbit (an INT64 primary key "
-                             "and a counter kept by one server); give another collection, or drop "
-                             "it and add the items again")
+        try:
+            version = json.loads(info.get("description") or "{}").get("crossbit_schema")
+        except ValueError:
+            version = None
+        if version != SCHEMA or not fields.get("id", {}).get("is_primary"):
+            raise ValueError(f"{where} has the schema of an older crossbit (schema {version}, "
+                             f"this one writes schema {SCHEMA}: the id as the primary key); give "
+                             "another collection, or drop it and add the items again")
         dim = int(fields["code"]["params"]["dim"])
         if dim != self.bits:
             raise ValueError(f"{where} holds {dim}-bit codes, this model makes {self.bits}-bit "

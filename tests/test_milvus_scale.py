@@ -1,8 +1,11 @@
 """Scale-out on a real Milvus server: two crossbit server processes over one collection, racing on
-keys; IVF recall at its nprobe; Milvus stopped under load and started again."""
+keys, and on generated mixes of keys, caller ids and keyless items; IVF recall at its nprobe;
+Milvus stopped under load and started again."""
 
 from __future__ import annotations
 
+import itertools
+import os
 import threading
 import time
 
@@ -13,6 +16,7 @@ pytest.importorskip("pymilvus", reason="pymilvus not installed: pip install 'cro
 
 from crossbit.client import Client, CrossbitError  # noqa: E402
 from crossbit.indexer import open_index  # noqa: E402
+from crossbit.indexer.milvus_rows import key_id  # noqa: E402
 
 from helpers import clustered_codes, free_port, popcount_distances, record, start_server, stop_server  # noqa: E402
 
@@ -108,6 +112,121 @@ def test_two_servers_racing_on_keys(milvus_server, tmp_path):
         logs = [stop_server(p) for p in procs]
     for log in logs:
         assert "Traceback" not in log, log[-3000:]
+
+
+GIVEN = 10**12  # caller ids, far from key ids (63-bit hashes) and Milvus's allocated ids
+RACE_EXAMPLES = max(3, int(os.environ.get("CROSSBIT_FUZZ_EXAMPLES", "0")) // 10)
+
+
+def race_calls(rng, who: str, n_calls: int) -> list[list[dict]]:
+    """Calls of 1 to 4 text items, each with a key (3 to choose from), a caller id (3 to
+    choose from), both, or neither; the metadata names the item (server, call, position)."""
+    calls = []
+    for c in range(n_calls):
+        items = []
+        for p in range(int(rng.integers(1, 5))):
+            kind = int(rng.integers(4))  # 3: a key and a caller id, refused on milvus
+            items.append({"key": f"k{rng.integers(3)}" if kind in (0, 3) else "",
+                          "id": GIVEN + int(rng.integers(3)) if kind in (1, 3) else None,
+                          "who": f"{who}{c}.{p}"})
+        calls.append(items)
+    return calls
+
+
+def send(address: str, calls: list[list[dict]], start: threading.Barrier, acks: list) -> None:
+    from crossbit.v1 import crossbit_pb2 as pb
+
+    with Client(address) as client:
+        start.wait()
+        for items in calls:
+            request = pb.AddTextsRequest(items=[
+                pb.TextItem(text=f"a photo of item {i['who']}", key=i["key"],
+                            metadata={"who": i["who"]}, **({"id": i["id"]} if i["id"] is not None
+                                                           else {}))
+                for i in items])
+            acks.append(client._call(client.stub.AddTexts, request))
+
+
+def serial_state(order: list[list[dict]]) -> set:
+    """The flat kind's rule, call after call: a key or a caller id names one item, replaced by
+    the last call to write it (within a call the first item wins); keyless items are new."""
+    state: dict = {}
+    for items in order:
+        seen = set()
+        for i in items:
+            names = {("key", i["key"]) if i["key"] else None,
+                     ("id", i["id"]) if i["id"] is not None else None} - {None}
+            if names & seen:
+                continue
+            seen |= names
+            if len(names) == 2:  # a key with a caller id: refused on milvus
+                continue
+            state[names.pop() if names else ("new", i["who"])] = i["who"]
+    return set(state.items())
+
+
+def test_two_servers_racing_on_ids(milvus_server, tmp_path):
+    """Generated mixes of keyed, caller-id and keyless items raced through two servers: every id
+    is held by one row, every key by one row, and the rows are what the flat kind's rule
+    gives for some serial order of the two servers' calls."""
+    ports = [free_port(), free_port()]
+    procs = [start_server(tmp_path / f"race{n}", ports[n], "--index", "milvus",
+                          "--milvus-uri", milvus_server.uri) for n in range(2)]
+    rng = np.random.default_rng(int(os.environ.get("CROSSBIT_RACE_SEED", "0")) or None)
+    reader = open_index(tmp_path / "reader", 64, "milvus", uri=milvus_server.uri,
+                        collection="crossbit_texts")
+    try:
+        for example in range(RACE_EXAMPLES):
+            reader._client.delete(reader.collection, filter="id >= 0")
+            calls = [race_calls(rng, "a", 3), race_calls(rng, "b", 3)]
+            acks: list[list] = [[], []]
+            start = threading.Barrier(2)
+            threads = [threading.Thread(target=send, args=(f"127.0.0.1:{ports[n]}", calls[n], start,
+                                                           acks[n])) for n in range(2)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert [len(a) for a in acks] == [3, 3], "a call failed"
+            rows = reader.page(0, 10_000)
+            ids = [r.id for r in rows]
+            assert len(ids) == len(set(ids)) == len(reader), "an id is held by two rows"
+            keys = [r.key for r in rows if r.key]
+            assert len(keys) == len(set(keys)), "a key is held by two rows"
+            for n in range(2):  # what each server acknowledged: the key's id, the caller's id
+                for items, response in zip(calls[n], acks[n]):
+                    for item, result in zip(items, sorted(response.results, key=lambda r: r.index)):
+                        if item["key"] and item["id"] is not None:
+                            assert not result.ok
+                        elif not result.ok:  # a repeat of a key or id within its own call
+                            assert "repeats item" in result.error
+                        elif item["key"]:
+                            assert result.id == key_id(item["key"])
+                        elif item["id"] is not None:
+                            assert result.id == item["id"]
+            got = set()
+            for r in rows:
+                name = ("key", r.key) if r.key else ("id", r.id) if r.id >= GIVEN and \
+                    r.id < GIVEN + 3 else ("new", r.metadata["who"])
+                got.add((name, r.metadata["who"]))
+            orders = [[calls[0][a] if s == 0 else calls[1][b] for s, a, b in walk(pattern)]
+                      for pattern in set(itertools.permutations([0] * 3 + [1] * 3))]
+            assert any(serial_state(order) == got for order in orders), (calls, sorted(got))
+            record("milvus_id_race", example=example, rows=len(rows))
+    finally:
+        reader.close()
+        logs = [stop_server(p) for p in procs]
+    for log in logs:
+        assert "Traceback" not in log, log[-3000:]
+
+
+def walk(pattern: tuple) -> list[tuple[int, int, int]]:
+    """(server, its call number, the other's) for each step of an interleaving."""
+    out, counts = [], [0, 0]
+    for s in pattern:
+        out.append((s, counts[0], counts[1]))
+        counts[s] += 1
+    return out
 
 
 def test_ivf_recall_at_its_nprobe(milvus_server, tmp_path):
