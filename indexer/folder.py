@@ -1,13 +1,17 @@
-"""An index folder: its file names, one process at a time (a lock), and the model its codes belong to."""
+"""An index folder: its file names, one process at a time (a lock), the model its codes belong to, and
+SQLite's own check of the store when it opens."""
 
 from __future__ import annotations
 
 import fcntl
 import logging
 import os
+import sqlite3
+import threading
 from pathlib import Path
 
 from crossbit.indexer.interface import ModelMismatch
+from crossbit.indexer.items import StoreError
 from crossbit.indexer.store import Store
 
 log = logging.getLogger(__name__)
@@ -15,6 +19,7 @@ log = logging.getLogger(__name__)
 STORE = "store.sqlite3"
 ID_MARK = "ids.mark"
 LOCK = "index.lock"
+CHECK_AT_OPEN_BYTES = 1 << 30  # stores up to this size are checked before serving
 
 
 class DirectoryInUse(RuntimeError):
@@ -60,3 +65,49 @@ def check_model(store: Store, model: dict, directory: Path) -> None:
             f"not by {model.get('name')} (fingerprint {model.get('fingerprint')}): serve it with "
             "the model that made it, or re-encode it first (crossbit reindex --data DIR "
             "--model ...)")
+
+
+def check_integrity(store: Store, directory: Path) -> dict:
+    """SQLite's ``PRAGMA integrity_check`` of the store (pages, and every index entry against its
+    row: about 2 s per GB here, 0.4 s for 300,000 items).
+
+    A store up to :data:`CHECK_AT_OPEN_BYTES` is checked before it is served, and a
+    damaged one is refused (StoreError naming what to run); a larger one is checked in the
+    background, and damage found there is logged as an error and shown in the index's stats.
+    Returns the state the stats show (``{"integrity_check": "ok"}`` when sound).
+    """
+    size = sum(os.path.getsize(p) for p in (store.path, store.path + "-wal") if os.path.exists(p))
+    state = {"integrity_check": "running", "store_bytes": size}
+
+    def run() -> str:
+        try:
+            answer = store.integrity()
+        except sqlite3.DatabaseError as exc:  # too damaged to walk
+            answer = str(exc)
+        state["integrity_check"] = answer
+        return answer
+
+    if size <= CHECK_AT_OPEN_BYTES:
+        answer = run()
+        if answer != "ok":
+            raise StoreError(damaged(directory, answer) + "; it is not served until then")
+        return state
+
+    def background() -> None:
+        try:
+            answer = run()
+        except Exception as exc:  # the store closed under it (the index closed): nothing to say
+            state["integrity_check"] = f"not finished ({exc})"
+            return
+        if answer != "ok":
+            log.error("%s", damaged(directory, answer) + "; it is served meanwhile")
+
+    threading.Thread(target=background, daemon=True, name="crossbit-integrity-check").start()
+    return state
+
+
+def damaged(directory: Path, answer: str) -> str:
+    found = " ".join(answer.split())[:300]
+    return (f"index {directory}: the store's pages are damaged (SQLite integrity_check: {found}): "
+            "stop the server, run 'crossbit check --data <the data directory>' to see what "
+            "differs, and restore the store from a backup")

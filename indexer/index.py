@@ -22,7 +22,7 @@ from crossbit.indexer.backends import (
 )
 from crossbit.indexer.backends_approx import IVFBackend
 from crossbit.indexer.embeddings import EmbeddingTable
-from crossbit.indexer.folder import ID_MARK, STORE, check_model, lock_directory
+from crossbit.indexer.folder import ID_MARK, STORE, check_integrity, check_model, lock_directory
 from crossbit.indexer.interface import (
     MAX_K,
     Index,
@@ -83,12 +83,23 @@ class BinaryIndex(Index):
                 self.store.close()
                 self._lock_file.close()
                 raise
+        try:
+            self.integrity = check_integrity(self.store, self.directory)
+        except BaseException:
+            self.store.close()
+            self._lock_file.close()
+            raise
         self._lock = RWLock()
         self._closed = False
         self._changes = 0
         self._retraining: threading.Thread | None = None
         self.opened_from = ""
         self.backend = self._open_backend()
+        if self.opened_from.startswith("rebuilt") and len(self.backend):
+            # a rebuild (no snapshot, a bad one, a store that lost its tail) is written at
+            # once: until then the old snapshot on disk disagrees with the store, and
+            # crossbit check beside this server would report that as damage
+            self.snapshot()
         # re-ranking reads the float embeddings of every shortlist: with the table they are
         # all in memory (float16, 2 bytes per dimension and item), else read from SQLite
         self.vectors: EmbeddingTable | None = None
@@ -324,6 +335,7 @@ class BinaryIndex(Index):
                 "exact": bool(self.backend.exact), "params": self.backend.params(),
                 "threads": self.threads, "opened_from": self.opened_from,
                 "snapshot_seq": self._snapshot_seq, "directory": str(self.directory),
+                "integrity": self.integrity,
                 "embeddings_in_memory": None if self.vectors is None else len(self.vectors),
                 "embedding_bytes": None if self.vectors is None else self.vectors.nbytes}
 

@@ -1,17 +1,21 @@
-"""Micro-batching: concurrent requests are gathered into one call of a batch function."""
+"""Micro-batching: concurrent requests are gathered into one call of a batch function, fairly
+between callers, and without the items of callers who have gone."""
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+
+from crossbit.server.calls import CallerGone, current
 
 log = logging.getLogger(__name__)
 
 _STOP = object()
+_NO_CALLER = object()  # items submitted outside any call scope share one queue
 
 
 class MicroBatcher:
@@ -20,9 +24,13 @@ class MicroBatcher:
     A batch closes when it holds ``max_batch`` items or ``max_wait_ms`` has passed since
     its first item arrived. ``fn`` runs on ``workers`` threads (one by default, so the
     model sees one forward pass at a time); with more, one worker gathers the next batch
-    while the others run theirs, in arrival order. A failing batch fails each of its items
-    with the error; ``fn`` may also return an exception in an item's place to fail that
-    item alone.
+    while the others run theirs. A failing batch fails each of its items with the error;
+    ``fn`` may also return an exception in an item's place to fail that item alone.
+
+    Fairness: each call (its :class:`~crossbit.server.calls.CallScope`) has its own queue,
+    and a batch takes items from the calls in turn, so one call of a thousand items
+    delays another call's single item by one batch, not by the thousand. An item whose
+    call has expired (deadline passed, cancelled, caller gone) is dropped, never computed.
     """
 
     def __init__(self, fn: Callable[[list], Sequence], max_batch: int = 64,
@@ -37,7 +45,12 @@ class MicroBatcher:
         self.max_wait = max_wait_ms / 1000.0
         self.name = name
         self.on_batch = on_batch
-        self._queue: queue.Queue = queue.Queue()
+        self.computed = 0  # items handed to fn
+        self.dropped = 0  # items of expired calls, never computed
+        self._calls: OrderedDict = OrderedDict()  # scope -> deque of (item, future, scope)
+        self._pending = 0
+        self._stops = 0
+        self._cond = threading.Condition()
         self._closed = False
         self._gathering = threading.Lock()  # one worker forms a batch at a time
         self._threads = [
@@ -48,11 +61,18 @@ class MicroBatcher:
             thread.start()
 
     def submit(self, item) -> Future:
-        """Queue one item; the future resolves to its result."""
+        """Queue one item for the current call; the future resolves to its result."""
         if self._closed:
             raise RuntimeError(f"{self.name} is closed")
         future: Future = Future()
-        self._queue.put((item, future))
+        scope = current()
+        if scope is not None:
+            scope.track(future)
+        with self._cond:
+            self._calls.setdefault(scope if scope is not None else _NO_CALLER, deque()).append(
+                (item, future, scope))
+            self._pending += 1
+            self._cond.notify()
         return future
 
     def submit_many(self, items: Sequence) -> list[Future]:
@@ -63,41 +83,70 @@ class MicroBatcher:
         futures = self.submit_many(items)
         deadline = None if timeout is None else time.monotonic() + timeout
         out = []
-        for f in futures:
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            out.append(f.result(timeout=remaining))
+        try:
+            for f in futures:
+                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+                out.append(f.result(timeout=remaining))
+        except BaseException:
+            for f in futures:  # nobody waits for the rest any more
+                f.cancel()
+            raise
         return out
 
     def _run(self) -> None:
         while True:
             with self._gathering:
                 batch, stop = self._gather()
-            live = [(item, f) for item, f in batch if f.set_running_or_notify_cancel()]
+            live = []
+            for item, f, scope in batch:
+                if scope is not None and scope.expired():
+                    self.dropped += 1
+                    if f.set_running_or_notify_cancel():
+                        f.set_exception(CallerGone("the caller's deadline passed or it cancelled"))
+                elif f.set_running_or_notify_cancel():
+                    live.append((item, f))
+                else:
+                    self.dropped += 1
             if live:
                 self._execute(live)
             if stop:
                 return
 
+    def _take(self, limit: int) -> list:
+        """Up to ``limit`` items, one from each waiting call in turn (round robin)."""
+        taken = []
+        while len(taken) < limit and self._calls:
+            scope, items = next(iter(self._calls.items()))
+            taken.append(items.popleft())
+            self._pending -= 1
+            if items:
+                self._calls.move_to_end(scope)  # its next item waits for the others' turn
+            else:
+                del self._calls[scope]
+        return taken
+
     def _gather(self) -> tuple[list, bool]:
         """The next batch and whether this worker should stop after it."""
-        first = self._queue.get()
-        if first is _STOP:
-            return [], True
-        batch = [first]
-        deadline = time.monotonic() + self.max_wait
-        while len(batch) < self.max_batch:
-            remaining = deadline - time.monotonic()
-            try:
-                item = self._queue.get(timeout=max(0.0, remaining)) if remaining > 0 \
-                    else self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is _STOP:
-                return batch, True
-            batch.append(item)
-        return batch, False
+        with self._cond:
+            while not self._pending and not self._stops:
+                self._cond.wait()
+            if not self._pending:
+                self._stops -= 1
+                return [], True
+            batch = self._take(self.max_batch)
+            deadline = time.monotonic() + self.max_wait
+            while len(batch) < self.max_batch:
+                remaining = deadline - time.monotonic()
+                if not self._pending:
+                    if remaining <= 0 or self._stops:
+                        break
+                    self._cond.wait(remaining)
+                    continue
+                batch += self._take(self.max_batch - len(batch))
+            return batch, False
 
     def _execute(self, batch: list) -> None:
+        self.computed += len(batch)
         try:
             results = self.fn([item for item, _ in batch])
             if len(results) != len(batch):
@@ -118,7 +167,8 @@ class MicroBatcher:
         """Finish what is queued, then stop the workers."""
         if not self._closed:
             self._closed = True
-            for _ in self._threads:  # each worker takes one
-                self._queue.put(_STOP)
+            with self._cond:
+                self._stops += len(self._threads)
+                self._cond.notify_all()
             for thread in self._threads:
                 thread.join(timeout=30)

@@ -13,6 +13,7 @@ from crossbit.indexer import Index
 from crossbit.indexer.call_context import within
 from crossbit.indexer.items import StoreLimit
 from crossbit.server.batching import MicroBatcher
+from crossbit.server.calls import ensure_scope
 from crossbit.server.config import ServerConfig
 from crossbit.server.exceptions import LimitError, NotFoundError, UnavailableError
 from crossbit.server.images import make_thumbnail
@@ -95,6 +96,10 @@ class RetrievalCore:
     def encode(self, texts: Sequence[str], images: Sequence[bytes],
                timeout: float | None = None) -> tuple[list, list]:
         """Codes and embeddings of texts and images, in order; any bad input fails the call."""
+        with ensure_scope(timeout):
+            return self._encode(texts, images, timeout)
+
+    def _encode(self, texts, images, timeout):
         self.checks.batch(len(texts) + len(images), "texts and images")
         deadline = _deadline(timeout)
         texts = [self.checks.text(t) for t in texts]
@@ -124,6 +129,10 @@ class RetrievalCore:
             first, seen: for a call that arrives in parts (a stream): the position of this
                 part's first item, and the keys and ids its earlier parts took.
         """
+        with ensure_scope(timeout):
+            return self._add(modality, items, timeout, first, seen)
+
+    def _add(self, modality, items, timeout, first, seen) -> list[AddOutcome]:
         if self.closing:
             raise UnavailableError("the server is shutting down")
         index = self.index_for(modality)
@@ -208,6 +217,10 @@ class RetrievalCore:
     def search_many(self, queries: Sequence[Query], timeout: float | None = None) -> list[SearchResult]:
         """Answer queries; codes are encoded in shared batches and searched in one index call
         per group of compatible queries."""
+        with ensure_scope(timeout):
+            return self._search_many(queries, timeout)
+
+    def _search_many(self, queries, timeout) -> list[SearchResult]:
         self.checks.batch(len(queries), "queries")
         deadline = _deadline(timeout)
         for n, q in enumerate(queries):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+from concurrent.futures import CancelledError
 
 import grpc
 
@@ -25,6 +26,8 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
         return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
     if isinstance(exc, KeyError):
         return grpc.StatusCode.NOT_FOUND, str(exc.args[0]) if exc.args else "not found"
+    if isinstance(exc, CancelledError):
+        return grpc.StatusCode.CANCELLED, "cancelled: the caller went away"
     if isinstance(exc, TimeoutError):
         return grpc.StatusCode.DEADLINE_EXCEEDED, str(exc) or "deadline exceeded"
     if isinstance(exc, (StoreError, UnavailableError)):

@@ -1,9 +1,11 @@
 """Guards on every RPC: undecodable messages are INVALID_ARGUMENT, client streams are capped and
-cancelled when idle, and floods of bad calls log a line a second, not a traceback each."""
+ended when the client stays silent, and floods of bad calls log a line a second, not a traceback
+each."""
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 
@@ -62,14 +64,16 @@ class RateLimitedLog:
 
 
 class _Stream:
-    """One open client stream: when it last sent a message, and whether it was timed out."""
+    """One open client stream: when it last sent a message, whether it was timed out or cut
+    off at shutdown, and whether its handler has finished."""
 
-    __slots__ = ("context", "method", "last", "timed_out")
+    __slots__ = ("context", "method", "last", "timed_out", "done")
 
     def __init__(self, context, method: str):
         self.context, self.method = context, method
         self.last = time.monotonic()
         self.timed_out = False
+        self.done = False
 
 
 class StreamIdle(TimeoutError):
@@ -85,7 +89,12 @@ class GuardInterceptor(grpc.ServerInterceptor):
     - At most ``max_streams`` client streams are served at once (each holds a worker thread
       while open); more are refused with RESOURCE_EXHAUSTED, so idle streams cannot take
       every worker from searches and health checks.
-    - A stream that sends nothing for ``idle_s`` seconds is cancelled.
+    - A stream whose handler waits more than ``idle_s`` seconds for the client's next
+      message ends with DEADLINE_EXCEEDED (:class:`StreamIdle` reaches the handler, which
+      can still say what it committed). Only that waiting counts: the time the handler
+      spends on what it was sent (encoding, writing) is the server's, not the client's
+      silence. A reader thread per stream takes the messages off the wire into a short
+      queue, so the handler can stop waiting without cancelling the call.
     """
 
     def __init__(self, max_streams: int, idle_s: float):
@@ -93,13 +102,9 @@ class GuardInterceptor(grpc.ServerInterceptor):
         self.log = RateLimitedLog()
         self._lock = threading.Lock()
         self._open: set[_Stream] = set()
-        self._stop = threading.Event()
-        self._watchdog = threading.Thread(target=self._watch, daemon=True,
-                                          name="crossbit-stream-watchdog")
-        self._watchdog.start()
 
     def close(self) -> None:
-        self._stop.set()
+        """Nothing runs in the background any more (the readers end with their streams)."""
 
     def cancel_streams(self) -> int:
         """Cancel every open client stream (shutdown); returns how many there were."""
@@ -114,19 +119,6 @@ class GuardInterceptor(grpc.ServerInterceptor):
     def open_streams(self) -> int:
         with self._lock:
             return len(self._open)
-
-    # -- the watchdog ------------------------------------------------------------------------
-    def _watch(self) -> None:
-        tick = min(1.0, self.idle_s / 4)
-        while not self._stop.wait(tick):
-            now = time.monotonic()
-            with self._lock:
-                idle = [s for s in self._open if now - s.last > self.idle_s]
-            for stream in idle:
-                stream.timed_out = True
-                self.log.warning("idle", "%s: client stream idle for over %.0fs; cancelled",
-                                 stream.method, self.idle_s)
-                stream.context.cancel()
 
     # -- wrapping ------------------------------------------------------------------------------
     def intercept_service(self, continuation, handler_call_details):
@@ -181,30 +173,58 @@ class GuardInterceptor(grpc.ServerInterceptor):
         return stream
 
     def _close_stream(self, stream: _Stream) -> None:
+        stream.done = True
         with self._lock:
             self._open.discard(stream)
 
     def _messages(self, requests, context, stream: _Stream, method: str):
+        """The stream's messages as the handler asks for them, read off the wire by a thread of
+        their own; StreamIdle when the handler has waited ``idle_s`` for the next one."""
         per_item = method in PER_ITEM_STREAMS
-        try:
-            for message in requests:
-                stream.last = time.monotonic()
-                if isinstance(message, Malformed) and not per_item:
-                    self._refuse(context, method, message)
-                yield message
-        except grpc.RpcError:
-            if stream.timed_out:
-                raise StreamIdle(f"the stream sent nothing for {self.idle_s:.0f}s") from None
-            raise
+        inbox: queue.Queue = queue.Queue(maxsize=4)  # read ahead a little, no more
+
+        def reader() -> None:
+            try:
+                for message in requests:
+                    if not _put(inbox, ("message", message), stream):
+                        return
+                _put(inbox, ("end", None), stream)
+            except Exception as exc:  # the call was cancelled, or ended by the handler
+                _put(inbox, ("error", exc), stream)
+
+        threading.Thread(target=reader, daemon=True, name="crossbit-stream-reader").start()
+        while True:
+            try:
+                what, value = inbox.get(timeout=self.idle_s)
+            except queue.Empty:
+                stream.timed_out = True
+                self.log.warning("idle", "%s: client stream silent for over %.1fs; ended",
+                                 stream.method, self.idle_s)
+                raise StreamIdle(f"the stream sent nothing for {self.idle_s:g}s") from None
+            if what == "end":
+                break
+            if what == "error":
+                if stream.timed_out:  # cut off at shutdown
+                    raise StreamIdle("the stream was cut off by the server's shutdown")
+                raise value
+            stream.last = time.monotonic()
+            if isinstance(value, Malformed) and not per_item:
+                self._refuse(context, method, value)
+            yield value
         if stream.timed_out:  # cancelled: what arrived was cut short, not a whole stream
-            raise StreamIdle(f"the stream sent nothing for {self.idle_s:.0f}s")
+            raise StreamIdle("the stream was cut off by the server's shutdown")
 
     def _streaming(self, inner, method: str, streams_out: bool):
+        def ended(context, exc: StreamIdle) -> None:  # a handler that did not answer it itself
+            context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, str(exc))
+
         if streams_out:
             def behavior(requests, context):
                 stream = self._open_stream(context, method)
                 try:
                     yield from inner(self._messages(requests, context, stream, method), context)
+                except StreamIdle as exc:
+                    ended(context, exc)
                 finally:
                     self._close_stream(stream)
             return behavior
@@ -213,6 +233,19 @@ class GuardInterceptor(grpc.ServerInterceptor):
             stream = self._open_stream(context, method)
             try:
                 return inner(self._messages(requests, context, stream, method), context)
+            except StreamIdle as exc:
+                ended(context, exc)
             finally:
                 self._close_stream(stream)
         return behavior
+
+
+def _put(inbox: queue.Queue, entry: tuple, stream: _Stream) -> bool:
+    """Hand one entry to the handler, waiting while it is busy; False once it has finished."""
+    while not stream.done:
+        try:
+            inbox.put(entry, timeout=0.5)
+            return True
+        except queue.Full:
+            continue
+    return False

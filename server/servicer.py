@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from importlib import metadata
 
 from crossbit.server import convert
+from crossbit.server.calls import call_scope
 from crossbit.server.core import RetrievalCore
 from crossbit.server.errors import grpc_errors, is_abort
-from crossbit.server.guard import Malformed
+from crossbit.server.guard import Malformed, StreamIdle
 from crossbit.v1 import crossbit_pb2 as pb
 from crossbit.v1 import crossbit_pb2_grpc as pb_grpc
 
@@ -22,6 +24,15 @@ def _timeout(context) -> float | None:
     return remaining if remaining is not None and remaining < 1e8 else None
 
 
+def scoped(method):
+    """Run an RPC in a call scope: work it queued is dropped once its caller has gone."""
+    @functools.wraps(method)
+    def run(self, request, context):
+        with call_scope(_timeout(context), context.add_callback):
+            return method(self, request, context)
+    return run
+
+
 class RetrievalServicer(pb_grpc.RetrievalServicer):
     """Implements ``crossbit.v1.Retrieval`` over a :class:`RetrievalCore`."""
 
@@ -29,6 +40,7 @@ class RetrievalServicer(pb_grpc.RetrievalServicer):
         self.core = core
 
     @grpc_errors
+    @scoped
     def Encode(self, request, context):
         texts, images = self.core.encode(list(request.texts), list(request.images),
                                          _timeout(context))
@@ -37,24 +49,33 @@ class RetrievalServicer(pb_grpc.RetrievalServicer):
                                  images=convert.encodings(images, request.return_embeddings))
 
     @grpc_errors
+    @scoped
     def AddImages(self, request, context):
         items = [convert.image_item(m) for m in request.items]
         return convert.add_response(self.core.add("image", items, _timeout(context)))
 
     @grpc_errors
+    @scoped
     def AddImagesStream(self, request_iterator, context):
         """Items are committed in chunks as they arrive; the answer has one result per
         message (an undecodable message is one refused item). If the call fails midway, the
         error names the items already committed, and its trailing metadata
-        ``crossbit-committed-bin`` holds their results (an AddResponse)."""
+        ``crossbit-committed-bin`` holds their results (an AddResponse). A client that stays
+        silent past ``stream_idle_s`` gets DEADLINE_EXCEEDED the same way, after the items it
+        did send are committed."""
         outcomes, chunk, seen = [], [], {}
         size = min(self.core.config.max_batch_items, STREAM_CHUNK)
         try:
-            for message in request_iterator:
-                chunk.append(message)
-                if len(chunk) >= size:
+            try:
+                for message in request_iterator:
+                    chunk.append(message)
+                    if len(chunk) >= size:
+                        outcomes += self._add_chunk(chunk, len(outcomes), seen, context)
+                        chunk = []
+            except StreamIdle:
+                if chunk:  # the client went silent: what it did send is whole, keep it
                     outcomes += self._add_chunk(chunk, len(outcomes), seen, context)
-                    chunk = []
+                raise
             if chunk:
                 outcomes += self._add_chunk(chunk, len(outcomes), seen, context)
         except Exception as exc:
@@ -72,16 +93,19 @@ class RetrievalServicer(pb_grpc.RetrievalServicer):
         return self.core.add("image", items, _timeout(context), first=first, seen=seen)
 
     @grpc_errors
+    @scoped
     def AddTexts(self, request, context):
         items = [convert.text_item(m) for m in request.items]
         return convert.add_response(self.core.add("text", items, _timeout(context)))
 
     @grpc_errors
+    @scoped
     def Search(self, request, context):
         result = self.core.search(convert.query(request), _timeout(context))
         return convert.search_response(result)
 
     @grpc_errors
+    @scoped
     def SearchBatch(self, request, context):
         queries = [convert.query(q) for q in request.queries]
         results = self.core.search_many(queries, _timeout(context))

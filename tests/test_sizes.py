@@ -116,7 +116,7 @@ def test_every_size_and_emptied_again(kind, tmp_path):
     check()
 
 
-@pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
+@pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw", "milvus"])
 def test_server_serves_empty_filled_emptied_and_restarted(kind, make_server, tmp_path, photos):
     """A real server of each kind: both modalities searched empty, with items, with every item
     deleted, and after a restart on the emptied folder (the warm-up search included)."""
