@@ -147,6 +147,7 @@ def create_server(config: ServerConfig, model=None) -> Running:
     indexes = open_indexes(config, model.bits, model.fingerprint())
     core = RetrievalCore(model, indexes, config, metrics,
                          model_name=str(config.model or "default"))
+    metrics.decoded_pixels.set_function(lambda: core.checks.pool.used)
     for modality, index in indexes.items():
         metrics.index_items.labels(modality).set_function(item_count(index))
         if index.kind != "milvus":  # the search kernels compile (or load) now, not on a call

@@ -75,6 +75,7 @@ class MicroBatcher:
             live = [(item, f) for item, f in batch if f.set_running_or_notify_cancel()]
             if live:
                 self._execute(live)
+            del batch, live  # the items (decoded images) go now, not when the next batch comes
             if stop:
                 return
 
