@@ -93,6 +93,8 @@ def main(argv=None) -> int:
     p.add_argument("--deadline", type=float, default=300.0, help="each call's deadline, s")
     p.add_argument("--label", default="after")
     p.add_argument("--serve-args", default="", help="extra crossbit serve flags")
+    p.add_argument("--kill-above-mb", type=float, default=0.0,
+                   help="kill the server when its memory passes this (a safety stop), 0: never")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     from crossbit.v1 import crossbit_pb2 as pb
@@ -118,10 +120,14 @@ def main(argv=None) -> int:
     Path(f"/proc/{server.pid}/clear_refs").write_text("5")  # VmHWM := VmRSS
     samples: list[int] = []
     done = threading.Event()
+    killed: list[int] = []
 
     def sample():
-        while not done.wait(0.02):
+        while not done.wait(0.02) and not killed:
             samples.append(status_kb(server.pid, "VmRSS"))
+            if args.kill_above_mb and samples[-1] > args.kill_above_mb * 1024:
+                killed.append(samples[-1])
+                server.kill()
 
     results: list[tuple[str, str, float]] = []
 
@@ -148,8 +154,8 @@ def main(argv=None) -> int:
     time.sleep(5.0)
     done.set()
     sampler.join()
-    peak_kb = status_kb(server.pid, "VmHWM")
-    after_kb = status_kb(server.pid, "VmRSS")
+    peak_kb = max(samples) if killed else status_kb(server.pid, "VmHWM")
+    after_kb = 0 if killed else status_kb(server.pid, "VmRSS")
     server.terminate()
     server.wait(timeout=60)
     codes = collections.Counter(f"{kind}:{code}" for kind, code, _ in results)
@@ -161,6 +167,7 @@ def main(argv=None) -> int:
         "growth_mb": round((peak_kb - before_kb) / 1024),
         "rss_5s_after_mb": round(after_kb / 1024), "wall_s": round(wall, 1),
         "slowest_call_s": round(max(t for _, _, t in results), 1), "codes": dict(codes),
+        "killed_at_mb": round(killed[0] / 1024) if killed else None,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "date": time.strftime("%Y-%m-%d"),
     }
