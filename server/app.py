@@ -147,6 +147,7 @@ def create_server(config: ServerConfig, model=None) -> Running:
     indexes = open_indexes(config, model.bits, model.fingerprint())
     core = RetrievalCore(model, indexes, config, metrics,
                          model_name=str(config.model or "default"))
+    metrics.decoded_pixels.set_function(lambda: core.checks.pool.used)
     for modality, index in indexes.items():
         metrics.index_items.labels(modality).set_function(item_count(index))
         if index.kind != "milvus":  # the search kernels compile (or load) now, not on a call
@@ -183,9 +184,12 @@ def create_server(config: ServerConfig, model=None) -> Running:
     for name in ("", SERVICE):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     extras = []
-    if config.metrics_port is not None:
-        http_server, _ = metrics.serve(config.metrics_port, config.host)
+    if config.metrics_port is not None:  # on loopback unless --metrics-host says otherwise
+        http_server, _ = metrics.serve(config.metrics_port, config.metrics_host)
         extras.append(http_server.shutdown)
+        if not _loopback(config.metrics_host):
+            log.warning("metrics on %s:%d answer anyone who reaches them (no token there)",
+                        config.metrics_host, config.metrics_port)
     if config.web_port is not None:
         from crossbit.server.web import start_web
 
@@ -193,6 +197,15 @@ def create_server(config: ServerConfig, model=None) -> Running:
     log.info("crossbit listening on %s:%d (%s, %d bits, index %s)", config.host, port,
              "TLS" if config.tls_cert else "plaintext", model.bits, core.stats()["index_kind"])
     return Running(server, port, core, health_servicer, metrics, extras, guard)
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -243,7 +256,7 @@ def serve(config: ServerConfig, ready=None) -> None:
     scheme = "grpcs" if config.tls_cert else "grpc"
     print(f"crossbit serving {scheme}://{config.host}:{running.port}"
           + (f"  web http://{config.host}:{config.web_port}" if config.web_port else "")
-          + (f"  metrics http://{config.host}:{config.metrics_port}/metrics"
+          + (f"  metrics http://{config.metrics_host}:{config.metrics_port}/metrics"
              if config.metrics_port is not None else ""), flush=True)
     done = threading.Event()
 

@@ -15,8 +15,14 @@ def _deny(message: str):
     return handler
 
 
-def token_ok(header: str | None, token: str) -> bool:
-    """True when an ``authorization`` header holds ``Bearer <token>`` (constant-time compare)."""
+def token_ok(header: str | list[str] | None, token: str) -> bool:
+    """True when exactly one ``authorization`` header holds ``Bearer <token>`` (constant-time
+    compare). Given every value of the header: a call carrying it twice is refused, whatever
+    the order (a proxy and the client, or two parsers, could each read a different one)."""
+    if isinstance(header, list):
+        if len(header) != 1:
+            return False
+        header = header[0]
     if not header or not header.startswith("Bearer "):
         return False
     return hmac.compare_digest(header[len("Bearer "):].encode(), token.encode())
@@ -32,11 +38,14 @@ class BearerTokenInterceptor(grpc.ServerInterceptor):
         method = handler_call_details.method
         if method.startswith(OPEN_PREFIXES):
             return continuation(handler_call_details)
-        header = dict(handler_call_details.invocation_metadata or ()).get("authorization")
-        if token_ok(header, self.token):
+        headers = [v for k, v in handler_call_details.invocation_metadata or ()
+                   if k == "authorization"]
+        if token_ok(headers, self.token):
             return continuation(handler_call_details)
         handler = continuation(handler_call_details)
-        message = "missing or wrong bearer token (send 'authorization: Bearer <token>')"
+        message = "missing or wrong bearer token (send 'authorization: Bearer <token>')" \
+            if len(headers) < 2 else \
+            f"{len(headers)} authorization headers: send exactly one, 'Bearer <token>'"
         if handler is None:
             return None
         if handler.request_streaming and handler.response_streaming:

@@ -109,6 +109,7 @@ class MicroBatcher:
                     self.dropped += 1
             if live:
                 self._execute(live)
+            del batch, live  # the items (decoded images) go now, not when the next batch comes
             if stop:
                 return
 

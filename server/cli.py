@@ -50,6 +50,9 @@ SERVE_HELP = {  # longer words than the config's comments, where a flag needs th
     "embeddings_in_memory": "keep every item's float embedding in memory for re-ranking (about "
                             "128 MB and 1.8 s of start-up per million 64-bit items); "
                             "--no-embeddings-in-memory reads them from SQLite",
+    "max_inflight_pixels": "most decoded image pixels of all calls in flight together (about 4 "
+                           "bytes each); a call whose images do not fit waits its turn until "
+                           "its deadline, then gets RESOURCE_EXHAUSTED",
     "auth_token": "require 'authorization: Bearer TOKEN' on every RPC but health (an empty "
                   "token is refused)",
 }

@@ -55,6 +55,7 @@ class ServerConfig:
     max_image_bytes: int = 20 * MB  # largest encoded image accepted
     max_pixels: int = 40_000_000  # largest decoded image (width * height); bombs refused before decoding
     max_request_pixels: int = 120_000_000  # most decoded pixels one request may cause (all its images)
+    max_inflight_pixels: int = 160_000_000  # decoded pixels of all calls in flight at once
     max_response_bytes: int = 32 * MB  # most bytes of hits' keys and metadata in one answer
     max_text_chars: int = 2000  # longest text accepted
     max_batch_items: int = 1024  # most items or queries in one request
@@ -66,8 +67,10 @@ class ServerConfig:
     tls_key: str | None = None  # PEM private key file
     auth_token: str | None = None  # bearer token required on every RPC but health
     metrics_port: int | None = None  # Prometheus metrics over HTTP on this port
+    metrics_host: str = "127.0.0.1"  # address of the metrics port (it takes no token: loopback)
     web_port: int | None = None  # the web page and JSON API on this port
     web_hosts: str | None = None  # extra Host names the web API answers to (comma-separated; * = any)
+    web_body_timeout_s: float = 30.0  # a web request's body must arrive within this (else 408)
     grace_s: float = 10.0  # SIGTERM: time given to calls in flight
     log_format: str = "json"  # json (structured) or text
     log_level: str = "INFO"  # least severe log lines written
@@ -91,9 +94,13 @@ class ServerConfig:
                              f"got {self.text_runtime!r}")
         for name in ("max_batch", "max_top_k", "max_batch_items", "workers", "default_top_k",
                      "text_threads", "text_workers", "max_request_pixels", "max_response_bytes",
-                     "stream_idle_s"):
+                     "stream_idle_s", "max_inflight_pixels", "web_body_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
+        if self.max_inflight_pixels < self.max_pixels:
+            raise ValueError(f"max_inflight_pixels ({self.max_inflight_pixels}) must be at least "
+                             f"max_pixels ({self.max_pixels}), or the largest image could never "
+                             "be decoded")
         if self.max_streams < 0:
             raise ValueError("max_streams must be >= 0 (0 = workers // 4)")
         for name in ("port", "web_port", "metrics_port"):

@@ -103,7 +103,7 @@ class RetrievalCore:
         self.checks.batch(len(texts) + len(images), "texts and images")
         deadline = _deadline(timeout)
         texts = [self.checks.text(t) for t in texts]
-        decoded, budget = [], self.checks.budget()
+        decoded, budget = [], self.checks.budget(images, _remaining(deadline))
         for i, data in enumerate(images):
             try:
                 decoded.append(self.checks.decode(data, budget))
@@ -142,7 +142,8 @@ class RetrievalCore:
                     for i, item in enumerate(items)]
         prepared, thumbs, previews, futures = [], [], [], []
         seen = {} if seen is None else seen  # ("key", k) or ("id", i) -> position in the call
-        budget = self.checks.budget()
+        budget = self.checks.budget([getattr(item, "payload", None) for item in items],
+                                    _remaining(deadline))  # images' pixels (texts are skipped)
         for i, item in enumerate(items):
             try:
                 if isinstance(item, BaseException):
@@ -232,7 +233,7 @@ class RetrievalCore:
                 raise type(exc)(f"queries[{n}]: {exc}" if len(queries) > 1 else str(exc)) from None
         start = time.perf_counter()
         futures = {}
-        budget = self.checks.budget()
+        budget = self.checks.budget([q.image for q in queries], _remaining(deadline))
         for n, q in enumerate(queries):
             if q.text is not None:
                 futures[n] = self.text_batcher.submit(q.text)

@@ -23,6 +23,9 @@ class Metrics:
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
         self.index_items = Gauge("crossbit_index_items", "items in the index by modality",
                                  ["modality"], registry=self.registry)
+        self.decoded_pixels = Gauge("crossbit_decoded_pixels", "pixels of decoded images held by "
+                                    "calls in flight (at most --max-inflight-pixels)",
+                                    registry=self.registry)
 
     def serve(self, port: int, host: str = "127.0.0.1"):
         """Expose /metrics over HTTP; returns the (server, thread) pair."""

@@ -6,7 +6,8 @@ import json
 
 from crossbit.server.config import ServerConfig
 from crossbit.server.exceptions import LimitError
-from crossbit.server.images import PixelBudget, decode_image
+from crossbit.server.images import decode_image, image_pixels
+from crossbit.server.pixels import PixelBudget, PixelPool
 from crossbit.server.requests import MODALITIES, NewItem, Query
 
 MAX_KEY_CHARS = 1024
@@ -20,6 +21,8 @@ class RequestChecks:
     def __init__(self, config: ServerConfig, bits: int):
         self.config = config
         self.bits = bits
+        # every call in flight decodes from one pool; half the workers may wait on it
+        self.pool = PixelPool(config.max_inflight_pixels, max_waiting=config.workers // 2)
 
     def text(self, text) -> str:
         if not isinstance(text, str):
@@ -31,9 +34,23 @@ class RequestChecks:
                              f"{self.config.max_text_chars}")
         return text
 
-    def budget(self) -> PixelBudget:
-        """The decoded pixels one request may cause."""
-        return PixelBudget(self.config.max_request_pixels)
+    def budget(self, images=(), timeout: float | None = None) -> PixelBudget:
+        """The decoded pixels one request may cause, with what its images (the bytes among
+        ``images``; anything else is skipped) decode to taken from the server's pool.
+
+        Args:
+            images: the request's payloads, in the order they will be decoded.
+            timeout: the caller's time left: how long to wait for the pool.
+
+        Raises:
+            LimitError: the pool has no room for them within the timeout.
+        """
+        config = self.config
+        budget = PixelBudget(min(config.max_request_pixels, config.max_inflight_pixels), self.pool)
+        sizes = [image_pixels(data, config.max_image_bytes, config.max_pixels)
+                 for data in images if isinstance(data, (bytes, bytearray, memoryview))]
+        budget.reserve(budget.plan(sizes), timeout)
+        return budget
 
     def decode(self, data: bytes, budget: PixelBudget | None = None):
         """Image bytes to RGB, within the byte, pixel and request limits."""

@@ -7,7 +7,6 @@ import base64
 import hashlib
 import logging
 import re
-import socket
 import threading
 import time
 from pathlib import Path
@@ -27,6 +26,13 @@ from crossbit.server.core import RetrievalCore
 from crossbit.server.errors import status_for
 from crossbit.server.exceptions import LimitError, NotFoundError
 from crossbit.server.requests import Query, SearchResult
+from crossbit.server.web_guard import (
+    BodyLimit,
+    BodyTimeout,
+    SecurityHeaders,
+    allowed_hosts,
+    body_timeout_response,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +53,8 @@ HTTP_CODES = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 404: "NOT_FOUND",
 
 def error_response(exc: BaseException) -> JSONResponse:
     """The same meaning as the gRPC status, as JSON: {"error": {"code", "message"}}."""
+    if isinstance(exc, BodyTimeout):
+        return body_timeout_response(exc)
     if isinstance(exc, HTTPException) and exc.status_code < 500:  # Starlette's own refusals
         name = HTTP_CODES.get(exc.status_code, "INVALID_ARGUMENT")
         return JSONResponse({"error": {"code": name, "message": str(exc.detail)}},
@@ -113,10 +121,12 @@ def build_app(core: RetrievalCore, config: ServerConfig) -> Starlette:
 
     def guarded(handler):
         async def endpoint(request: Request):
-            if config.auth_token and not token_ok(request.headers.get("authorization"),
-                                                  config.auth_token):
+            headers = request.headers.getlist("authorization")
+            if config.auth_token and not token_ok(headers, config.auth_token):
                 return JSONResponse({"error": {"code": "UNAUTHENTICATED", "message":
-                                               "missing or wrong bearer token"}}, 401)
+                                               "missing or wrong bearer token" if len(headers) < 2
+                                               else "send exactly one authorization header"}},
+                                    401)
             try:
                 return await handler(request)
             except Exception as exc:  # mapped once, like the gRPC boundary
@@ -219,7 +229,8 @@ def build_app(core: RetrievalCore, config: ServerConfig) -> Starlette:
         Route("/api/stats", guarded(stats)),
     ]
     app = Starlette(routes=routes)
-    return SecurityHeaders(BodyLimit(app, config.max_image_bytes + (1 << 20)), allowed_hosts(config))
+    return SecurityHeaders(BodyLimit(app, config.max_image_bytes + (1 << 20),
+                                     config.web_body_timeout_s), allowed_hosts(config))
 
 
 MAX_OFFSET = 2**62
@@ -239,86 +250,6 @@ def content_security_policy() -> str:
 
 def _sha256(text: str) -> str:
     return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
-
-
-def allowed_hosts(config: ServerConfig) -> set[str]:
-    """Host names the API answers to: the bound address, loopback names, and --web-hosts.
-
-    Checking Host stops DNS rebinding (a page on another site whose name resolves here).
-    """
-    hosts = {"localhost", "127.0.0.1", "::1", config.host.lower()}
-    if config.host in ("0.0.0.0", "::", ""):
-        hosts |= {socket.gethostname().lower(), socket.getfqdn().lower()}
-    hosts |= {h.strip().lower() for h in (config.web_hosts or "").split(",") if h.strip()}
-    return hosts
-
-
-def _host_name(header: str) -> str:
-    header = header.strip().lower()
-    if header.startswith("["):  # [::1]:8080
-        return header[1:header.find("]")] if "]" in header else header
-    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
-
-
-class SecurityHeaders:
-    """ASGI middleware: refuse unknown Host headers (421), add the security headers."""
-
-    def __init__(self, app, hosts: set[str]):
-        self.app, self.hosts = app, hosts
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        host = dict(scope.get("headers") or []).get(b"host", b"").decode("latin-1")
-        if "*" not in self.hosts and _host_name(host) not in self.hosts:
-            response = JSONResponse({"error": {"code": "INVALID_ARGUMENT", "message":
-                                               f"unknown Host {host[:100]!r}: add it with "
-                                               "--web-hosts to serve it"}}, status_code=421)
-            return await response(scope, receive, send)
-
-        async def with_headers(message):
-            if message["type"] == "http.response.start":
-                message.setdefault("headers", [])
-                message["headers"] = list(message["headers"]) + SECURITY_HEADERS
-            await send(message)
-
-        await self.app(scope, receive, with_headers)
-
-
-SECURITY_HEADERS = [(b"x-frame-options", b"DENY"), (b"x-content-type-options", b"nosniff"),
-                    (b"referrer-policy", b"no-referrer")]
-
-
-class BodyTooLarge(LimitError):
-    """A request body over the limit (HTTP 413), found while it streams in."""
-
-
-class BodyLimit:
-    """ASGI middleware: no request body is read past ``limit`` bytes (413 as soon as it passes)."""
-
-    def __init__(self, app, limit: int):
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        declared = dict(scope.get("headers") or []).get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > self.limit:
-            return await error_response(BodyTooLarge(
-                f"the request body is {int(declared)} bytes; the limit is {self.limit}"))(
-                scope, receive, send)
-        seen = 0
-
-        async def counted():
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise BodyTooLarge(f"the request body is over {self.limit} bytes, the limit")
-            return message
-
-        await self.app(scope, counted, send)
 
 
 class _Server(uvicorn.Server):

@@ -75,6 +75,25 @@ def self_signed(folder: Path, name: str = "") -> tuple[Path, Path]:
     return key, cert
 
 
+def header_only(width: int, height: int, keep: int, frame: bytes = b"\xff\xc0") -> bytes:
+    """A real small JPEG whose frame header is made to claim width x height, cut ``keep``
+    bytes into its scan (EOI appended): what a decompression bomb looks like. ``frame``
+    replaces the SOF0 marker (b"\\xff\\xc9": an arithmetic-coded frame)."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.effect_noise((16, 16), 60).convert("RGB").save(buf, format="JPEG", quality=50)
+    data = bytearray(buf.getvalue())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5:sof + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    data[sof:sof + 2] = frame
+    sos = data.index(b"\xff\xda")
+    length = int.from_bytes(data[sos + 2:sos + 4], "big")
+    return bytes(data[:sos + 2 + length + keep]) + b"\xff\xd9"
+
+
 def popcount_distances(queries, codes):
     return np.bitwise_count(queries[:, None, :] ^ codes[None, :, :]).sum(axis=2)
 
