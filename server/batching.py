@@ -97,21 +97,26 @@ class MicroBatcher:
         while True:
             with self._gathering:
                 batch, stop = self._gather()
-            live = []
-            for item, f, scope in batch:
-                if scope is not None and scope.expired():
-                    self.dropped += 1
-                    if f.set_running_or_notify_cancel():
-                        f.set_exception(CallerGone("the caller's deadline passed or it cancelled"))
-                elif f.set_running_or_notify_cancel():
-                    live.append((item, f))
-                else:
-                    self.dropped += 1
+            live = self._live(batch)
             if live:
                 self._execute(live)
             del batch, live  # the items (decoded images) go now, not when the next batch comes
             if stop:
                 return
+
+    def _live(self, batch: list) -> list:
+        """The batch's items whose callers still wait; the others' futures end here."""
+        live = []
+        for item, f, scope in batch:
+            if scope is not None and scope.expired():
+                self.dropped += 1
+                if f.set_running_or_notify_cancel():
+                    f.set_exception(CallerGone("the caller's deadline passed or it cancelled"))
+            elif f.set_running_or_notify_cancel():
+                live.append((item, f))
+            else:
+                self.dropped += 1
+        return live
 
     def _take(self, limit: int) -> list:
         """Up to ``limit`` items, one from each waiting call in turn (round robin)."""
