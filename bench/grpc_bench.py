@@ -37,7 +37,7 @@ from index_bench import interleaved, realistic_items  # noqa: E402
 def jpegs_224(n: int) -> list[bytes]:
     from PIL import Image
 
-    from crossbit.server.sample_photos import sample_photos
+    from crossbit.server.demo.sample_photos import sample_photos
 
     out = []
     for data in list(sample_photos().values()):
@@ -100,7 +100,7 @@ class ServeProcess:
 
 
 def load_run(server: ServeProcess, captions, seconds: float, **kw) -> dict:
-    from crossbit.server.load_generator import run_load
+    from crossbit.server.load.generator import run_load
 
     cpu = server.cpu_seconds()
     s = run_load(server.address, "search", total=10**7, duration=seconds, captions=captions,
@@ -167,9 +167,9 @@ def main(argv=None) -> int:
     parts = set(args.parts.split(","))
 
     from crossbit.indexer import open_index
-    from crossbit.server.app import create_server
     from crossbit.server.config import ServerConfig
-    from crossbit.server.load_generator import run_load
+    from crossbit.server.load.generator import run_load
+    from crossbit.server.rpc.app import create_server
 
     flickr = Path(args.flickr8k)
     captions = dev_captions(flickr)

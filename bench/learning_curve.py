@@ -51,7 +51,7 @@ def main(argv=None) -> int:
         train_seeds,
         use_image_runtime,
     )
-    from crossbit.server.cli_model import auto_held_out
+    from crossbit.server.cli.model import auto_held_out
 
     train_pairs = load_captions_csv(root / "captions.csv", root / "images", root / "train.txt")
     dev = load_captions_csv(root / "captions.csv", root / "images", root / "dev.txt")

@@ -68,7 +68,7 @@ def big_photo(side: int) -> bytes:
     """scikit-image's cat, enlarged to side x side with a little noise, as a JPEG (quality 85)."""
     from PIL import Image, ImageChops
 
-    from crossbit.server.sample_photos import sample_photos
+    from crossbit.server.demo.sample_photos import sample_photos
 
     cat = Image.open(io.BytesIO(sample_photos()["chelsea"])).convert("RGB")
     big = cat.resize((side, side), Image.BICUBIC)

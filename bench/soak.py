@@ -36,7 +36,7 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=float, default=15.0)
     p.add_argument("--out", default="bench/results/soak.json")
     args = p.parse_args(argv)
-    from crossbit.server.load_generator import run_load
+    from crossbit.server.load.generator import run_load
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

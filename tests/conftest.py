@@ -25,7 +25,7 @@ def model():
 @pytest.fixture(scope="session")
 def photos() -> dict[str, bytes]:
     """Real photos (scikit-image's public-domain samples) as JPEG bytes."""
-    from crossbit.server.sample_photos import sample_photos
+    from crossbit.server.demo.sample_photos import sample_photos
 
     return sample_photos()
 
@@ -52,8 +52,8 @@ def jpeg(color=(200, 30, 30), size=(64, 48)) -> bytes:
 @pytest.fixture
 def make_server(model, tmp_path):
     """Start servers on free ports (sharing the loaded model); all are stopped at the end."""
-    from crossbit.server.app import create_server
     from crossbit.server.config import ServerConfig
+    from crossbit.server.rpc.app import create_server
 
     started = []
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from crossbit.server.batching import MicroBatcher
+from crossbit.server.core.batching import MicroBatcher
 
 
 def test_micro_batcher_gathers_concurrent_items():

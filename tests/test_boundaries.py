@@ -15,11 +15,11 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from crossbit.indexer.items import StoreError
-from crossbit.server import convert
-from crossbit.server.errors import status_for
-from crossbit.server.exceptions import LimitError, NotFoundError, UnavailableError
-from crossbit.server.images import PixelBudget, decode_image, make_thumbnail
-from crossbit.server.requests import AddOutcome, Hit, SearchResult
+from crossbit.server.core.exceptions import LimitError, NotFoundError, UnavailableError
+from crossbit.server.core.images import PixelBudget, decode_image, make_thumbnail
+from crossbit.server.core.requests import AddOutcome, Hit, SearchResult
+from crossbit.server.rpc import convert
+from crossbit.server.rpc.errors import status_for
 from crossbit.v1 import crossbit_pb2 as pb
 
 texts = st.text(max_size=40)
@@ -144,7 +144,7 @@ def test_layering():
     encoders = _imports("crossbit.encoders.model") | _imports("crossbit.encoders.runtime")
     assert "grpc" not in encoders and not any(m.startswith("crossbit.indexer") for m in encoders)
     assert not any(m.startswith("crossbit.encoders.training") for m in encoders)
-    app = _imports("crossbit.server.app")
+    app = _imports("crossbit.server.rpc.app")
     assert not any(m.startswith("crossbit.encoders.training") for m in app)  # serving never trains
     assert "faiss" not in _imports("crossbit.indexer")  # loads with the first FAISS index
     assert np.__name__  # numpy is everyone's

@@ -179,7 +179,7 @@ def test_stats_into_a_closed_pipe_is_quiet(make_server):
 
 
 def test_train_holds_out_what_the_data_size_allows():
-    from crossbit.server.cli_model import auto_held_out
+    from crossbit.server.cli.model import auto_held_out
 
     assert [auto_held_out(n) for n in (40, 99, 100, 300, 1_500, 6_000, 100_000)] == \
         [0, 0, 20, 30, 150, 500, 500]

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from crossbit.indexer import open_index
-from crossbit.server.browse import Browser
 from crossbit.server.config import ServerConfig
 from crossbit.server.core import RetrievalCore
-from crossbit.server.exceptions import LimitError, NotFoundError
-from crossbit.server.requests import NewItem, Query
+from crossbit.server.core.exceptions import LimitError, NotFoundError
+from crossbit.server.core.requests import NewItem, Query
+from crossbit.server.web.browse import Browser
 
 DIM = 32
 

@@ -50,8 +50,8 @@ def test_the_readme_has_every_rpc():
 @pytest.fixture(scope="module")
 def servers(model, tmp_path_factory, photos):
     """One open server and one with --auth-token, each with a few photos in it."""
-    from crossbit.server.app import create_server
     from crossbit.server.config import ServerConfig
+    from crossbit.server.rpc.app import create_server
 
     out = {}
     for name, token in (("open", None), ("auth", "s3cret")):

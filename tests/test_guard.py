@@ -44,7 +44,7 @@ NAMES = ["png500", "png1000", "png1500", "photo500", "photo1000", "photo1500",
 @functools.cache
 def payloads() -> dict[str, tuple[bytes, int, str]]:
     """name -> (bytes, pixels, what decoding them does: OK, IA or RE)."""
-    from crossbit.server.sample_photos import sample_photos
+    from crossbit.server.demo.sample_photos import sample_photos
 
     cat = Image.open(io.BytesIO(sample_photos()["chelsea"])).convert("RGB")
     out = {}
@@ -78,8 +78,8 @@ def expected(names: list[str]) -> list[str]:
 
 @pytest.fixture(scope="module")
 def pool_server(model, tmp_path_factory):
-    from crossbit.server.app import create_server
     from crossbit.server.config import ServerConfig
+    from crossbit.server.rpc.app import create_server
 
     running = create_server(ServerConfig(
         port=0, data=str(tmp_path_factory.mktemp("pool")), index="flat", snapshot_interval=0,
@@ -250,8 +250,8 @@ header_values = st.sampled_from([f"Bearer {TOKEN}", "Bearer wrong", f"bearer {TO
 
 @pytest.fixture(scope="module")
 def auth_server(model, tmp_path_factory):
-    from crossbit.server.app import create_server
     from crossbit.server.config import ServerConfig
+    from crossbit.server.rpc.app import create_server
 
     web_port = free_port()
     running = create_server(ServerConfig(
@@ -388,7 +388,7 @@ def _allowed_form(header: str) -> bool:
 def test_only_well_formed_hosts_of_ours_pass(header):
     """Generated Host values, from pieces of real and hostile ones: a value passes the check
     exactly when it is one of the loopback names with at most a numeric port."""
-    from crossbit.server.web_guard import host_name
+    from crossbit.server.web.guard import host_name
 
     name = host_name(header)
     assert (name in {"localhost", "127.0.0.1", "::1"}) == _allowed_form(header), (header, name)

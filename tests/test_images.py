@@ -21,10 +21,10 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from crossbit.server.exceptions import LimitError
-from crossbit.server.images import decode_image, image_pixels, make_thumbnail
-from crossbit.server.jpeg import read_frame
-from crossbit.server.pixels import PixelBudget, PixelPool
+from crossbit.server.core.exceptions import LimitError
+from crossbit.server.core.images import decode_image, image_pixels, make_thumbnail
+from crossbit.server.core.jpeg import read_frame
+from crossbit.server.core.pixels import PixelBudget, PixelPool
 
 from helpers import header_only, record
 

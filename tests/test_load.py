@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from crossbit.server.load_generator import format_summary, is_loopback, read_captions, run_load
+from crossbit.server.load.generator import format_summary, is_loopback, read_captions, run_load
 
 
 def test_loopback_only():

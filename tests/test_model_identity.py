@@ -38,9 +38,9 @@ def test_fingerprint_tells_models_apart(model, other_model):
 
 
 def test_another_model_is_refused_and_reindex_takes_it(model, other_model, tmp_path, photos):
-    from crossbit.server.app import create_server
+    from crossbit.server.cli.reindex import reindex
     from crossbit.server.config import ServerConfig
-    from crossbit.server.reindex import reindex
+    from crossbit.server.rpc.app import create_server
 
     data = tmp_path / "data"
     running = create_server(ServerConfig(port=0, data=str(data), index="flat",
@@ -80,7 +80,7 @@ def test_another_model_is_refused_and_reindex_takes_it(model, other_model, tmp_p
 
 def test_reindex_names_what_it_cannot_encode_and_drops_it_only_when_asked(model, other_model,
                                                                           tmp_path, photos):
-    from crossbit.server.reindex import reindex
+    from crossbit.server.cli.reindex import reindex
 
     data = tmp_path / "data"
     fp = model.fingerprint()

@@ -167,8 +167,8 @@ search_requests = st.builds(
 
 @pytest.fixture(scope="module")
 def fuzz_server(model, tmp_path_factory, photos):
-    from crossbit.server.app import create_server
     from crossbit.server.config import ServerConfig
+    from crossbit.server.rpc.app import create_server
 
     running = create_server(ServerConfig(port=0, data=str(tmp_path_factory.mktemp("fuzz")),
                                          index="flat", snapshot_interval=0), model=model)

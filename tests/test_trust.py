@@ -332,8 +332,8 @@ def _varint(n: int) -> bytes:
 
 @pytest.fixture(scope="module")
 def fuzz_server(model, tmp_path_factory):
-    from crossbit.server.app import create_server
     from crossbit.server.config import ServerConfig
+    from crossbit.server.rpc.app import create_server
 
     running = create_server(ServerConfig(port=0, data=str(tmp_path_factory.mktemp("trust")),
                                          index="flat", snapshot_interval=0), model=model)
@@ -516,7 +516,7 @@ def test_huge_answers_are_refused_before_they_are_built(make_server):
 
 @functools.cache
 def _photos() -> dict[str, bytes]:
-    from crossbit.server.sample_photos import sample_photos
+    from crossbit.server.demo.sample_photos import sample_photos
 
     return sample_photos()
 
@@ -542,7 +542,7 @@ def _dds_unsupported() -> bytes:
 @settings(max_examples=max(10, FUZZ // 4), deadline=None, suppress_health_check=list(HealthCheck))
 @given(cut=st.floats(0.0, 0.9999), which=st.sampled_from(["coffee", "rocket", "chelsea"]))
 def test_truncated_photos_are_refused(cut, which):
-    from crossbit.server.images import decode_image
+    from crossbit.server.core.images import decode_image
 
     data = _photos()[which]
     with pytest.raises(ValueError, match="not a readable image"):
@@ -688,7 +688,7 @@ def test_a_second_server_on_the_same_data_is_refused(tmp_path, model, photos):
     check --repair while the first runs (without touching its snapshot)."""
     from crossbit.indexer.folder import DirectoryInUse
     from crossbit.indexer.snapshot import SNAPSHOT
-    from crossbit.server.reindex import reindex
+    from crossbit.server.cli.reindex import reindex
 
     data, port = tmp_path / "data", free_port()
     server = start_server(data, port)

@@ -10,7 +10,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 
-from crossbit.server.calls import CallerGone, current
+from crossbit.server.core.calls import CallerGone, current
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ class MicroBatcher:
     while the others run theirs. A failing batch fails each of its items with the error;
     ``fn`` may also return an exception in an item's place to fail that item alone.
 
-    Fairness: each call (its :class:`~crossbit.server.calls.CallScope`) has its own queue,
+    Fairness: each call (its :class:`~crossbit.server.core.calls.CallScope`) has its own queue,
     and a batch takes items from the calls in turn, so one call of a thousand items
     delays another call's single item by one batch, not by the thousand. An item whose
     call has expired (deadline passed, cancelled, caller gone) is dropped, never computed.

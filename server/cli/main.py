@@ -10,8 +10,8 @@ import os
 import sys
 from pathlib import Path
 
-from crossbit.server.cli_client import CLIENT_COMMANDS, add_client_commands
-from crossbit.server.cli_model import MODEL_COMMANDS, add_model_commands
+from crossbit.server.cli.client import CLIENT_COMMANDS, add_client_commands
+from crossbit.server.cli.model import MODEL_COMMANDS, add_model_commands
 
 
 def _add_serve(sub) -> None:
@@ -150,9 +150,9 @@ def limit_malloc_arenas(arenas: int = 2) -> None:
 
 def cmd_serve(args) -> int:
     limit_malloc_arenas()
-    from crossbit.server.app import serve
     from crossbit.server.config import ServerConfig, load_config
     from crossbit.server.logs import setup_logging
+    from crossbit.server.rpc.app import serve
 
     overrides = {k: v for k, v in vars(args).items() if k in ServerConfig.__dataclass_fields__}
     config = load_config(args.config, overrides=overrides)
@@ -205,8 +205,8 @@ def cmd_reindex(args) -> int:
 
     from crossbit.encoders.model import HashModel
     from crossbit.encoders.runtime import use_image_runtime, use_text_runtime
+    from crossbit.server.cli.reindex import reindex
     from crossbit.server.logs import quiet_third_parties
-    from crossbit.server.reindex import reindex
 
     quiet_third_parties()
     model = HashModel.load(args.model, device=args.device)
@@ -221,7 +221,7 @@ def cmd_reindex(args) -> int:
 
 
 def cmd_load(args) -> int:
-    from crossbit.server.load_generator import main_load
+    from crossbit.server.load.generator import main_load
 
     return main_load(args)
 

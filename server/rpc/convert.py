@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from crossbit.server.requests import AddOutcome, NewItem, Query, SearchResult
+from crossbit.server.core.requests import AddOutcome, NewItem, Query, SearchResult
 from crossbit.v1 import crossbit_pb2 as pb
 
 MODALITY_NAMES = {pb.MODALITY_UNSPECIFIED: "image", pb.IMAGE: "image", pb.TEXT: "text"}

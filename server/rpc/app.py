@@ -15,13 +15,13 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from crossbit.server.auth import BearerTokenInterceptor
 from crossbit.server.config import ServerConfig
 from crossbit.server.core import RetrievalCore
-from crossbit.server.guard import GuardInterceptor
 from crossbit.server.metrics import Metrics, MetricsInterceptor
-from crossbit.server.reflection import enable_reflection
-from crossbit.server.servicer import RetrievalServicer
+from crossbit.server.rpc.auth import BearerTokenInterceptor
+from crossbit.server.rpc.guard import GuardInterceptor
+from crossbit.server.rpc.reflection import enable_reflection
+from crossbit.server.rpc.servicer import RetrievalServicer
 from crossbit.v1 import crossbit_pb2, crossbit_pb2_grpc
 
 log = logging.getLogger(__name__)

@@ -12,12 +12,12 @@ import numpy as np
 from crossbit.indexer import Index
 from crossbit.indexer.call_context import within
 from crossbit.indexer.items import StoreLimit
-from crossbit.server.batching import MicroBatcher
-from crossbit.server.calls import ensure_scope
 from crossbit.server.config import ServerConfig
-from crossbit.server.exceptions import LimitError, NotFoundError, UnavailableError
-from crossbit.server.images import make_thumbnail
-from crossbit.server.requests import (
+from crossbit.server.core.batching import MicroBatcher
+from crossbit.server.core.calls import ensure_scope
+from crossbit.server.core.exceptions import LimitError, NotFoundError, UnavailableError
+from crossbit.server.core.images import make_thumbnail
+from crossbit.server.core.requests import (
     MODALITIES,
     AddOutcome,
     Hit,
@@ -25,7 +25,7 @@ from crossbit.server.requests import (
     Query,
     SearchResult,
 )
-from crossbit.server.validation import RequestChecks
+from crossbit.server.core.validation import RequestChecks
 
 if TYPE_CHECKING:  # the model's module loads torch; the core only calls it
     from crossbit.encoders.model import HashModel

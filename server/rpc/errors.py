@@ -10,7 +10,7 @@ from concurrent.futures import CancelledError
 import grpc
 
 from crossbit.indexer.items import StoreError
-from crossbit.server.exceptions import LimitError, NotFoundError, UnavailableError
+from crossbit.server.core.exceptions import LimitError, NotFoundError, UnavailableError
 
 __all__ = ["LimitError", "NotFoundError", "UnavailableError", "grpc_errors", "is_abort",
            "status_for"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 
 from crossbit.server.core import RetrievalCore
-from crossbit.server.exceptions import NotFoundError
-from crossbit.server.requests import Query, SearchResult
+from crossbit.server.core.exceptions import NotFoundError
+from crossbit.server.core.requests import Query, SearchResult
 
 
 class Browser:

@@ -19,14 +19,14 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from crossbit.server.auth import token_ok
-from crossbit.server.browse import Browser
 from crossbit.server.config import ServerConfig
 from crossbit.server.core import RetrievalCore
-from crossbit.server.errors import status_for
-from crossbit.server.exceptions import LimitError, NotFoundError
-from crossbit.server.requests import Query, SearchResult
-from crossbit.server.web_guard import (
+from crossbit.server.core.exceptions import LimitError, NotFoundError
+from crossbit.server.core.requests import Query, SearchResult
+from crossbit.server.rpc.auth import token_ok
+from crossbit.server.rpc.errors import status_for
+from crossbit.server.web.browse import Browser
+from crossbit.server.web.guard import (
     BodyLimit,
     BodyTimeout,
     SecurityHeaders,

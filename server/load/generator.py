@@ -127,7 +127,7 @@ def run_load(address: str, rpc: str = "search", concurrency: int = 8, total: int
     if total <= 0 or duration <= 0 or concurrency <= 0 or connections <= 0 or rps < 0:
         raise ValueError("total, duration, concurrency and connections must be positive")
     if rpc == "add-images" and not photos:
-        from crossbit.server.sample_photos import sample_photos
+        from crossbit.server.demo.sample_photos import sample_photos
 
         photos = list(sample_photos().values())
     make = _bodies(rpc, bits, batch, captions or CAPTIONS) if rpc != "add-images" else None

@@ -18,7 +18,7 @@ from crossbit.indexer.check import stored_bits
 from crossbit.indexer.folder import ID_MARK, STORE, lock_directory
 from crossbit.indexer.snapshot import SNAPSHOT
 from crossbit.indexer.store import Store
-from crossbit.server.images import decode_image
+from crossbit.server.core.images import decode_image
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import tempfile
 import time
 
-from crossbit.server.sample_photos import SAMPLES, sample_photos
+from crossbit.server.demo.sample_photos import SAMPLES, sample_photos
 
 QUERIES = ["a cat", "a cup of coffee", "a rocket launch", "an astronaut", "a man taking a photo",
            "coins"]
@@ -23,7 +23,7 @@ def _any_port() -> int:
 
 def free_or_any(port: int | None, host: str = "127.0.0.1") -> int | None:
     """``port`` when nothing listens there, else 0 (any free one)."""
-    from crossbit.server.app import check_port_free
+    from crossbit.server.rpc.app import check_port_free
 
     if not port:
         return port
@@ -36,9 +36,9 @@ def free_or_any(port: int | None, host: str = "127.0.0.1") -> int | None:
 
 def run_demo(port: int = DEFAULT_PORT, keep: bool = False, web_port: int | None = None) -> int:
     from crossbit.client import Client
-    from crossbit.server.app import create_server
     from crossbit.server.config import ServerConfig
     from crossbit.server.logs import setup_logging
+    from crossbit.server.rpc.app import create_server
 
     setup_logging("text", "WARNING")
     wanted = port

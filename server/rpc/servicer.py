@@ -6,11 +6,11 @@ import functools
 import json
 from importlib import metadata
 
-from crossbit.server import convert
-from crossbit.server.calls import call_scope
 from crossbit.server.core import RetrievalCore
-from crossbit.server.errors import grpc_errors, is_abort
-from crossbit.server.guard import Malformed, StreamIdle
+from crossbit.server.core.calls import call_scope
+from crossbit.server.rpc import convert
+from crossbit.server.rpc.errors import grpc_errors, is_abort
+from crossbit.server.rpc.guard import Malformed, StreamIdle
 from crossbit.v1 import crossbit_pb2 as pb
 from crossbit.v1 import crossbit_pb2_grpc as pb_grpc
 

@@ -11,7 +11,7 @@ import time
 from starlette.responses import JSONResponse
 
 from crossbit.server.config import ServerConfig
-from crossbit.server.exceptions import LimitError
+from crossbit.server.core.exceptions import LimitError
 
 SECURITY_HEADERS = [(b"x-frame-options", b"DENY"), (b"x-content-type-options", b"nosniff"),
                     (b"referrer-policy", b"no-referrer")]

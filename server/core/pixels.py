@@ -10,7 +10,7 @@ import time
 import weakref
 from collections.abc import Iterable
 
-from crossbit.server.exceptions import LimitError
+from crossbit.server.core.exceptions import LimitError
 
 POOL_WAIT_S = 30.0  # the longest a call without a deadline waits for pixels
 DEADLINE_MARGIN_S = 0.25  # a call gives up this long before its deadline, so its answer arrives

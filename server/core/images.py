@@ -9,9 +9,9 @@ import re
 
 from PIL import Image, UnidentifiedImageError
 
-from crossbit.server.exceptions import LimitError
-from crossbit.server.jpeg import read_frame
-from crossbit.server.pixels import PixelBudget
+from crossbit.server.core.exceptions import LimitError
+from crossbit.server.core.jpeg import read_frame
+from crossbit.server.core.pixels import PixelBudget
 
 Image.MAX_IMAGE_PIXELS = None  # our own limit below is checked first, with a clear message
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 from crossbit.server.config import ServerConfig
-from crossbit.server.exceptions import LimitError
-from crossbit.server.images import decode_image, image_pixels
-from crossbit.server.pixels import PixelBudget, PixelPool
-from crossbit.server.requests import MODALITIES, NewItem, Query
+from crossbit.server.core.exceptions import LimitError
+from crossbit.server.core.images import decode_image, image_pixels
+from crossbit.server.core.pixels import PixelBudget, PixelPool
+from crossbit.server.core.requests import MODALITIES, NewItem, Query
 
 MAX_KEY_CHARS = 1024
 MAX_METADATA_BYTES = 64 * 1024
