@@ -290,6 +290,12 @@ class MilvusIndex(CollectionSchema, MilvusReads, Index):
                                                                         "Strong")
                 if r["key"] == by_id[int(r["id"])]}
 
+    def drop(self) -> None:
+        """Remove this index's collection and its id allocator from Milvus (every item goes)."""
+        for name in (self.collection, self.allocator):
+            if self._call(self._client.has_collection, name):
+                self._call(self._client.drop_collection, name)
+
     def snapshot(self) -> bool:
         """Nothing to do: Milvus persists by itself (flush happens on its own schedule)."""
         return True

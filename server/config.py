@@ -65,7 +65,8 @@ class ServerConfig:
     snapshot_interval: float = 30.0  # seconds between background index snapshots
     tls_cert: str | None = None  # PEM certificate file: enables TLS with tls_key
     tls_key: str | None = None  # PEM private key file
-    auth_token: str | None = None  # bearer token required on every RPC but health
+    auth_token: str | None = None  # bearer token for every RPC but health (admin on every collection)
+    tokens_file: str | None = None  # TOML/JSON tokens with roles per collection; re-read on SIGHUP
     metrics_port: int | None = None  # Prometheus metrics over HTTP on this port
     metrics_host: str = "127.0.0.1"  # address of the metrics port (it takes no token: loopback)
     web_port: int | None = None  # the web page and JSON API on this port

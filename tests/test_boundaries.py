@@ -66,7 +66,7 @@ def test_conversion_refusals_and_responses():
                 AddOutcome(2, False, error="bad", code="INVALID_ARGUMENT"),
                 AddOutcome(3, True, 7, outcome="unchanged")]
     r = convert.add_response(outcomes)
-    assert (r.added, r.failed, r.replaced, r.unchanged) == (3, 1, 1, 1)
+    assert (r.added, r.stored, r.failed, r.replaced, r.unchanged) == (1, 3, 1, 1, 1)
     assert [x.id for x in r.results] == [5, 6, 0, 7] and r.results[2].error_code == "INVALID_ARGUMENT"
     hits = [Hit(1, "k", 3, 0.5, {"n": 1}, "text")]
     out = convert.search_response(SearchResult(hits, 64, 1.0, 2.0, True))

@@ -169,7 +169,7 @@ def stream_case(stub, photos: list[bytes], pauses: dict[int, float], idle_s: flo
         assert sorted(r.index for r in committed.results if r.ok) == list(range(cut))
         return cut
     assert cut is None, f"a pause of {pauses[cut]}s went unnoticed"
-    assert response.added == len(photos) and response.failed == 0
+    assert response.stored == len(photos) and response.failed == 0
     return len(photos)
 
 

@@ -55,7 +55,8 @@ class WordModel:
 def core(tmp_path):
     indexes = {m: open_index(tmp_path / m, 64, "flat", snapshot_interval=0)
                for m in ("image", "text")}
-    c = RetrievalCore(WordModel(), indexes, ServerConfig(data=str(tmp_path), max_text_chars=200))
+    c = RetrievalCore.with_indexes(WordModel(), indexes,
+                                   ServerConfig(data=str(tmp_path), max_text_chars=200))
     yield c
     c.close()
 
@@ -110,14 +111,17 @@ def test_queries_are_checked_once_with_one_message(core, query, match):
         core.search(query)
 
 
-def test_delete_is_all_or_nothing(core):
-    add(core, TEXTS[:2], ["a", "b"])
-    with pytest.raises(NotFoundError, match="unknown keys"):
-        core.delete([], ["a", "missing"], "text")
-    assert core.stats()["texts"] == 2  # nothing deleted
-    assert core.delete([], ["a"], "text") == 1
+def test_delete_reports_what_was_not_stored(core):
+    """Keys and ids that are gone are reported, not an error: a delete sent again after a
+    timeout succeeds, and the known ones of a call with unknown ones are deleted."""
+    ids = add(core, TEXTS[:3], ["a", "b", "c"])
+    deleted, missing = core.delete([ids[2].id, 999], ["a", "missing"], "text")
+    assert deleted == 2 and missing.ids == [999] and missing.keys == ["missing"]
+    assert core.stats()["texts"] == 1
+    again, missing = core.delete([ids[2].id], ["a"], "text")  # the retry of the same call
+    assert again == 0 and missing.ids == [ids[2].id] and missing.keys == ["a"]
     hits = core.search(Query(text=TEXTS[0], modality="text", top_k=5)).hits
-    assert "a" not in [h.key for h in hits]
+    assert [h.key for h in hits] == ["b"]
 
 
 def test_too_many_items_in_one_call(core):

@@ -113,10 +113,9 @@ def test_delete_by_id_and_key(client, filled):
     assert client.delete(keys=["coins"]) == 1
     assert client.delete(ids=[filled["moon"]]) == 1
     assert "coins" not in [h.key for h in client.search(text="coins", top_k=20)]
-    with pytest.raises(NotFound, match="unknown"):
-        client.delete(ids=[123456])
-    with pytest.raises(NotFound):
-        client.delete(keys=["never-added"])
+    gone = client.delete(ids=[123456, filled["moon"]], keys=["never-added", "coins"])
+    assert gone == 0 and gone.missing_ids == [123456, filled["moon"]]  # reported, no error
+    assert gone.missing_keys == ["never-added", "coins"]
     with pytest.raises(InvalidArgument):
         client.delete()
 
@@ -326,9 +325,12 @@ def test_async_client(server, photos):
             # texts with metadata, as the blocking client adds them
             added = await c.add_texts(["a bowl of soup"], keys=["soup"], metadata=[{"n": 7}])
             text_hits = await c.search(text="a bowl of soup", modality="text", top_k=1)
-            assert text_hits[0].id == added[0] and text_hits[0].metadata["n"] == "7"
+            assert text_hits[0].id == added[0] and text_hits[0].metadata["n"] == 7  # its type kept
+            gone = await c.delete(ids=[12345])
+            assert gone == 0 and gone.missing_ids == [12345]
             with pytest.raises(NotFound):
-                await c.delete(ids=[12345])
+                await c.stats(collection="nope")
+            assert [x["name"] for x in await c.list_collections()] == ["default"]
 
     asyncio.run(run())
 

@@ -19,10 +19,13 @@ def _client_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tls", default=None, metavar="CA.pem",
                    help="use TLS, trusting this CA certificate file")
     p.add_argument("--timeout", type=float, default=60.0, help="deadline per call in seconds")
+    p.add_argument("--collection", default=os.environ.get("CROSSBIT_COLLECTION", "default"),
+                   help="the collection to work on (env CROSSBIT_COLLECTION; default %(default)s)")
 
 
 def add_client_commands(sub) -> None:
-    """The parsers of index, add-texts, search and stats."""
+    """The parsers of index, add-texts, search and stats (and, from ``catalog``, the
+    collections, get, list, count, delete and update-metadata)."""
     p = sub.add_parser("index", help="add images (files, folders, globs) to a running server",
                        description="Stream images to the server: files, folders (their images; "
                        "subfolders too with --recursive) and globs ('photos/*.jpg'). Each "
@@ -51,6 +54,11 @@ def add_client_commands(sub) -> None:
                    help="what to return: images (default) or texts")
     p.add_argument("--radius", type=int, help="hash lookup: only hits within this distance")
     p.add_argument("--no-rerank", action="store_true", help="plain Hamming order")
+    p.add_argument("--filter", metavar="EXPR",
+                   help='only items this expression selects, e.g. \'album == "2024" and year >= '
+                        "2020' (README: Filters)")
+    p.add_argument("--offset", type=int, default=0, help="skip this many hits (the next page)")
+    p.add_argument("--min-score", type=float, help="only hits scoring at least this")
     p.add_argument("--json", action="store_true", help="print hits as JSON")
     _client_args(p)
     p = sub.add_parser("stats", help="show a running server's index and model")
@@ -70,7 +78,7 @@ def _client(args):
     from crossbit.client import Client
 
     return Client(check_server_address(args.server), token=args.token, tls=args.tls,
-                  timeout=args.timeout)
+                  timeout=args.timeout, collection=args.collection)
 
 
 def find_images(paths: list[str], recursive: bool) -> tuple[list[Path], int, list[str]]:
@@ -121,7 +129,7 @@ def cmd_index(args) -> int:
         response = client.add_images_detailed(
             files, keys=[str(p.resolve()) for p in files],
             metadata=[{"path": str(p)} for p in files], progress=bar.update)
-    new = response.added - response.replaced - response.unchanged
+    new = response.added
     print(f"{len(files)} images: {new} added, {response.replaced} replaced, "
           f"{response.unchanged} unchanged, {response.failed} refused"
           + (f"; {skipped} files skipped (not images)" if skipped else ""))
@@ -148,7 +156,7 @@ def cmd_add_texts(args) -> int:
             part = lines[start:start + max(1, args.batch)]
             response = client.add_texts_detailed([t for _, t in part],
                                                  keys=[f"{base}:{n}" for n, _ in part])
-            counts["added"] += response.added - response.replaced - response.unchanged
+            counts["added"] += response.added
             counts["replaced"] += response.replaced
             counts["unchanged"] += response.unchanged
             counts["failed"] += response.failed
@@ -160,14 +168,24 @@ def cmd_add_texts(args) -> int:
     return 0 if counts["failed"] == 0 else 1
 
 
-def _print_hits(hits, as_json: bool) -> None:
+def meta_text(metadata: dict, skip: tuple[str, ...] = ("path",)) -> str:
+    """Metadata as ``k=v`` pairs (strings as they are, other values as JSON)."""
+    return "  ".join(f"{k}={v if isinstance(v, str) else json.dumps(v)}"
+                     for k, v in metadata.items() if k not in skip)
+
+
+def _print_hits(hits, as_json: bool, reranked: bool = False) -> None:
     if as_json:
         print(json.dumps([vars(h) for h in hits], indent=2))
         return
     if not hits:
         print("no hits")
+        return
+    if reranked:
+        print("(ordered by score: the Hamming shortlist re-ranked by the float embeddings, so "
+              "distances need not rise)")
     for rank, h in enumerate(hits, 1):
-        meta = {k: v for k, v in h.metadata.items() if k != "path"}
+        meta = meta_text(h.metadata)
         print(f"{rank:3d}. id={h.id:<8d} dist={h.distance:<4d} score={h.score:.3f}  "
               f"{h.key}" + (f"  {meta}" if meta else ""))
 
@@ -180,8 +198,11 @@ def cmd_search(args) -> int:
     with _client(args) as client:
         hits = client.search(text=args.text, image=args.image, top_k=args.top_k,
                              modality=args.modality, radius=args.radius,
-                             rerank=False if args.no_rerank else None)
-    _print_hits(hits, args.json)
+                             rerank=False if args.no_rerank else None, filter=args.filter,
+                             offset=args.offset, min_score=args.min_score)
+    reranked = not args.no_rerank and args.radius is None and \
+        any(a.distance > b.distance for a, b in zip(hits, hits[1:]))
+    _print_hits(hits, args.json, reranked)
     return 0
 
 

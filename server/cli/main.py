@@ -10,6 +10,7 @@ import os
 import sys
 from pathlib import Path
 
+from crossbit.server.cli.catalog import CATALOG_COMMANDS, add_catalog_commands
 from crossbit.server.cli.client import CLIENT_COMMANDS, add_client_commands
 from crossbit.server.cli.model import MODEL_COMMANDS, add_model_commands
 
@@ -62,9 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="crossbit",
         description="Cross-modal retrieval over binary codes: type a sentence, get the photos.")
+    parser.add_argument("--version", action="version", version=f"crossbit {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_serve(sub)
     add_client_commands(sub)
+    add_catalog_commands(sub)
     p = sub.add_parser("check", help="check that a data directory's index and store agree",
                        description="Compare each index snapshot under DATA with its SQLite store "
                        "(ids in one and not the other, ids held twice, a store older than its "
@@ -233,11 +236,40 @@ def cmd_demo(args) -> int:
 
 
 COMMANDS = {"serve": cmd_serve, "check": cmd_check, "reindex": cmd_reindex, "load": cmd_load,
-            "demo": cmd_demo, **CLIENT_COMMANDS, **MODEL_COMMANDS}
+            "demo": cmd_demo, **CLIENT_COMMANDS, **CATALOG_COMMANDS, **MODEL_COMMANDS}
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("crossbit")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _innermost(parser: argparse.ArgumentParser, args) -> argparse.ArgumentParser:
+    """The parser of the (sub)command the arguments name: its usage is the one to show."""
+    for dest in ("command", "action"):
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        name = getattr(args, dest, None)
+        if not subs or name not in subs[0].choices:
+            break
+        parser = subs[0].choices[name]
+    return parser
+
+
+def parse(argv: list[str] | None = None):
+    """The arguments; a flag the command does not know is refused with that command's usage."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        _innermost(parser, args).error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse(argv)
     try:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:

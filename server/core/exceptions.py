@@ -16,3 +16,11 @@ class NotFoundError(KeyError):
 
 class UnavailableError(RuntimeError):
     """The service cannot do this now (shutting down, store not writable): UNAVAILABLE."""
+
+
+class Unauthenticated(PermissionError):
+    """No token, more than one, or one the server does not know: UNAUTHENTICATED."""
+
+
+class PermissionDenied(PermissionError):
+    """A known token without the role the call needs on its collection: PERMISSION_DENIED."""

@@ -39,6 +39,10 @@ class Query:
     rerank: bool | None = None
     nprobe: int = 0
     fresh: bool = False  # see every write acknowledged before the call, through any server
+    filter: str = ""  # only items this expression selects (empty: all)
+    collection: str = ""  # empty: default
+    offset: int = 0  # skip this many hits (paging)
+    min_score: float | None = None  # only hits scoring at least this
 
 
 @dataclass
@@ -58,3 +62,24 @@ class SearchResult:
     encode_ms: float = 0.0
     search_ms: float = 0.0
     reranked: bool = False
+
+
+@dataclass
+class StoredItem:
+    """One item read back (Get, Scroll): key, metadata and, on request, its code and embedding."""
+
+    id: int
+    key: str
+    modality: str
+    metadata: dict
+    added: float
+    code: bytes | None = None
+    embedding: list | None = None
+
+
+@dataclass
+class Missing:
+    """What a call by ids and keys did not find (not an error for Delete, Get, UpdateMetadata)."""
+
+    ids: list[int] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)

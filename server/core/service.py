@@ -1,22 +1,25 @@
-"""The service core: encode, add, search and delete over the model and the indexes (no gRPC here)."""
+"""The service core: encode, add and search in any collection (no gRPC here); reading back, deleting,
+counting and the collections themselves are in ``catalog``."""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from crossbit.indexer import Index
 from crossbit.indexer.call_context import within
 from crossbit.indexer.items import StoreLimit
 from crossbit.server.config import ServerConfig
 from crossbit.server.core.batching import MicroBatcher
 from crossbit.server.core.calls import ensure_scope
-from crossbit.server.core.exceptions import LimitError, NotFoundError, UnavailableError
+from crossbit.server.core.catalog import CatalogCalls
+from crossbit.server.core.collections import DEFAULT, Collection, CollectionRecord, Registry
+from crossbit.server.core.exceptions import LimitError, UnavailableError
+from crossbit.server.core.filtering import parse_filter
 from crossbit.server.core.images import make_thumbnail
+from crossbit.server.core.models import ModelPool
 from crossbit.server.core.requests import (
     MODALITIES,
     AddOutcome,
@@ -26,9 +29,6 @@ from crossbit.server.core.requests import (
     SearchResult,
 )
 from crossbit.server.core.validation import RequestChecks
-
-if TYPE_CHECKING:  # the model's module loads torch; the core only calls it
-    from crossbit.encoders.model import HashModel
 
 log = logging.getLogger(__name__)
 
@@ -50,56 +50,74 @@ def _remaining(deadline: float | None) -> float | None:
     return left
 
 
-class RetrievalCore:
-    """Everything the gRPC servicer and the web API call. Raises ValueError (bad input),
-    LimitError (over a limit), KeyError/NotFoundError, TimeoutError, StoreError."""
+class RetrievalCore(CatalogCalls):
+    """Everything the gRPC servicer and the web API call, for any collection. Raises ValueError
+    (bad input), LimitError (over a limit), KeyError/NotFoundError, TimeoutError, StoreError.
 
-    def __init__(self, model: HashModel, indexes: dict[str, Index], config: ServerConfig, metrics=None,
-                 model_name: str = "default"):
-        self.model = model
-        self.indexes = indexes
+    Args:
+        registry: the server's collections (opened); see :meth:`with_indexes` for one
+            collection over indexes opened by the caller.
+        config: the server's settings.
+        metrics: the Prometheus metrics, or None.
+    """
+
+    def __init__(self, registry: Registry, config: ServerConfig, metrics=None):
+        self.registry = registry
         self.config = config
         self.metrics = metrics
-        self.model_name = model_name
         self.started = time.time()
         self.closing = False
-        self.checks = RequestChecks(config, model.bits)
-        self.text_batcher = MicroBatcher(self._encode_text_batch, config.max_batch,
-                                         config.max_wait_ms, "text-encoder",
-                                         self._observe("text"), config.text_workers)
-        self.image_batcher = MicroBatcher(self._encode_image_batch, config.max_batch,
-                                          config.max_wait_ms, "image-encoder",
-                                          self._observe("image"))
+        self.checks = RequestChecks(config)
         # encoded queries of concurrent requests share index calls: whatever is queued when
         # the worker is free goes in one batch (no waiting: a lone query goes at once)
         self.search_batcher = MicroBatcher(self._search_batch, SEARCH_BATCH, 0.0, "search",
-                                           self._observe("search"))
+                                           observer(metrics)("search"))
 
-    def _observe(self, name: str):
-        if self.metrics is None:
-            return None
-        return lambda size: self.metrics.batch_size.labels(name).observe(size)
+    @classmethod
+    def with_indexes(cls, model, indexes: dict, config: ServerConfig, metrics=None,
+                     model_name: str = DEFAULT) -> RetrievalCore:
+        """A core with one (default) collection over a loaded model and opened indexes."""
+        models = ModelPool(config, None, observer(metrics), preloaded={model_name: model})
+        registry = Registry(config, models)
+        encoders = models.get(model_name)
+        registry.adopt(Collection(CollectionRecord(DEFAULT, encoders.spec, config.index),
+                                  encoders, indexes, registry.folder(DEFAULT)))
+        return cls(registry, config, metrics)
+
+    # the default collection's parts, by their old names (tests, benchmarks, the demo)
+    @property
+    def default(self) -> Collection:
+        return self.registry.get(DEFAULT)
+
+    @property
+    def indexes(self) -> dict:
+        return self.default.indexes
+
+    @property
+    def model(self):
+        return self.default.encoders.model
 
     @property
     def bits(self) -> int:
-        return self.model.bits
+        return self.default.bits
+
+    @property
+    def text_batcher(self) -> MicroBatcher:
+        return self.default.encoders.text
+
+    @property
+    def image_batcher(self) -> MicroBatcher:
+        return self.default.encoders.image
 
     # -- encoding ------------------------------------------------------------------------------
-    def _encode_text_batch(self, texts: list[str]) -> list:
-        enc = self.model.encode_texts(texts, batch_size=max(len(texts), 1))
-        return list(zip(enc.codes, enc.embeddings))
-
-    def _encode_image_batch(self, images: list) -> list:
-        enc = self.model.encode_images(images, batch_size=max(len(images), 1))
-        return list(zip(enc.codes, enc.embeddings))
-
     def encode(self, texts: Sequence[str], images: Sequence[bytes],
-               timeout: float | None = None) -> tuple[list, list]:
-        """Codes and embeddings of texts and images, in order; any bad input fails the call."""
-        with ensure_scope(timeout):
-            return self._encode(texts, images, timeout)
+               timeout: float | None = None, collection: str = DEFAULT) -> tuple[list, list]:
+        """Codes and embeddings of texts and images with a collection's model, in order; any
+        bad input fails the call."""
+        with ensure_scope(timeout), self.registry.get(collection).use() as coll:
+            return self._encode(texts, images, timeout, coll)
 
-    def _encode(self, texts, images, timeout):
+    def _encode(self, texts, images, timeout, coll: Collection):
         self.checks.batch(len(texts) + len(images), "texts and images")
         deadline = _deadline(timeout)
         texts = [self.checks.text(t) for t in texts]
@@ -109,14 +127,14 @@ class RetrievalCore:
                 decoded.append(self.checks.decode(data, budget))
             except ValueError as exc:
                 raise type(exc)(f"images[{i}]: {exc}") from None
-        text_out = self.text_batcher(texts, _remaining(deadline)) if texts else []
-        image_out = self.image_batcher(decoded, _remaining(deadline)) if decoded else []
+        text_out = coll.encoders.text(texts, _remaining(deadline)) if texts else []
+        image_out = coll.encoders.image(decoded, _remaining(deadline)) if decoded else []
         return text_out, image_out
 
     # -- adding --------------------------------------------------------------------------------
     def add(self, modality: str, items: Sequence[NewItem | BaseException],
             timeout: float | None = None, first: int = 0,
-            seen: dict | None = None) -> list[AddOutcome]:
+            seen: dict | None = None, collection: str = DEFAULT) -> list[AddOutcome]:
         """Add images or texts; a bad item fails alone, with its reason in its outcome.
 
         Within one call the first item with a given key or id wins: a later item that
@@ -129,13 +147,13 @@ class RetrievalCore:
             first, seen: for a call that arrives in parts (a stream): the position of this
                 part's first item, and the keys and ids its earlier parts took.
         """
-        with ensure_scope(timeout):
-            return self._add(modality, items, timeout, first, seen)
+        with ensure_scope(timeout), self.registry.get(collection).use() as coll:
+            return self._add(modality, items, timeout, first, seen, coll)
 
-    def _add(self, modality, items, timeout, first, seen) -> list[AddOutcome]:
+    def _add(self, modality, items, timeout, first, seen, coll: Collection) -> list[AddOutcome]:
         if self.closing:
             raise UnavailableError("the server is shutting down")
-        index = self.index_for(modality)
+        index = self.index_for(modality, coll)
         self.checks.batch(len(items), "items")
         deadline = _deadline(timeout)
         outcomes = [AddOutcome(first + i, False, key=getattr(item, "key", ""))
@@ -159,12 +177,12 @@ class RetrievalCore:
                     thumbs.append(make_thumbnail(image, self.config.thumbnail_size)
                                   if self.config.thumbnails else None)
                     previews.append(self._preview(image))
-                    futures.append(self.image_batcher.submit(image))
+                    futures.append(coll.encoders.image.submit(image))
                 else:
                     text = self.checks.text(item.payload)
                     thumbs.append(None)
                     previews.append(None)
-                    futures.append(self.text_batcher.submit(text))
+                    futures.append(coll.encoders.text.submit(text))
                 prepared.append(i)
             except (ValueError, TypeError) as exc:
                 outcomes[i].error = str(exc)
@@ -207,85 +225,101 @@ class RetrievalCore:
         return make_thumbnail(image, size, quality=85)
 
     # -- searching -----------------------------------------------------------------------------
-    def index_for(self, modality: str):
+    def index_for(self, modality: str, collection: Collection | str | None = None):
+        """A collection's index of one modality (the default collection's when none)."""
         if modality not in MODALITIES:
             raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
-        return self.indexes[modality]
+        if not isinstance(collection, Collection):
+            collection = self.registry.get(collection)
+        return collection.indexes[modality]
 
     def search(self, query: Query, timeout: float | None = None) -> SearchResult:
         return self.search_many([query], timeout)[0]
 
     def search_many(self, queries: Sequence[Query], timeout: float | None = None) -> list[SearchResult]:
-        """Answer queries; codes are encoded in shared batches and searched in one index call
-        per group of compatible queries."""
+        """Answer queries (each in its own collection, with its own filter); codes are encoded
+        in shared batches and searched in one index call per group of compatible queries."""
         with ensure_scope(timeout):
             return self._search_many(queries, timeout)
 
     def _search_many(self, queries, timeout) -> list[SearchResult]:
         self.checks.batch(len(queries), "queries")
         deadline = _deadline(timeout)
+        colls, filters = [], []
         for n, q in enumerate(queries):
             try:
-                self.checks.query(q)
+                coll = self.registry.get(q.collection)
+                self.checks.query(q, coll.bits)
                 if q.text is not None:
                     self.checks.text(q.text)
-            except ValueError as exc:
+                filters.append(parse_filter(q.filter))
+            except (ValueError, KeyError) as exc:
                 raise type(exc)(f"queries[{n}]: {exc}" if len(queries) > 1 else str(exc)) from None
+            colls.append(coll)
         start = time.perf_counter()
         futures = {}
         budget = self.checks.budget([q.image for q in queries], _remaining(deadline))
         for n, q in enumerate(queries):
             if q.text is not None:
-                futures[n] = self.text_batcher.submit(q.text)
+                futures[n] = colls[n].encoders.text.submit(q.text)
             elif q.image is not None:
-                futures[n] = self.image_batcher.submit(self.checks.decode(q.image, budget))
-        codes = np.zeros((len(queries), self.bits // 8), np.uint8)
+                futures[n] = colls[n].encoders.image.submit(self.checks.decode(q.image, budget))
+        codes: list[np.ndarray] = []
         embeddings: dict[int, np.ndarray] = {}
         for n, q in enumerate(queries):
             if n in futures:
                 code, emb = futures[n].result(timeout=_remaining(deadline))
-                codes[n], embeddings[n] = code, emb
+                codes.append(code)
+                embeddings[n] = emb
             else:
-                codes[n] = np.frombuffer(q.code, dtype=np.uint8)
+                codes.append(np.frombuffer(q.code, dtype=np.uint8))
         encode_ms = 1000 * (time.perf_counter() - start)
         _remaining(deadline)
         searches = []
         for n, q in enumerate(queries):
             rerank = bool((self.config.rerank if q.rerank is None else q.rerank)
                           and n in embeddings)
-            key = (q.modality, q.top_k or self.config.default_top_k, q.nprobe or None,
-                   q.radius, rerank, bool(q.fresh))
+            k = (q.top_k or self.config.default_top_k) + q.offset
+            key = (colls[n].name, q.modality, k, q.nprobe or None, q.radius, rerank,
+                   bool(q.fresh), (q.filter or "").strip())
             searches.append((self.search_batcher.submit((key, codes[n], embeddings.get(n),
-                                                         deadline)), rerank))
+                                                         deadline, colls[n], filters[n])),
+                             rerank))
         found = [future.result(timeout=_remaining(deadline)) for future, _ in searches]
+        for (rows, _, _), q, coll in zip(found, queries, colls):
+            rows[:] = [_page(r, q.offset, q.min_score, coll.bits) for r in rows]
         with within(deadline, fresh=any(q.fresh for q in queries)):
-            hits = self.hits([q.modality for q in queries], [rows for rows, _, _ in found],
-                             [items for _, _, items in found])
-        return [SearchResult(h, self.bits, encode_ms if n in futures else 0.0, ms, rerank)
-                for n, (h, (_, ms, _), (_, rerank)) in enumerate(zip(hits, found, searches))]
+            hits = self.hits([q.modality for q in queries], [rows[0] for rows, _, _ in found],
+                             [items for _, _, items in found], colls)
+        return [SearchResult(h, c.bits, encode_ms if n in futures else 0.0, ms, rerank)
+                for n, (h, c, (_, ms, _), (_, rerank)) in enumerate(zip(hits, colls, found,
+                                                                        searches))]
 
     def _search_batch(self, items: list) -> list:
-        """Search a batch of encoded queries: one index call per group of compatible ones.
+        """Search a batch of encoded queries: one index call per group of compatible ones
+        (same collection, modality, k, filter...); the group's filter is evaluated once.
 
-        Each query's answer is (ids, distances, scores or None), the group's time, and the
-        group's stored items, read in one go when they fit one response's budget (else None:
-        each caller then reads its own, within its own budget).
+        Each query's answer is ([(ids, distances, scores or None)], the group's time, the
+        group's stored items), the items read in one go when they fit one response's budget
+        (else None: each caller then reads its own, within its own budget).
         """
         groups: dict[tuple, list[int]] = {}
-        for n, (key, _, _, _) in enumerate(items):
-            groups.setdefault(key, []).append(n)
+        for n, item in enumerate(items):
+            groups.setdefault(item[0], []).append(n)
         out: list = [None] * len(items)
-        for (modality, k, nprobe, radius, rerank, fresh), members in groups.items():
+        for (_, modality, k, nprobe, radius, rerank, fresh, _), members in groups.items():
             t0 = time.perf_counter()
+            coll, filter_ = items[members[0]][4], items[members[0]][5]
             codes = np.stack([items[n][1] for n in members])
             try:
                 deadlines = [items[n][3] for n in members]  # the most patient caller's
-                with within(None if None in deadlines else max(deadlines), fresh=fresh):
+                with within(None if None in deadlines else max(deadlines), fresh=fresh), \
+                        coll.use():
                     rows = self.search_group(modality, codes, k, nprobe, radius, rerank,
-                                             [items[n][2] for n in members])
+                                             [items[n][2] for n in members], coll, filter_)
                     wanted = sorted({int(i) for ids, _, _ in rows for i in ids if i >= 0})
                     try:
-                        stored = self.index_for(modality).items(
+                        stored = coll.indexes[modality].items(
                             wanted, max_bytes=self.config.max_response_bytes)
                     except StoreLimit:
                         stored = None
@@ -295,25 +329,28 @@ class RetrievalCore:
                 continue
             ms = 1000 * (time.perf_counter() - t0)
             for n, r in zip(members, rows):
-                out[n] = (r, ms, stored)
+                out[n] = ([r], ms, stored)
         return out
 
-    def search_group(self, modality, codes, k, nprobe, radius, rerank, embeddings) -> list:
+    def search_group(self, modality, codes, k, nprobe, radius, rerank, embeddings,
+                     collection: Collection | str | None = None, filter_=None) -> list:
         """Per query (ids, distances, scores or None) from one index call."""
-        index = self.index_for(modality)
+        index = self.index_for(modality, collection)
+        extra = {} if filter_ is None else {"filter": filter_}
         if radius is not None:
-            found = index.range_search(codes, radius)
+            found = index.range_search(codes, radius, **extra)
             return [(ids[:k], dist[:k], None) for ids, dist in found]
         if rerank:
             res = index.search_rerank(codes, np.stack(embeddings), k,
                                       shortlist=max(k, self.config.rerank_shortlist),
-                                      nprobe=nprobe)
+                                      nprobe=nprobe, **extra)
             return list(zip(res.ids, res.distances, res.scores))
-        res = index.search(codes, k, nprobe=nprobe)
+        res = index.search(codes, k, nprobe=nprobe, **extra)
         return [(i, d, None) for i, d in zip(res.ids, res.distances)]
 
     def hits(self, modalities: Sequence[str], rows: Sequence[tuple],
-              prefetched: Sequence[dict | None] | None = None) -> list[list[Hit]]:
+             prefetched: Sequence[dict | None] | None = None,
+             collections: Sequence[Collection] | None = None) -> list[list[Hit]]:
         """Hits with their stored keys and metadata, within the response budget.
 
         The budget (``max_response_bytes``) bounds the keys and metadata the answer carries,
@@ -322,18 +359,23 @@ class RetrievalCore:
         """
         limit = self.config.max_response_bytes
         prefetched = prefetched or [None] * len(rows)
-        wanted: dict[str, set[int]] = {}
-        for modality, (ids, _, _), got in zip(modalities, rows, prefetched):
+        collections = collections or [self.default] * len(rows)
+        wanted: dict[tuple, set[int]] = {}
+        for modality, (ids, _, _), got, coll in zip(modalities, rows, prefetched, collections):
             if got is None:
-                wanted.setdefault(modality, set()).update(int(i) for i in ids if i >= 0)
+                wanted.setdefault((coll.name, modality), set()).update(int(i) for i in ids
+                                                                       if i >= 0)
+        by_name = {c.name: c for c in collections}
         try:
-            stored = {m: self.index_for(m).items(sorted(w), max_bytes=limit)
-                      for m, w in wanted.items()}
+            stored = {(c, m): by_name[c].indexes[m].items(sorted(w), max_bytes=limit)
+                      for (c, m), w in wanted.items()}
         except StoreLimit:
             raise LimitError(self._too_large(limit, sum(map(len, wanted.values())))) from None
-        out, total, bits = [], 0, float(self.bits)
-        for modality, (ids, dist, scores), got in zip(modalities, rows, prefetched):
-            items = got if got is not None else stored[modality]
+        out, total = [], 0
+        for modality, (ids, dist, scores), got, coll in zip(modalities, rows, prefetched,
+                                                            collections):
+            bits = float(coll.bits)
+            items = got if got is not None else stored[(coll.name, modality)]
             hits = []
             for j, (item_id, d) in enumerate(zip(ids.tolist(), dist.tolist())):
                 item = items.get(item_id) if item_id >= 0 else None
@@ -354,41 +396,33 @@ class RetrievalCore:
                 f"{limit / 1e6:.1f} MB, the limit per response: ask for fewer hits (top_k) "
                 "or fewer queries per call")
 
-    # -- deleting and stats ---------------------------------------------------------------------
-    def delete(self, ids: Sequence[int], keys: Sequence[str], modality: str = "image",
-               timeout: float | None = None) -> int:
-        """Delete by ids and keys; any unknown one fails the call and nothing is deleted."""
-        if self.closing:
-            raise UnavailableError("the server is shutting down")
-        index = self.index_for(modality)
-        self.checks.batch(len(ids) + len(keys), "ids and keys")
-        if not ids and not keys:
-            raise ValueError("give ids or keys to delete")
-        with within(_deadline(timeout)):
-            found = index.ids_for_keys(list(keys)) if keys else {}
-            missing = [k for k in keys if k not in found]
-            if missing:
-                raise NotFoundError(f"unknown keys: {missing[:20]}")
-            all_ids = sorted({int(i) for i in ids} | set(found.values()))
-            try:
-                return index.remove(all_ids)
-            except KeyError as exc:
-                raise NotFoundError(str(exc.args[0]) if exc.args else "unknown ids") from None
-
-    def stats(self) -> dict:
-        # each index counted once (a count is a Strong read, about a time tick, on Milvus)
-        image_stats, text_stats = self.indexes["image"].stats(), self.indexes["text"].stats()
-        return {"images": image_stats["items"], "texts": text_stats["items"],
-                "index_kind": image_stats["kind"], "bits": self.bits, "model": self.model_name,
-                "gpu": self.model.device.type == "cuda" or image_stats["kind"] == "gpu",
-                "uptime_s": time.time() - self.started,
-                "index_params": {"image": image_stats, "text": text_stats}}
-
     def close(self) -> None:
-        """Stop the batchers (after what is queued) and close the indexes (snapshot)."""
+        """Stop the batchers (after what is queued) and close every collection (snapshot)."""
         self.closing = True
-        self.text_batcher.close()
-        self.image_batcher.close()
         self.search_batcher.close()
-        for index in self.indexes.values():
-            index.close()
+        self.registry.models.close()
+        self.registry.close()
+
+
+def observer(metrics):
+    """``name -> callback(batch size)`` for the batch-size histogram (None without metrics)."""
+    def observe(name: str):
+        if metrics is None:
+            return None
+        return lambda size: metrics.batch_size.labels(name).observe(size)
+    return observe
+
+
+def _page(row: tuple, offset: int, min_score: float | None, bits: int) -> tuple:
+    """One query's hits from ``offset`` on, without those scoring under ``min_score``."""
+    ids, dist, scores = row
+    ids, dist = ids[offset:], dist[offset:]
+    scores = None if scores is None else scores[offset:]
+    if min_score is not None:  # the score a hit shows (the cosine, else 1 - distance / bits)
+        score = 1.0 - dist / float(bits)
+        if scores is not None:
+            score = np.where(np.isfinite(scores), scores, score)
+        keep = (ids < 0) | (score >= min_score)
+        ids, dist = ids[keep], dist[keep]
+        scores = None if scores is None else scores[keep]
+    return ids, dist, scores

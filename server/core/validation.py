@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 from crossbit.server.config import ServerConfig
 from crossbit.server.core.exceptions import LimitError
@@ -18,9 +19,8 @@ class RequestChecks:
     """The service's limits (``ServerConfig``) applied to one request's parts; each raises
     ValueError or TypeError for bad input and LimitError for input over a limit."""
 
-    def __init__(self, config: ServerConfig, bits: int):
+    def __init__(self, config: ServerConfig):
         self.config = config
-        self.bits = bits
         # every call in flight decodes from one pool; half the workers may wait on it
         self.pool = PixelPool(config.max_inflight_pixels, max_waiting=config.workers // 2)
 
@@ -67,12 +67,19 @@ class RequestChecks:
             raise ValueError(f"key must be a string of at most {MAX_KEY_CHARS} characters")
         if item.id is not None and item.id < 0:
             raise ValueError(f"id must be >= 0, got {item.id}")
-        if not isinstance(item.metadata, dict):
-            raise TypeError("metadata must be a map of strings")
-        if len(json.dumps(item.metadata)) > MAX_METADATA_BYTES:
-            raise LimitError(f"metadata is over {MAX_METADATA_BYTES} bytes")
+        self.metadata(item.metadata)
 
-    def query(self, q: Query) -> None:
+    def metadata(self, metadata) -> dict:
+        """Typed metadata (strings, integers, floats, booleans, lists of strings), within the
+        size limit; ValueError naming the field whose value cannot be kept as sent."""
+        if not isinstance(metadata, dict):
+            raise TypeError("metadata must be a map of field names to values")
+        check_metadata(metadata)
+        if len(json.dumps(metadata)) > MAX_METADATA_BYTES:
+            raise LimitError(f"metadata is over {MAX_METADATA_BYTES} bytes")
+        return metadata
+
+    def query(self, q: Query, bits: int) -> None:
         """A query's shape and ranges (its text, if any, is checked by :meth:`text`)."""
         given = [x is not None for x in (q.text, q.image, q.code)]
         if sum(given) != 1:
@@ -80,12 +87,50 @@ class RequestChecks:
         if not isinstance(q.top_k, int) or q.top_k < 0 or q.top_k > self.config.max_top_k:
             raise ValueError(f"top_k must be between 1 and {self.config.max_top_k} "
                              f"(0 means {self.config.default_top_k}), got {q.top_k}")
-        if q.radius is not None and not 0 <= q.radius <= self.bits:
-            raise ValueError(f"radius must be between 0 and {self.bits}, got {q.radius}")
+        if q.radius is not None and not 0 <= q.radius <= bits:
+            raise ValueError(f"radius must be between 0 and {bits}, got {q.radius}")
         if q.nprobe < 0 or q.nprobe > 65536:
             raise ValueError(f"nprobe must be between 0 and 65536, got {q.nprobe}")
-        if q.code is not None and len(q.code) != self.bits // 8:
-            raise ValueError(f"code must be {self.bits // 8} bytes for {self.bits}-bit codes, "
-                             f"got {len(q.code)}")
+        if q.code is not None and len(q.code) != bits // 8:
+            raise ValueError(f"code must be {bits // 8} bytes for {bits}-bit codes in this "
+                             f"collection, got {len(q.code)}")
+        top_k = q.top_k or self.config.default_top_k
+        if not isinstance(q.offset, int) or q.offset < 0 or \
+                q.offset + top_k > self.config.max_top_k:
+            raise ValueError(f"offset + top_k must be at most {self.config.max_top_k} (the "
+                             f"deepest page), got {q.offset} + {top_k}")
+        if q.min_score is not None and not math.isfinite(q.min_score):
+            raise ValueError(f"min_score must be a finite number, got {q.min_score}")
         if q.modality not in MODALITIES:
             raise ValueError(f"modality must be one of {MODALITIES}, got {q.modality!r}")
+
+
+MAX_FIELD_CHARS = 256
+MAX_TAGS = 1024
+INT64 = (-(2**63), 2**63 - 1)
+
+
+def check_metadata(metadata: dict) -> None:
+    """The typed-metadata rule: field names are non-empty strings (at most 256 characters);
+    values are strings, integers (int64), finite floats, booleans or lists of strings (at most
+    1,024). Anything else (None, nested maps, NaN...) is refused, naming the field."""
+    for name, value in metadata.items():
+        if not isinstance(name, str) or not name or len(name) > MAX_FIELD_CHARS:
+            raise ValueError(f"metadata field name {str(name)[:40]!r} must be a non-empty string "
+                             f"of at most {MAX_FIELD_CHARS} characters")
+        if isinstance(value, (str, bool)):
+            continue
+        if isinstance(value, int):
+            if not INT64[0] <= value <= INT64[1]:
+                raise ValueError(f"metadata field {name!r}: integer {value} does not fit 64 bits")
+        elif isinstance(value, float):
+            if not math.isfinite(value):
+                raise ValueError(f"metadata field {name!r}: {value} is not a finite number")
+        elif isinstance(value, (list, tuple)):
+            if len(value) > MAX_TAGS or not all(isinstance(v, str) for v in value):
+                raise ValueError(f"metadata field {name!r}: a list must hold strings only (at "
+                                 f"most {MAX_TAGS})")
+        else:
+            raise ValueError(f"metadata field {name!r}: a {type(value).__name__} cannot be kept "
+                             "(values are strings, integers, floats, booleans or lists of "
+                             "strings)")

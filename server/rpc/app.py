@@ -17,6 +17,10 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from crossbit.server.config import ServerConfig
 from crossbit.server.core import RetrievalCore
+from crossbit.server.core.collections import Registry
+from crossbit.server.core.models import ModelPool, model_spec
+from crossbit.server.core.service import observer
+from crossbit.server.core.tokens import TokenTable
 from crossbit.server.metrics import Metrics, MetricsInterceptor
 from crossbit.server.rpc.auth import BearerTokenInterceptor
 from crossbit.server.rpc.guard import GuardInterceptor
@@ -52,29 +56,22 @@ def load_model(config: ServerConfig):
     return model
 
 
-def open_indexes(config: ServerConfig, bits: int, model: dict | None = None) -> dict:
-    """The image and text indexes under the data directory; ``model`` (a fingerprint) is
-    recorded in a new store and must match an existing one's."""
-    from crossbit.indexer import open_index
+def _load_warm(config: ServerConfig, spec: str):
+    """Another model a collection names, loaded with the server's runtimes and warmed up."""
+    import dataclasses
 
-    options = {"threads": config.faiss_threads, "snapshot_interval": config.snapshot_interval,
-               "embeddings_in_memory": config.embeddings_in_memory, "model": model}
-    if config.index in ("ivf", "auto"):
-        options["nprobe"] = config.nprobe
-    if config.index == "milvus":
-        options = {"uri": config.milvus_uri, "token": config.milvus_token,
-                   "database": config.milvus_database, "index_type": config.milvus_index_type,
-                   "nlist": config.milvus_nlist, "nprobe": config.nprobe,
-                   "consistency": config.milvus_consistency, "model": model}
-    indexes: dict = {}
-    try:
-        for m in ("image", "text"):
-            indexes[m] = open_index(Path(config.data) / f"{m}s", bits, config.index, **options)
-    except BaseException:
-        for index in indexes.values():
-            index.close()
-        raise
-    return indexes
+    model = load_model(dataclasses.replace(config, model=None if spec == "default" else spec))
+    warm_up(model)
+    return model
+
+
+def milvus_catalog(config: ServerConfig):
+    """Where collection records live when servers share a Milvus (None without a server URI)."""
+    if config.index != "milvus" or not config.milvus_uri:
+        return None
+    from crossbit.indexer.milvus_catalog import MilvusCatalog
+
+    return MilvusCatalog(config.milvus_uri, config.milvus_token, config.milvus_database)
 
 
 def item_count(index):
@@ -144,18 +141,23 @@ def create_server(config: ServerConfig, model=None) -> Running:
     model = model if model is not None else load_model(config)
     warm_up(model)
     metrics = Metrics()
-    indexes = open_indexes(config, model.bits, model.fingerprint())
-    core = RetrievalCore(model, indexes, config, metrics,
-                         model_name=str(config.model or "default"))
+    tokens = TokenTable(config.auth_token, config.tokens_file)
+    models = ModelPool(config, lambda spec: _load_warm(config, spec), observer(metrics),
+                       preloaded={model_spec(config.model): model})
+    registry = Registry(config, models, milvus_catalog(config))
+    registry.open_all()
+    core = RetrievalCore(registry, config, metrics)
     metrics.decoded_pixels.set_function(lambda: core.checks.pool.used)
-    for modality, index in indexes.items():
+    for modality, index in core.indexes.items():
         metrics.index_items.labels(modality).set_function(item_count(index))
-        if index.kind != "milvus":  # the search kernels compile (or load) now, not on a call
-            index.search(np.zeros((1, model.bits // 8), np.uint8), 1)
+    for collection in registry.all():  # the search kernels compile (or load) now, not on a call
+        for index in collection.indexes.values():
+            if index.kind != "milvus":
+                index.search(np.zeros((1, collection.bits // 8), np.uint8), 1)
     guard = GuardInterceptor(config.stream_slots, config.stream_idle_s)
     interceptors = [guard, MetricsInterceptor(metrics)]
-    if config.auth_token:
-        interceptors.insert(1, BearerTokenInterceptor(config.auth_token))
+    if tokens.enabled:
+        interceptors.insert(1, BearerTokenInterceptor(tokens))
     options = [("grpc.max_receive_message_length", config.max_message_bytes),
                ("grpc.max_send_message_length", config.max_message_bytes),
                ("grpc.so_reuseport", 0)]
@@ -163,7 +165,7 @@ def create_server(config: ServerConfig, model=None) -> Running:
                                                     thread_name_prefix="crossbit-rpc"),
                          interceptors=interceptors, options=options,
                          maximum_concurrent_rpcs=config.workers * 8)
-    crossbit_pb2_grpc.add_RetrievalServicer_to_server(RetrievalServicer(core), server)
+    crossbit_pb2_grpc.add_RetrievalServicer_to_server(RetrievalServicer(core, tokens), server)
     health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     enable_reflection([SERVICE, health.SERVICE_NAME, "grpc.reflection.v1alpha.ServerReflection"],
@@ -193,10 +195,13 @@ def create_server(config: ServerConfig, model=None) -> Running:
     if config.web_port is not None:
         from crossbit.server.web import start_web
 
-        extras.append(start_web(core, config))
+        extras.append(start_web(core, config, tokens))
     log.info("crossbit listening on %s:%d (%s, %d bits, index %s)", config.host, port,
              "TLS" if config.tls_cert else "plaintext", model.bits, core.stats()["index_kind"])
-    return Running(server, port, core, health_servicer, metrics, extras, guard)
+    log.info("collections: %s", ", ".join(c.name for c in registry.all()))
+    running = Running(server, port, core, health_servicer, metrics, extras, guard)
+    running.tokens = tokens
+    return running
 
 
 def _loopback(host: str) -> bool:
@@ -264,8 +269,12 @@ def serve(config: ServerConfig, ready=None) -> None:
         log.info("signal %d: shutting down (grace %.0fs)", signum, config.grace_s)
         done.set()
 
+    def on_hangup(signum, frame):  # re-read the token file; a bad one keeps the old tokens
+        log.warning("SIGHUP: %s", running.tokens.reload())
+
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, on_hangup)
     if ready is not None:
         ready(running)
     # wake every 0.2 s: a signal the kernel hands to one of gRPC's threads sets Python's flag

@@ -1,10 +1,13 @@
-"""Bearer-token auth: a server interceptor refusing every RPC but health without the token."""
+"""Bearer-token auth at the gRPC boundary: the interceptor refuses every RPC but health from a caller
+without a known token (UNAUTHENTICATED); the servicer asks :func:`principal` who the caller is and
+checks its role on the call's collection (PERMISSION_DENIED)."""
 
 from __future__ import annotations
 
-import hmac
-
 import grpc
+
+from crossbit.server.core.exceptions import Unauthenticated
+from crossbit.server.core.tokens import OPEN, Principal, TokenTable
 
 OPEN_PREFIXES = ("/grpc.health.v1.Health/",)
 
@@ -15,37 +18,34 @@ def _deny(message: str):
     return handler
 
 
-def token_ok(header: str | list[str] | None, token: str) -> bool:
-    """True when exactly one ``authorization`` header holds ``Bearer <token>`` (constant-time
-    compare). Given every value of the header: a call carrying it twice is refused, whatever
-    the order (a proxy and the client, or two parsers, could each read a different one)."""
-    if isinstance(header, list):
-        if len(header) != 1:
-            return False
-        header = header[0]
-    if not header or not header.startswith("Bearer "):
-        return False
-    return hmac.compare_digest(header[len("Bearer "):].encode(), token.encode())
+def authorization(metadata) -> list[str]:
+    """Every value of the ``authorization`` header (a call carrying two is refused)."""
+    return [v for k, v in metadata or () if k == "authorization"]
+
+
+def principal(tokens: TokenTable | None, context) -> Principal:
+    """Who made this call (Unauthenticated when the token is missing, repeated or unknown)."""
+    if tokens is None or not tokens.enabled:
+        return OPEN
+    return tokens.authenticate(authorization(context.invocation_metadata()))
 
 
 class BearerTokenInterceptor(grpc.ServerInterceptor):
-    def __init__(self, token: str):
-        if not token:
-            raise ValueError("an empty auth token would let everyone in")
-        self.token = token
+    """Refuses a call without exactly one known bearer token before its handler runs."""
+
+    def __init__(self, tokens: TokenTable):
+        self.tokens = tokens
 
     def intercept_service(self, continuation, handler_call_details):
         method = handler_call_details.method
-        if method.startswith(OPEN_PREFIXES):
+        if method.startswith(OPEN_PREFIXES) or not self.tokens.enabled:
             return continuation(handler_call_details)
-        headers = [v for k, v in handler_call_details.invocation_metadata or ()
-                   if k == "authorization"]
-        if token_ok(headers, self.token):
+        try:
+            self.tokens.authenticate(authorization(handler_call_details.invocation_metadata))
             return continuation(handler_call_details)
+        except Unauthenticated as exc:
+            message = str(exc)
         handler = continuation(handler_call_details)
-        message = "missing or wrong bearer token (send 'authorization: Bearer <token>')" \
-            if len(headers) < 2 else \
-            f"{len(headers)} authorization headers: send exactly one, 'Bearer <token>'"
         if handler is None:
             return None
         if handler.request_streaming and handler.response_streaming:

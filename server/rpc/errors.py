@@ -10,7 +10,13 @@ from concurrent.futures import CancelledError
 import grpc
 
 from crossbit.indexer.items import StoreError
-from crossbit.server.core.exceptions import LimitError, NotFoundError, UnavailableError
+from crossbit.server.core.exceptions import (
+    LimitError,
+    NotFoundError,
+    PermissionDenied,
+    Unauthenticated,
+    UnavailableError,
+)
 
 __all__ = ["LimitError", "NotFoundError", "UnavailableError", "grpc_errors", "is_abort",
            "status_for"]
@@ -20,6 +26,10 @@ log = logging.getLogger(__name__)
 
 def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     """The status code and message a client gets for an exception raised by the core."""
+    if isinstance(exc, Unauthenticated):
+        return grpc.StatusCode.UNAUTHENTICATED, str(exc)
+    if isinstance(exc, PermissionDenied):
+        return grpc.StatusCode.PERMISSION_DENIED, str(exc)
     if isinstance(exc, LimitError):
         return grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)
     if isinstance(exc, (ValueError, TypeError)):

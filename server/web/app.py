@@ -23,7 +23,7 @@ from crossbit.server.config import ServerConfig
 from crossbit.server.core import RetrievalCore
 from crossbit.server.core.exceptions import LimitError, NotFoundError
 from crossbit.server.core.requests import Query, SearchResult
-from crossbit.server.rpc.auth import token_ok
+from crossbit.server.core.tokens import OPEN, TokenTable
 from crossbit.server.rpc.errors import status_for
 from crossbit.server.web.browse import Browser
 from crossbit.server.web.guard import (
@@ -37,7 +37,8 @@ from crossbit.server.web.guard import (
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
-HTTP_STATUS = {"INVALID_ARGUMENT": 400, "UNAUTHENTICATED": 401, "NOT_FOUND": 404,
+HTTP_STATUS = {"INVALID_ARGUMENT": 400, "UNAUTHENTICATED": 401, "PERMISSION_DENIED": 403,
+               "NOT_FOUND": 404,
                "RESOURCE_EXHAUSTED": 413, "INTERNAL": 500, "UNAVAILABLE": 503,
                "DEADLINE_EXCEEDED": 504}
 PLACEHOLDER = (b'<svg xmlns="http://www.w3.org/2000/svg" width="160" height="120">'
@@ -115,20 +116,22 @@ def result_json(result: SearchResult, started: float) -> dict:
             "reranked": result.reranked, "total_ms": 1000 * (time.perf_counter() - started)}
 
 
-def build_app(core: RetrievalCore, config: ServerConfig) -> Starlette:
-    """The Starlette app: the page at /, the JSON API under /api/."""
+def build_app(core: RetrievalCore, config: ServerConfig,
+              tokens: TokenTable | None = None) -> Starlette:
+    """The Starlette app: the page at /, the JSON API under /api/ (the same tokens and roles as
+    the gRPC service; ``collection=`` on every route, default when absent)."""
     browser = Browser(core)
+    tokens = tokens if tokens is not None else TokenTable(config.auth_token, config.tokens_file)
 
-    def guarded(handler):
+    def guarded(handler, action: str | None):
         async def endpoint(request: Request):
-            headers = request.headers.getlist("authorization")
-            if config.auth_token and not token_ok(headers, config.auth_token):
-                return JSONResponse({"error": {"code": "UNAUTHENTICATED", "message":
-                                               "missing or wrong bearer token" if len(headers) < 2
-                                               else "send exactly one authorization header"}},
-                                    401)
             try:
-                return await handler(request)
+                who = tokens.authenticate(request.headers.getlist("authorization")) \
+                    if tokens.enabled else OPEN
+                collection = request.query_params.get("collection") or "default"
+                if action is not None:
+                    who.require(collection, action)
+                return await handler(request, collection, who)
             except Exception as exc:  # mapped once, like the gRPC boundary
                 return error_response(exc)
         return endpoint
@@ -140,27 +143,39 @@ def build_app(core: RetrievalCore, config: ServerConfig) -> Starlette:
         return Response(FAVICON, media_type="image/svg+xml",
                         headers={"cache-control": "public, max-age=86400"})
 
-    async def search(request: Request):
+    def query_params(request: Request, collection: str) -> dict:
+        min_score = request.query_params.get("min_score")
+        try:
+            min_score = None if min_score in (None, "") else float(min_score)
+        except ValueError:
+            raise ValueError(f"min_score must be a number, got {min_score[:40]!r}") from None
+        return {"top_k": _int(request, "k", config.default_top_k),
+                "modality": request.query_params.get("modality", "image"),
+                "rerank": _flag(request, "rerank"), "collection": collection,
+                "filter": request.query_params.get("filter", ""),
+                "offset": _int(request, "offset", 0), "min_score": min_score}
+
+    async def search(request: Request, collection: str, who):
         started = time.perf_counter()
-        modality = request.query_params.get("modality", "image")
-        k = _int(request, "k", config.default_top_k)
+        params = query_params(request, collection)
         like = request.query_params.get("like")
         if like is not None:
             source = request.query_params.get("source", "image")
             like_id = _int(request, "like", 0)
             if like_id < 0:
                 raise NotFoundError(f"unknown id {like_id}")
-            result = await run_in_threadpool(browser.like, like_id, source, k, modality)
+            result = await run_in_threadpool(browser.like, like_id, source, params["top_k"],
+                                              params["modality"], None, collection,
+                                              params["filter"])
             return JSONResponse(result_json(result, started))
         text = request.query_params.get("q")
         if text is None:
             raise ValueError("give q=<text> or like=<id>")
-        query = Query(text=text, top_k=k, modality=modality, rerank=_flag(request, "rerank"),
-                      nprobe=_int(request, "nprobe", 0))
+        query = Query(text=text, nprobe=_int(request, "nprobe", 0), **params)
         result = await run_in_threadpool(core.search, query, 30.0)
         return JSONResponse(result_json(result, started))
 
-    async def search_image(request: Request):
+    async def search_image(request: Request, collection: str, who):
         started = time.perf_counter()
         content_type = request.headers.get("content-type", "")
         if content_type.startswith("multipart/form-data"):
@@ -172,36 +187,36 @@ def build_app(core: RetrievalCore, config: ServerConfig) -> Starlette:
             data = await upload.read()
         else:
             data = await read_body(request, config.max_image_bytes)
-        query = Query(image=data, top_k=_int(request, "k", config.default_top_k),
-                      modality=request.query_params.get("modality", "image"),
-                      rerank=_flag(request, "rerank"))
+        query = Query(image=data, **query_params(request, collection))
         result = await run_in_threadpool(core.search, query, 30.0)
         return JSONResponse(result_json(result, started))
 
-    async def item(request: Request):
+    async def item(request: Request, collection: str, who):
         modality = request.query_params.get("modality", "image")
-        found = browser.item(_item_id(request.path_params["item_id"]), modality)
-        found["thumbnail"] = f"/api/items/{found['id']}/thumbnail?modality={modality}"
+        found = browser.item(_item_id(request.path_params["item_id"]), modality, collection)
+        found["thumbnail"] = (f"/api/items/{found['id']}/thumbnail?modality={modality}"
+                              f"&collection={collection}")
         return JSONResponse(found)
 
-    async def thumbnail(request: Request):
+    async def thumbnail(request: Request, collection: str, who):
         data = browser.thumbnail(_item_id(request.path_params["item_id"]),
-                              request.query_params.get("modality", "image"))
+                                 request.query_params.get("modality", "image"), collection)
         if data is None:
             return Response(PLACEHOLDER, media_type="image/svg+xml")
         return Response(data, media_type="image/jpeg",
                         headers={"cache-control": "private, max-age=3600"})
 
-    async def preview(request: Request):
+    async def preview(request: Request, collection: str, who):
         modality = request.query_params.get("modality", "image")
         item_id = _item_id(request.path_params["item_id"])
-        data = browser.preview(item_id, modality) or browser.thumbnail(item_id, modality)
+        data = browser.preview(item_id, modality, collection) or \
+            browser.thumbnail(item_id, modality, collection)
         if data is None:
             return Response(PLACEHOLDER, media_type="image/svg+xml")
         return Response(data, media_type="image/jpeg",
                         headers={"cache-control": "private, max-age=3600"})
 
-    async def items(request: Request):
+    async def items(request: Request, collection: str, who):
         modality = request.query_params.get("modality", "image")
         offset, limit = _int(request, "offset", 0), _int(request, "limit", 24)
         if offset > MAX_OFFSET:
@@ -209,24 +224,36 @@ def build_app(core: RetrievalCore, config: ServerConfig) -> Starlette:
         order = request.query_params.get("order", "id")
         if order not in ("id", "newest"):
             raise ValueError(f"order must be 'id' or 'newest', got {order[:20]!r}")
-        rows = browser.page(offset, limit, modality, newest_first=order == "newest")
-        return JSONResponse({"items": rows, "offset": offset, "limit": limit,
-                             "total": core.stats()["images" if modality == "image" else "texts"]})
+        rows = browser.page(offset, limit, modality, order == "newest", collection)
+        total = core.stats(collection)["images" if modality == "image" else "texts"]
+        return JSONResponse({"items": rows, "offset": offset, "limit": limit, "total": total})
 
-    async def stats(request: Request):
-        return JSONResponse(core.stats())
+    async def count(request: Request, collection: str, who):
+        modality = request.query_params.get("modality", "image")
+        found = await run_in_threadpool(core.count, modality,
+                                        request.query_params.get("filter", ""), collection)
+        return JSONResponse({"count": found, "collection": collection, "modality": modality})
+
+    async def stats(request: Request, collection: str, who):
+        return JSONResponse(core.stats(collection))
+
+    async def collections(request: Request, collection: str, who):
+        return JSONResponse({"collections": [c for c in core.list_collections()
+                                             if who.sees(c["name"])]})
 
     page_headers = {"content-security-policy": content_security_policy()}
     routes = [
         Route("/", page),
         Route("/favicon.ico", favicon),
-        Route("/api/search", guarded(search)),
-        Route("/api/search/image", guarded(search_image), methods=["POST"]),
-        Route("/api/items", guarded(items)),
-        Route("/api/items/{item_id:int}", guarded(item)),
-        Route("/api/items/{item_id:int}/thumbnail", guarded(thumbnail)),
-        Route("/api/items/{item_id:int}/preview", guarded(preview)),
-        Route("/api/stats", guarded(stats)),
+        Route("/api/search", guarded(search, "search")),
+        Route("/api/search/image", guarded(search_image, "search"), methods=["POST"]),
+        Route("/api/items", guarded(items, "scroll")),
+        Route("/api/items/{item_id:int}", guarded(item, "get")),
+        Route("/api/items/{item_id:int}/thumbnail", guarded(thumbnail, "get")),
+        Route("/api/items/{item_id:int}/preview", guarded(preview, "get")),
+        Route("/api/count", guarded(count, "count")),
+        Route("/api/stats", guarded(stats, "stats")),
+        Route("/api/collections", guarded(collections, None)),
     ]
     app = Starlette(routes=routes)
     return SecurityHeaders(BodyLimit(app, config.max_image_bytes + (1 << 20),
@@ -257,9 +284,9 @@ class _Server(uvicorn.Server):
         pass
 
 
-def start_web(core: RetrievalCore, config: ServerConfig):
+def start_web(core: RetrievalCore, config: ServerConfig, tokens: TokenTable | None = None):
     """Serve the page on ``config.web_port`` in a background thread; returns a stop function."""
-    app = build_app(core, config)
+    app = build_app(core, config, tokens)
     uv_config = uvicorn.Config(app, host=config.host, port=config.web_port, log_level="warning",
                                access_log=False,
                                ssl_certfile=config.tls_cert, ssl_keyfile=config.tls_key)

@@ -1,4 +1,5 @@
-"""Browsing for the web page: one item, its thumbnail and preview, pages of items, "more like this"."""
+"""Browsing for the web page: one item, its thumbnail and preview, pages of items, "more like this",
+in any collection."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import time
 
 from crossbit.server.core import RetrievalCore
 from crossbit.server.core.exceptions import NotFoundError
+from crossbit.server.core.filtering import parse_filter
 from crossbit.server.core.requests import Query, SearchResult
 
 
@@ -16,46 +18,52 @@ class Browser:
         self.core = core
 
     def like(self, item_id: int, modality: str = "image", top_k: int = 0,
-             target: str | None = None, timeout: float | None = None) -> SearchResult:
+             target: str | None = None, timeout: float | None = None,
+             collection: str = "default", filter_expr: str = "") -> SearchResult:
         """"More like this": search with a stored item's own code (and float embedding)."""
-        index = self.core.index_for(modality)
-        found, codes = index.codes([int(item_id)])
-        if not len(found):
-            raise NotFoundError(f"unknown {modality} id {item_id}")
-        query = Query(code=codes[0].tobytes(), top_k=top_k, modality=target or modality)
-        self.core.checks.query(query)
-        k = query.top_k or self.core.config.default_top_k
-        embedding = index.embeddings([int(item_id)]).get(int(item_id))
-        start = time.perf_counter()
-        rerank = self.core.config.rerank and embedding is not None
-        rows = self.core.search_group(query.modality, codes[:1], k, None, None, rerank, [embedding])
-        hits = self.core.hits([query.modality], rows)[0]
-        return SearchResult(hits, self.core.bits, 0.0, 1000 * (time.perf_counter() - start), rerank)
+        with self.core.registry.get(collection).use() as coll:
+            index = self.core.index_for(modality, coll)
+            found, codes = index.codes([int(item_id)])
+            if not len(found):
+                raise NotFoundError(f"unknown {modality} id {item_id}")
+            query = Query(code=codes[0].tobytes(), top_k=top_k, modality=target or modality)
+            self.core.checks.query(query, coll.bits)
+            k = query.top_k or self.core.config.default_top_k
+            embedding = index.embeddings([int(item_id)]).get(int(item_id))
+            start = time.perf_counter()
+            rerank = self.core.config.rerank and embedding is not None
+            rows = self.core.search_group(query.modality, codes[:1], k, None, None, rerank,
+                                          [embedding], coll, parse_filter(filter_expr))
+            hits = self.core.hits([query.modality], rows, None, [coll])[0]
+        return SearchResult(hits, coll.bits, 0.0, 1000 * (time.perf_counter() - start), rerank)
 
-    def item(self, item_id: int, modality: str = "image") -> dict:
+    def item(self, item_id: int, modality: str = "image", collection: str = "default") -> dict:
         """Key, metadata and time added of one item."""
-        found = self.core.index_for(modality).items([int(item_id)]).get(int(item_id))
+        found = self.core.index_for(modality, collection).items([int(item_id)]).get(int(item_id))
         if found is None:
             raise NotFoundError(f"unknown {modality} id {item_id}")
         return {"id": found.id, "key": found.key or "", "metadata": found.metadata,
-                "added": found.added, "modality": modality}
+                "added": found.added, "modality": modality, "collection": collection}
 
-    def thumbnail(self, item_id: int, modality: str = "image") -> bytes | None:
+    def thumbnail(self, item_id: int, modality: str = "image",
+                  collection: str = "default") -> bytes | None:
         try:
-            return self.core.index_for(modality).thumbnail(int(item_id))
+            return self.core.index_for(modality, collection).thumbnail(int(item_id))
         except KeyError:
             raise NotFoundError(f"unknown {modality} id {item_id}") from None
 
-    def preview(self, item_id: int, modality: str = "image") -> bytes | None:
+    def preview(self, item_id: int, modality: str = "image",
+                collection: str = "default") -> bytes | None:
         try:
-            return self.core.index_for(modality).preview(int(item_id))
+            return self.core.index_for(modality, collection).preview(int(item_id))
         except KeyError:
             raise NotFoundError(f"unknown {modality} id {item_id}") from None
 
     def page(self, offset: int, limit: int, modality: str = "image",
-             newest_first: bool = False) -> list[dict]:
+             newest_first: bool = False, collection: str = "default") -> list[dict]:
         """Items in id order (or newest first), for browsing."""
         if offset < 0 or not 1 <= limit <= self.core.config.max_top_k:
             raise ValueError(f"offset must be >= 0 and limit between 1 and {self.core.config.max_top_k}")
         return [{"id": i.id, "key": i.key or "", "metadata": i.metadata, "modality": modality}
-                for i in self.core.index_for(modality).page(offset, limit, newest_first)]
+                for i in self.core.index_for(modality, collection).page(offset, limit,
+                                                                        newest_first)]

@@ -6,12 +6,14 @@ from crossbit.client.errors import (
     DeadlineExceeded,
     InvalidArgument,
     NotFound,
+    PermissionDenied,
     ResourceExhausted,
     Unauthenticated,
     Unavailable,
 )
-from crossbit.client.messages import Added, Encoded, Hit
+from crossbit.client.results import Added, Count, Encoded, Hit, Item, Items
 from crossbit.client.sync import Client
 
-__all__ = ["Added", "AsyncClient", "Client", "Encoded", "Hit", "CrossbitError", "DeadlineExceeded",
-           "InvalidArgument", "NotFound", "ResourceExhausted", "Unauthenticated", "Unavailable"]
+__all__ = ["Added", "AsyncClient", "Client", "Count", "Encoded", "Hit", "Item", "Items",
+           "CrossbitError", "DeadlineExceeded", "InvalidArgument", "NotFound", "PermissionDenied",
+           "ResourceExhausted", "Unauthenticated", "Unavailable"]

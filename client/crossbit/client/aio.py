@@ -3,42 +3,36 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from crossbit.client import results
+from crossbit.client.calls import Calls
 from crossbit.client.errors import from_rpc_error
 from crossbit.client.messages import (
     MAX_MESSAGE_BYTES,
-    MODALITY,
     RETRYABLE,
-    Added,
-    Encoded,
-    Hit,
+    Prepared,
     auth_metadata,
     channel_options,
     credentials,
-    encode_request,
-    encoded,
-    hits,
     image_items,
     retry_delays,
-    search_request,
-    stats,
-    text_items,
 )
-from crossbit.v1 import crossbit_pb2 as pb
 from crossbit.v1 import crossbit_pb2_grpc as pb_grpc
 
 
-class AsyncClient:
+class AsyncClient(Calls):
     """The asyncio twin of :class:`~crossbit.client.Client`: the same arguments and calls,
-    awaited (progress bars aside: ``add_images`` streams without one)."""
+    awaited (progress bars aside: ``add_images`` streams without one; ``scroll`` is an async
+    iterator)."""
 
     def __init__(self, address: str = "127.0.0.1:50051", token: str | None = None,
                  tls: bool | str | None = None, timeout: float = 30.0, retries: int = 3,
-                 max_message_bytes: int = MAX_MESSAGE_BYTES, round_robin: bool = False):
+                 max_message_bytes: int = MAX_MESSAGE_BYTES, round_robin: bool = False,
+                 collection: str = "default"):
         options = channel_options(max_message_bytes, round_robin)
         creds = credentials(tls)
         self.address = address
@@ -48,6 +42,7 @@ class AsyncClient:
         self.health_stub = health_pb2_grpc.HealthStub(self.channel)
         self.metadata = auth_metadata(token)
         self.timeout, self.retries = timeout, retries
+        self.collection = collection
 
     async def _call(self, method, request, timeout=None, retry=True):
         delays = retry_delays(self.retries, retry)
@@ -63,58 +58,47 @@ class AsyncClient:
                     continue
                 raise from_rpc_error(exc, self.address) from None
 
-    async def encode(self, texts: Sequence[str] = (), images: Sequence = (),
-                     embeddings: bool = False, timeout: float | None = None) -> Encoded:
-        request = encode_request(texts, images, embeddings)
-        return encoded(await self._call(self.stub.Encode, request, timeout), embeddings)
+    async def _run(self, rpc, request, read, timeout=None, retry=True):
+        return read(await self._call(getattr(self.stub, rpc), request, timeout, retry))
+
+    async def _then(self, result, read):
+        return read(await result)
+
+    async def _value(self, value):
+        return value
 
     async def add_images(self, images: Iterable, keys: Sequence[str] | None = None,
-                         metadata: Sequence[dict] | None = None,
-                         timeout: float | None = None) -> Added:
-        return Added(await self.add_images_detailed(images, keys, metadata, timeout))
+                         metadata: Sequence[dict] | None = None, timeout: float | None = None,
+                         collection: str | None = None) -> results.Added:
+        return results.Added(await self.add_images_detailed(images, keys, metadata, timeout,
+                                                            collection))
 
     async def add_images_detailed(self, images: Iterable, keys=None, metadata=None,
-                                  timeout: float | None = None) -> pb.AddResponse:
+                                  timeout: float | None = None, collection: str | None = None):
         """Streamed like the blocking client's (no single message holds every image)."""
         images = list(images)
+        prepared = Prepared(len(images), keys)
 
         async def stream():
-            for item in image_items(images, keys, metadata):
+            for item in image_items(images, keys, metadata, prepared, self._coll(collection)):
                 yield item
 
-        return await self._call(self.stub.AddImagesStream, stream(), timeout, retry=False)
+        response = await self._call(self.stub.AddImagesStream, stream(), timeout, retry=False)
+        return results.merged(response, prepared.sent, prepared.refused, prepared.keys)
 
-    async def add_texts(self, texts: Sequence[str], keys: Sequence[str] | None = None,
-                        metadata: Sequence[dict] | None = None,
-                        timeout: float | None = None) -> Added:
-        return Added(await self.add_texts_detailed(texts, keys, metadata, timeout))
-
-    async def add_texts_detailed(self, texts: Sequence[str], keys: Sequence[str] | None = None,
-                                 metadata: Sequence[dict] | None = None,
-                                 timeout: float | None = None) -> pb.AddResponse:
-        request = pb.AddTextsRequest(items=text_items(texts, keys, metadata))
-        return await self._call(self.stub.AddTexts, request, timeout)
-
-    async def search(self, text: str | None = None, image=None, code=None, top_k: int = 10,
-                     radius: int | None = None, modality: str = "image",
-                     rerank: bool | None = None, nprobe: int = 0, timeout: float | None = None,
-                     fresh: bool = False) -> list[Hit]:
-        request = search_request(text, image, code, top_k, radius, modality, rerank, nprobe,
-                                 fresh)
-        return hits(await self._call(self.stub.Search, request, timeout))
-
-    async def search_batch(self, queries: Sequence[dict],
-                           timeout: float | None = None) -> list[list[Hit]]:
-        request = pb.SearchBatchRequest(queries=[search_request(**q) for q in queries])
-        return [hits(r) for r in (await self._call(self.stub.SearchBatch, request, timeout)).results]
-
-    async def delete(self, ids: Sequence[int] = (), keys: Sequence[str] = (),
-                     modality: str = "image", timeout: float | None = None) -> int:
-        request = pb.DeleteRequest(ids=list(ids), keys=list(keys), modality=MODALITY[modality])
-        return (await self._call(self.stub.Delete, request, timeout)).deleted
-
-    async def stats(self, timeout: float | None = None) -> dict:
-        return stats(await self._call(self.stub.GetStats, pb.GetStatsRequest(), timeout))
+    async def scroll(self, filter: str | None = None, modality: str = "image",
+                     page_size: int = 100, with_codes: bool = False,
+                     with_embeddings: bool = False, timeout: float | None = None,
+                     collection: str | None = None) -> AsyncIterator[results.Item]:
+        cursor = ""
+        while True:
+            items, cursor = await self.scroll_page(cursor, filter, modality, page_size,
+                                                   with_codes, with_embeddings, timeout,
+                                                   collection)
+            for item in items:
+                yield item
+            if not cursor:
+                return
 
     async def health(self, service: str = "", timeout: float | None = 5.0) -> str:
         r = await self._call(self.health_stub.Check,

@@ -45,6 +45,12 @@ class Unauthenticated(CrossbitError):
     code = "UNAUTHENTICATED"
 
 
+class PermissionDenied(CrossbitError, PermissionError):
+    """A known token without the role the call needs on its collection."""
+
+    code = "PERMISSION_DENIED"
+
+
 class Unavailable(CrossbitError, ConnectionError):
     code = "UNAVAILABLE"
 
@@ -54,7 +60,8 @@ class DeadlineExceeded(CrossbitError, TimeoutError):
 
 
 _BY_CODE = {cls.code: cls for cls in (InvalidArgument, NotFound, ResourceExhausted,
-                                      Unauthenticated, Unavailable, DeadlineExceeded)}
+                                      Unauthenticated, PermissionDenied, Unavailable,
+                                      DeadlineExceeded)}
 
 
 CONNECT_FAILED = ("failed to connect", "connection refused", "dns resolution failed",

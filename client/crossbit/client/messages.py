@@ -1,15 +1,15 @@
-"""What both clients share: channel options, the retry policy, messages to and from Python."""
+"""What both clients share: channel options, the retry policy, and the requests they send (typed
+metadata included; an item the client cannot send is refused alone, by position)."""
 
 from __future__ import annotations
 
 import io
-import json
+import math
 import os
 import random
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 
 import grpc
 import numpy as np
@@ -19,6 +19,7 @@ from crossbit.v1 import crossbit_pb2 as pb
 MODALITY = {"image": pb.IMAGE, "text": pb.TEXT}
 RETRYABLE = (grpc.StatusCode.UNAVAILABLE,)
 MAX_MESSAGE_BYTES = 64 << 20
+INT64 = (-(2**63), 2**63 - 1)
 
 
 def channel_options(max_message_bytes: int, round_robin: bool) -> list[tuple[str, object]]:
@@ -45,25 +46,100 @@ def retry_delays(retries: int, retry: bool = True) -> Iterator[float | None]:
     yield None
 
 
-@dataclass
-class Hit:
-    """One search result."""
-
-    id: int
-    key: str
-    distance: int  # Hamming distance to the query code
-    score: float  # cosine similarity when re-ranked, else 1 - distance / bits
-    metadata: dict = field(default_factory=dict)
-    modality: str = "image"
+def modality_enum(name: str) -> int:
+    if name not in MODALITY:
+        raise ValueError(f"modality must be 'image' or 'text', got {name!r}")
+    return MODALITY[name]
 
 
-@dataclass
-class Encoded:
-    bits: int
-    texts: np.ndarray  # uint8 (n, bits // 8)
-    images: np.ndarray
-    text_embeddings: np.ndarray | None = None
-    image_embeddings: np.ndarray | None = None
+# -- typed metadata ------------------------------------------------------------------------------
+
+def wire_value(name: str, value) -> pb.Value:
+    """A metadata value as sent: str, int, float, bool or a list of str, kept as it is.
+
+    Raises:
+        ValueError: naming the field, for a value that cannot be kept (None, a dict, NaN...).
+    """
+    if isinstance(value, bool):
+        return pb.Value(bool_value=value)
+    if isinstance(value, (int, np.integer)):
+        if not INT64[0] <= int(value) <= INT64[1]:
+            raise ValueError(f"metadata field {name!r}: {value} does not fit 64 bits")
+        return pb.Value(int_value=int(value))
+    if isinstance(value, (float, np.floating)):
+        if not math.isfinite(value):
+            raise ValueError(f"metadata field {name!r}: {value} is not a finite number")
+        return pb.Value(float_value=float(value))
+    if isinstance(value, str):
+        return pb.Value(string_value=value)
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return pb.Value(tags=pb.StringList(values=list(value)))
+    raise ValueError(f"metadata field {name!r}: a {type(value).__name__} cannot be kept (send "
+                     "strings, integers, floats, booleans or lists of strings)")
+
+
+def attributes(meta: dict | None) -> dict[str, pb.Value]:
+    return {str(k): wire_value(str(k), v) for k, v in (meta or {}).items()}
+
+
+# -- items to add ---------------------------------------------------------------------------------
+
+class Prepared:
+    """The items of an add as sent, and the positions the client refused itself, with why."""
+
+    def __init__(self, n: int, keys: Sequence[str] | None):
+        self.keys = [((keys[i] if keys is not None else "") or "") for i in range(n)]
+        self.sent: list[int] = []  # caller's position of each sent item
+        self.refused: dict[int, tuple[str, str]] = {}  # position -> (status name, reason)
+
+    def refuse(self, position: int, code: str, why: str) -> None:
+        self.refused[position] = (code, why)
+
+
+def text_items(texts: Sequence[str], keys, metadata, prepared: Prepared) -> list[pb.TextItem]:
+    if isinstance(texts, str):
+        raise TypeError("texts must be a list of strings")
+    out = []
+    for n, t in enumerate(texts):
+        try:
+            typed = attributes(metadata[n] if metadata else None)
+        except ValueError as exc:
+            prepared.refuse(n, "INVALID_ARGUMENT", str(exc))
+            continue
+        prepared.sent.append(n)
+        out.append(pb.TextItem(text=t, key=(keys[n] if keys else "") or "", attributes=typed))
+    return out
+
+
+def image_items(images, keys, metadata, prepared: Prepared,
+                collection: str = "") -> Iterator[pb.ImageItem]:
+    """The stream of an add: a file that cannot be read, or metadata that cannot be sent,
+    refuses that image alone (named in its refusal) and the others go on."""
+    first = True
+    for n, image in enumerate(images):
+        key = prepared.keys[n] if keys is not None else _key_for(image)
+        prepared.keys[n] = key
+        try:
+            typed = attributes(metadata[n] if metadata is not None else None)
+            data = _image_bytes(image)
+        except (OSError, ValueError, TypeError) as exc:
+            what = f"{image}: " if isinstance(image, (str, os.PathLike)) else ""
+            prepared.refuse(n, "INVALID_ARGUMENT", f"{what}{_reason(exc)}")
+            continue
+        prepared.sent.append(n)
+        yield pb.ImageItem(key=key or "", image=data, attributes=typed,
+                           collection=collection if first else "")
+        first = False
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, FileNotFoundError):
+        return "no such file"
+    if isinstance(exc, IsADirectoryError):
+        return "a folder, not an image file"
+    if isinstance(exc, PermissionError):
+        return "not readable (permission denied)"
+    return str(exc)
 
 
 def _image_bytes(image) -> bytes:
@@ -88,21 +164,17 @@ def _key_for(image) -> str:
     return ""
 
 
-def hits(response: pb.SearchResponse) -> list[Hit]:
-    names = {pb.IMAGE: "image", pb.TEXT: "text"}
-    return [Hit(h.id, h.key, h.distance, h.score, dict(h.metadata),
-                names.get(h.modality, "image")) for h in response.hits]
+# -- other requests -------------------------------------------------------------------------------
 
-
-def search_request(text=None, image=None, code=None, top_k=10, radius=None,
-                    modality="image", rerank=None, nprobe=0, fresh=False) -> pb.SearchRequest:
+def search_request(text=None, image=None, code=None, top_k=10, radius=None, modality="image",
+                   rerank=None, nprobe=0, fresh=False, filter=None, collection=None,
+                   offset=0, min_score=None) -> pb.SearchRequest:
     given = [x is not None for x in (text, image, code)]
     if sum(given) != 1:
         raise ValueError("search needs exactly one of text=, image= or code=")
-    if modality not in MODALITY:
-        raise ValueError(f"modality must be 'image' or 'text', got {modality!r}")
-    request = pb.SearchRequest(top_k=top_k, modality=MODALITY[modality], nprobe=nprobe,
-                               fresh=fresh)
+    request = pb.SearchRequest(top_k=top_k, modality=modality_enum(modality),
+                               nprobe=nprobe, fresh=fresh, filter=filter or "",
+                               collection=collection or "", offset=offset)
     if text is not None:
         if not isinstance(text, str):
             raise TypeError("text must be a string")
@@ -116,69 +188,22 @@ def search_request(text=None, image=None, code=None, top_k=10, radius=None,
         request.radius = radius
     if rerank is not None:
         request.rerank = rerank
+    if min_score is not None:
+        request.min_score = min_score
     return request
 
 
-def encode_request(texts, images, embeddings: bool) -> pb.EncodeRequest:
+def encode_request(texts, images, embeddings: bool, collection: str = "") -> pb.EncodeRequest:
     if isinstance(texts, str):
         raise TypeError("texts must be a list of strings")
     return pb.EncodeRequest(texts=list(texts), images=[_image_bytes(i) for i in images],
-                            return_embeddings=embeddings)
+                            return_embeddings=embeddings, collection=collection)
 
 
-def encoded(r: pb.EncodeResponse, embeddings: bool) -> Encoded:
-    width = r.bits // 8
-
-    def codes(rows):
-        return np.frombuffer(b"".join(e.code for e in rows), np.uint8).reshape(len(rows), width)
-
-    def floats(rows):
-        return np.array([list(e.embedding) for e in rows], np.float32) if embeddings else None
-
-    return Encoded(r.bits, codes(r.texts), codes(r.images), floats(r.texts), floats(r.images))
-
-
-def stats(s: pb.Stats) -> dict:
-    return {"images": s.images, "texts": s.texts, "index_kind": s.index_kind, "bits": s.bits,
-            "model": s.model, "gpu": s.gpu, "uptime_s": s.uptime_s,
-            "index_params": json.loads(s.index_params or "{}"), "version": s.version}
-
-
-def _metadata(meta: dict | None) -> dict[str, str]:
-    return {str(k): str(v) for k, v in (meta or {}).items()}
-
-
-def text_items(texts: Sequence[str], keys, metadata) -> list[pb.TextItem]:
-    if isinstance(texts, str):
-        raise TypeError("texts must be a list of strings")
-    return [pb.TextItem(text=t, key=(keys[n] if keys else ""),
-                        metadata=_metadata(metadata[n] if metadata else None))
-            for n, t in enumerate(texts)]
-
-
-def image_items(images, keys, metadata) -> Iterator[pb.ImageItem]:
-    for n, image in enumerate(images):
-        key = keys[n] if keys is not None else _key_for(image)
-        meta = metadata[n] if metadata is not None else {}
-        yield pb.ImageItem(key=key or "", image=_image_bytes(image), metadata=_metadata(meta))
-
-
-class Added(list):
-    """The ids of an add, one per item in order (None where refused), with what happened:
-    ``added`` (new), ``replaced``, ``unchanged`` and ``refused`` counts, and ``refusals``
-    (position, status name, reason) for the refused items."""
-
-    def __init__(self, response: pb.AddResponse):
-        results = sorted(response.results, key=lambda r: r.index)
-        super().__init__(r.id if r.ok else None for r in results)
-        self.replaced, self.unchanged = response.replaced, response.unchanged
-        self.added = response.added - response.replaced - response.unchanged
-        self.refused = response.failed
-        self.refusals = [(r.index, r.error_code, r.error) for r in results if not r.ok]
-
-    def __repr__(self) -> str:
-        return (f"Added({list.__repr__(self)}, added={self.added}, replaced={self.replaced}, "
-                f"unchanged={self.unchanged}, refused={self.refused})")
+def named(ids, keys) -> tuple[list[int], list[str]]:
+    if isinstance(keys, str):
+        raise TypeError("keys must be a list of strings, not one string")
+    return [int(i) for i in ids], list(keys)
 
 
 class Progress:
@@ -214,5 +239,3 @@ def credentials(tls: bool | str | None):
         with open(tls, "rb") as f:
             root = f.read()
     return grpc.ssl_channel_credentials(root_certificates=root)
-
-

@@ -3,37 +3,29 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from crossbit.client import results
+from crossbit.client.calls import Calls
 from crossbit.client.errors import from_rpc_error
 from crossbit.client.messages import (
     MAX_MESSAGE_BYTES,
-    MODALITY,
     RETRYABLE,
-    Added,
-    Encoded,
-    Hit,
+    Prepared,
     Progress,
     auth_metadata,
     channel_options,
     credentials,
-    encode_request,
-    encoded,
-    hits,
     image_items,
     retry_delays,
-    search_request,
-    stats,
-    text_items,
 )
-from crossbit.v1 import crossbit_pb2 as pb
 from crossbit.v1 import crossbit_pb2_grpc as pb_grpc
 
 
-class Client:
+class Client(Calls):
     """A blocking client.
 
     Args:
@@ -47,11 +39,13 @@ class Client:
         max_message_bytes: the largest message sent or received (gRPC's default is 4 MB).
         round_robin: spread calls over every address the target resolves to (gRPC's
             client-side ``round_robin``), instead of keeping to the first.
+        collection: the collection of every call that names none (``default``).
     """
 
     def __init__(self, address: str = "127.0.0.1:50051", token: str | None = None,
                  tls: bool | str | None = None, timeout: float = 30.0, retries: int = 3,
-                 max_message_bytes: int = MAX_MESSAGE_BYTES, round_robin: bool = False):
+                 max_message_bytes: int = MAX_MESSAGE_BYTES, round_robin: bool = False,
+                 collection: str = "default"):
         options = channel_options(max_message_bytes, round_robin)
         creds = credentials(tls)
         self.address = address
@@ -62,6 +56,7 @@ class Client:
         self.metadata = auth_metadata(token)
         self.timeout = timeout
         self.retries = retries
+        self.collection = collection
 
     def _call(self, method, request, timeout=None, retry=True):
         delays = retry_delays(self.retries, retry)
@@ -76,77 +71,57 @@ class Client:
                     continue
                 raise from_rpc_error(exc, self.address) from None
 
-    def encode(self, texts: Sequence[str] = (), images: Sequence = (),
-               embeddings: bool = False, timeout: float | None = None) -> Encoded:
-        """Codes (and optionally float embeddings) of texts and images."""
-        request = encode_request(texts, images, embeddings)
-        return encoded(self._call(self.stub.Encode, request, timeout), embeddings)
+    def _run(self, rpc, request, read, timeout=None, retry=True):
+        return read(self._call(getattr(self.stub, rpc), request, timeout, retry))
+
+    def _then(self, result, read):
+        return read(result)
+
+    def _value(self, value):
+        return value
 
     def add_images(self, images: Iterable, keys: Sequence[str] | None = None,
                    metadata: Sequence[dict] | None = None, progress: bool | None = None,
-                   timeout: float | None = None) -> Added:
+                   timeout: float | None = None, collection: str | None = None) -> results.Added:
         """Add images (paths, bytes or PIL images), streamed; returns an id per image (None
-        where the server refused it), a list that also counts what was added, replaced,
-        unchanged and refused (``.refusals`` says why)."""
-        return Added(self.add_images_detailed(images, keys, metadata, progress, timeout))
+        where refused), a list that also counts what was added, replaced, unchanged and
+        refused (``.refusals`` says why). A file that cannot be read is refused by name and
+        the others go on."""
+        return results.Added(self.add_images_detailed(images, keys, metadata, progress, timeout,
+                                                      collection))
 
     def add_images_detailed(self, images: Iterable, keys=None, metadata=None,
-                            progress: bool | None = None, timeout: float | None = None
-                            ) -> pb.AddResponse:
+                            progress: bool | None = None, timeout: float | None = None,
+                            collection: str | None = None):
         """The server's answer to a streamed add: a result per image and the counts."""
         images = list(images)
+        prepared = Prepared(len(images), keys)
         bar = Progress(len(images), progress if progress is not None else len(images) > 50)
 
         def stream():
-            for item in image_items(images, keys, metadata):
+            for item in image_items(images, keys, metadata, prepared, self._coll(collection)):
                 yield item
                 bar.update(1)
 
         try:
-            return self._call(self.stub.AddImagesStream, stream(), timeout, retry=False)
+            response = self._call(self.stub.AddImagesStream, stream(), timeout, retry=False)
         finally:
             bar.close()
+        return results.merged(response, prepared.sent, prepared.refused, prepared.keys)
 
-    def add_texts(self, texts: Sequence[str], keys: Sequence[str] | None = None,
-                  metadata: Sequence[dict] | None = None,
-                  timeout: float | None = None) -> Added:
-        """Add texts; returns an id per text (None where refused: :meth:`add_texts_detailed`
-        says why)."""
-        return Added(self.add_texts_detailed(texts, keys, metadata, timeout))
-
-    def add_texts_detailed(self, texts: Sequence[str], keys: Sequence[str] | None = None,
-                           metadata: Sequence[dict] | None = None,
-                           timeout: float | None = None) -> pb.AddResponse:
-        """The server's answer: a result per text (ok, id, outcome added/replaced/unchanged,
-        or error) and the counts."""
-        request = pb.AddTextsRequest(items=text_items(texts, keys, metadata))
-        return self._call(self.stub.AddTexts, request, timeout)
-
-    def search(self, text: str | None = None, image=None, code=None, top_k: int = 10,
-               radius: int | None = None, modality: str = "image", rerank: bool | None = None,
-               nprobe: int = 0, timeout: float | None = None, fresh: bool = False) -> list[Hit]:
-        """Search by one of text, image (path, bytes, PIL) or code (bytes or uint8 array).
-
-        ``fresh``: see every write acknowledged before this call, through any server of a
-        scaled-out deployment (one Milvus time tick slower; see docs/milvus.md).
-        """
-        request = search_request(text, image, code, top_k, radius, modality, rerank, nprobe,
-                                 fresh)
-        return hits(self._call(self.stub.Search, request, timeout))
-
-    def search_batch(self, queries: Sequence[dict], timeout: float | None = None) -> list[list[Hit]]:
-        """Many queries in one call; each query is a dict of :meth:`search`'s arguments."""
-        request = pb.SearchBatchRequest(queries=[search_request(**q) for q in queries])
-        return [hits(r) for r in self._call(self.stub.SearchBatch, request, timeout).results]
-
-    def delete(self, ids: Sequence[int] = (), keys: Sequence[str] = (),
-               modality: str = "image", timeout: float | None = None) -> int:
-        """Delete items by id or key; returns how many were deleted."""
-        request = pb.DeleteRequest(ids=list(ids), keys=list(keys), modality=MODALITY[modality])
-        return self._call(self.stub.Delete, request, timeout).deleted
-
-    def stats(self, timeout: float | None = None) -> dict:
-        return stats(self._call(self.stub.GetStats, pb.GetStatsRequest(), timeout))
+    def scroll(self, filter: str | None = None, modality: str = "image", page_size: int = 100,
+               with_codes: bool = False, with_embeddings: bool = False,
+               timeout: float | None = None, collection: str | None = None
+               ) -> Iterator[results.Item]:
+        """Every item (that the filter selects) in id order, page after page, each exactly
+        once even while others write."""
+        cursor = ""
+        while True:
+            items, cursor = self.scroll_page(cursor, filter, modality, page_size, with_codes,
+                                             with_embeddings, timeout, collection)
+            yield from items
+            if not cursor:
+                return
 
     def health(self, service: str = "", timeout: float | None = 5.0) -> str:
         """``SERVING``, ``NOT_SERVING``... (health needs no token)."""
@@ -162,4 +137,3 @@ class Client:
 
     def __exit__(self, *exc) -> None:
         self.close()
-

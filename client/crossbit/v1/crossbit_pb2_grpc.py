@@ -74,6 +74,46 @@ class RetrievalStub:
                 request_serializer=crossbit_dot_v1_dot_crossbit__pb2.GetStatsRequest.SerializeToString,
                 response_deserializer=crossbit_dot_v1_dot_crossbit__pb2.Stats.FromString,
                 _registered_method=True)
+        self.Count = channel.unary_unary(
+                '/crossbit.v1.Retrieval/Count',
+                request_serializer=crossbit_dot_v1_dot_crossbit__pb2.CountRequest.SerializeToString,
+                response_deserializer=crossbit_dot_v1_dot_crossbit__pb2.CountResponse.FromString,
+                _registered_method=True)
+        self.Get = channel.unary_unary(
+                '/crossbit.v1.Retrieval/Get',
+                request_serializer=crossbit_dot_v1_dot_crossbit__pb2.GetRequest.SerializeToString,
+                response_deserializer=crossbit_dot_v1_dot_crossbit__pb2.GetResponse.FromString,
+                _registered_method=True)
+        self.Scroll = channel.unary_unary(
+                '/crossbit.v1.Retrieval/Scroll',
+                request_serializer=crossbit_dot_v1_dot_crossbit__pb2.ScrollRequest.SerializeToString,
+                response_deserializer=crossbit_dot_v1_dot_crossbit__pb2.ScrollResponse.FromString,
+                _registered_method=True)
+        self.UpdateMetadata = channel.unary_unary(
+                '/crossbit.v1.Retrieval/UpdateMetadata',
+                request_serializer=crossbit_dot_v1_dot_crossbit__pb2.UpdateMetadataRequest.SerializeToString,
+                response_deserializer=crossbit_dot_v1_dot_crossbit__pb2.UpdateMetadataResponse.FromString,
+                _registered_method=True)
+        self.CreateCollection = channel.unary_unary(
+                '/crossbit.v1.Retrieval/CreateCollection',
+                request_serializer=crossbit_dot_v1_dot_crossbit__pb2.CreateCollectionRequest.SerializeToString,
+                response_deserializer=crossbit_dot_v1_dot_crossbit__pb2.CollectionInfo.FromString,
+                _registered_method=True)
+        self.ListCollections = channel.unary_unary(
+                '/crossbit.v1.Retrieval/ListCollections',
+                request_serializer=crossbit_dot_v1_dot_crossbit__pb2.ListCollectionsRequest.SerializeToString,
+                response_deserializer=crossbit_dot_v1_dot_crossbit__pb2.ListCollectionsResponse.FromString,
+                _registered_method=True)
+        self.DescribeCollection = channel.unary_unary(
+                '/crossbit.v1.Retrieval/DescribeCollection',
+                request_serializer=crossbit_dot_v1_dot_crossbit__pb2.DescribeCollectionRequest.SerializeToString,
+                response_deserializer=crossbit_dot_v1_dot_crossbit__pb2.CollectionInfo.FromString,
+                _registered_method=True)
+        self.DropCollection = channel.unary_unary(
+                '/crossbit.v1.Retrieval/DropCollection',
+                request_serializer=crossbit_dot_v1_dot_crossbit__pb2.DropCollectionRequest.SerializeToString,
+                response_deserializer=crossbit_dot_v1_dot_crossbit__pb2.DropCollectionResponse.FromString,
+                _registered_method=True)
 
 
 class RetrievalServicer:
@@ -135,6 +175,59 @@ class RetrievalServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Count(self, request, context):
+        """How many items a filter selects (all items without one).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Get(self, request, context):
+        """Read items back by id or key.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Scroll(self, request, context):
+        """Page through every item (optionally those a filter selects) in id order, with a cursor.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateMetadata(self, request, context):
+        """Set, merge or remove metadata fields of items by id, key or filter, without re-encoding.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateCollection(self, request, context):
+        """Collections: one server, many catalogs, each with its own model, index and store.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListCollections(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DescribeCollection(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DropCollection(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RetrievalServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -177,6 +270,46 @@ def add_RetrievalServicer_to_server(servicer, server):
                     servicer.GetStats,
                     request_deserializer=crossbit_dot_v1_dot_crossbit__pb2.GetStatsRequest.FromString,
                     response_serializer=crossbit_dot_v1_dot_crossbit__pb2.Stats.SerializeToString,
+            ),
+            'Count': grpc.unary_unary_rpc_method_handler(
+                    servicer.Count,
+                    request_deserializer=crossbit_dot_v1_dot_crossbit__pb2.CountRequest.FromString,
+                    response_serializer=crossbit_dot_v1_dot_crossbit__pb2.CountResponse.SerializeToString,
+            ),
+            'Get': grpc.unary_unary_rpc_method_handler(
+                    servicer.Get,
+                    request_deserializer=crossbit_dot_v1_dot_crossbit__pb2.GetRequest.FromString,
+                    response_serializer=crossbit_dot_v1_dot_crossbit__pb2.GetResponse.SerializeToString,
+            ),
+            'Scroll': grpc.unary_unary_rpc_method_handler(
+                    servicer.Scroll,
+                    request_deserializer=crossbit_dot_v1_dot_crossbit__pb2.ScrollRequest.FromString,
+                    response_serializer=crossbit_dot_v1_dot_crossbit__pb2.ScrollResponse.SerializeToString,
+            ),
+            'UpdateMetadata': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateMetadata,
+                    request_deserializer=crossbit_dot_v1_dot_crossbit__pb2.UpdateMetadataRequest.FromString,
+                    response_serializer=crossbit_dot_v1_dot_crossbit__pb2.UpdateMetadataResponse.SerializeToString,
+            ),
+            'CreateCollection': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateCollection,
+                    request_deserializer=crossbit_dot_v1_dot_crossbit__pb2.CreateCollectionRequest.FromString,
+                    response_serializer=crossbit_dot_v1_dot_crossbit__pb2.CollectionInfo.SerializeToString,
+            ),
+            'ListCollections': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCollections,
+                    request_deserializer=crossbit_dot_v1_dot_crossbit__pb2.ListCollectionsRequest.FromString,
+                    response_serializer=crossbit_dot_v1_dot_crossbit__pb2.ListCollectionsResponse.SerializeToString,
+            ),
+            'DescribeCollection': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeCollection,
+                    request_deserializer=crossbit_dot_v1_dot_crossbit__pb2.DescribeCollectionRequest.FromString,
+                    response_serializer=crossbit_dot_v1_dot_crossbit__pb2.CollectionInfo.SerializeToString,
+            ),
+            'DropCollection': grpc.unary_unary_rpc_method_handler(
+                    servicer.DropCollection,
+                    request_deserializer=crossbit_dot_v1_dot_crossbit__pb2.DropCollectionRequest.FromString,
+                    response_serializer=crossbit_dot_v1_dot_crossbit__pb2.DropCollectionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -395,6 +528,222 @@ class Retrieval:
             '/crossbit.v1.Retrieval/GetStats',
             crossbit_dot_v1_dot_crossbit__pb2.GetStatsRequest.SerializeToString,
             crossbit_dot_v1_dot_crossbit__pb2.Stats.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Count(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crossbit.v1.Retrieval/Count',
+            crossbit_dot_v1_dot_crossbit__pb2.CountRequest.SerializeToString,
+            crossbit_dot_v1_dot_crossbit__pb2.CountResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Get(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crossbit.v1.Retrieval/Get',
+            crossbit_dot_v1_dot_crossbit__pb2.GetRequest.SerializeToString,
+            crossbit_dot_v1_dot_crossbit__pb2.GetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Scroll(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crossbit.v1.Retrieval/Scroll',
+            crossbit_dot_v1_dot_crossbit__pb2.ScrollRequest.SerializeToString,
+            crossbit_dot_v1_dot_crossbit__pb2.ScrollResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateMetadata(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crossbit.v1.Retrieval/UpdateMetadata',
+            crossbit_dot_v1_dot_crossbit__pb2.UpdateMetadataRequest.SerializeToString,
+            crossbit_dot_v1_dot_crossbit__pb2.UpdateMetadataResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateCollection(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crossbit.v1.Retrieval/CreateCollection',
+            crossbit_dot_v1_dot_crossbit__pb2.CreateCollectionRequest.SerializeToString,
+            crossbit_dot_v1_dot_crossbit__pb2.CollectionInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCollections(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crossbit.v1.Retrieval/ListCollections',
+            crossbit_dot_v1_dot_crossbit__pb2.ListCollectionsRequest.SerializeToString,
+            crossbit_dot_v1_dot_crossbit__pb2.ListCollectionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribeCollection(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crossbit.v1.Retrieval/DescribeCollection',
+            crossbit_dot_v1_dot_crossbit__pb2.DescribeCollectionRequest.SerializeToString,
+            crossbit_dot_v1_dot_crossbit__pb2.CollectionInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DropCollection(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crossbit.v1.Retrieval/DropCollection',
+            crossbit_dot_v1_dot_crossbit__pb2.DropCollectionRequest.SerializeToString,
+            crossbit_dot_v1_dot_crossbit__pb2.DropCollectionResponse.FromString,
             options,
             channel_credentials,
             insecure,
