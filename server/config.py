@@ -15,7 +15,7 @@ from crossbit.indexer.milvus import CONSISTENCY as MILVUS_CONSISTENCY
 from crossbit.indexer.milvus import INDEX_TYPES as MILVUS_INDEX_TYPES
 
 MB = 1 << 20
-LOG_FORMATS = ("json", "text")
+LOG_FORMATS = ("auto", "json", "text")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
@@ -42,7 +42,7 @@ class ServerConfig:
     workers: int = 32  # gRPC worker threads (concurrent calls served)
     max_streams: int = 0  # client streams open at once (each holds a worker); 0 = workers // 4
     stream_idle_s: float = 30.0  # a client stream that sends nothing for this long is cancelled
-    faiss_threads: int = 1  # OpenMP threads per FAISS call (see DESIGN.md)
+    faiss_threads: int = 1  # OpenMP threads per FAISS call (1: 2-thread OpenMP collapsed under load)
     text_threads: int = 1  # ONNX Runtime threads for the text encoder (1 is the most per core)
     text_workers: int = 2  # text batches encoded side by side (2 beat 1 by 1.15-1.46x on 2 cores)
     max_batch: int = 16  # micro-batching: most items per forward pass (16 beat 32 and 64)
@@ -73,7 +73,7 @@ class ServerConfig:
     web_hosts: str | None = None  # extra Host names the web API answers to (comma-separated; * = any)
     web_body_timeout_s: float = 30.0  # a web request's body must arrive within this (else 408)
     grace_s: float = 10.0  # SIGTERM: time given to calls in flight
-    log_format: str = "json"  # json (structured) or text
+    log_format: str = "auto"  # auto (text on a terminal, JSON otherwise), json or text
     log_level: str = "INFO"  # least severe log lines written
 
     def __post_init__(self) -> None:

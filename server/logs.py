@@ -18,7 +18,10 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
-def setup_logging(fmt: str = "json", level: str = "INFO") -> None:
+def setup_logging(fmt: str = "auto", level: str = "INFO") -> None:
+    """Log lines to stderr: text on a terminal and JSON elsewhere (``auto``), or as asked."""
+    if fmt == "auto":
+        fmt = "text" if sys.stderr.isatty() else "json"
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else
                          logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))

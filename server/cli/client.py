@@ -35,6 +35,16 @@ def add_client_commands(sub) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders or globs")
     p.add_argument("-r", "--recursive", action="store_true",
                    help="also take images in the folders' subfolders (default: only their own)")
+    p.add_argument("--meta", action="append", default=[], metavar="K=V",
+                   help="metadata for every image (repeatable; V as JSON when it parses: 2024, "
+                        "true, [\"a\"]; else a string). Metadata merges on re-add: fields "
+                        "set by others stay")
+    p.add_argument("--prune", action="store_true",
+                   help="also delete the stored images under these folders whose files are gone")
+    p.add_argument("--dry-run", action="store_true",
+                   help="say what would be added and pruned; change nothing")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="list the files skipped as not images (HEIC, RAW, ...)")
     _client_args(p)
     p = sub.add_parser("add-texts", help="add texts (one per line) to a running server",
                        description="Add the lines of FILE as text items (for image-to-text "
@@ -81,16 +91,18 @@ def _client(args):
                   timeout=args.timeout, collection=args.collection)
 
 
-def find_images(paths: list[str], recursive: bool) -> tuple[list[Path], int, list[str]]:
-    """(image files, files skipped as not images, paths that name nothing) for ``index``.
+def find_images(paths: list[str], recursive: bool) -> tuple[list[Path], list[Path], list[str],
+                                                               list[Path]]:
+    """(image files, files skipped as not images, paths that name nothing, folders given) for
+    ``index``.
 
     Files named directly are sent whatever their suffix (the server says if one is not an
-    image); in folders, files are taken by suffix and the others counted as skipped.
+    image); in folders, files are taken by suffix and the others skipped.
     """
     import glob
 
     files: dict[Path, None] = {}
-    skipped, missing = 0, []
+    skipped, missing, folders = [], [], []
     for raw in paths:
         matches = sorted(glob.glob(raw)) if glob.has_magic(raw) else [raw]
         if not matches:
@@ -98,6 +110,7 @@ def find_images(paths: list[str], recursive: bool) -> tuple[list[Path], int, lis
         for match in matches:
             path = Path(match).expanduser()
             if path.is_dir():
+                folders.append(path)
                 found = path.rglob("*") if recursive else path.iterdir()
                 for p in sorted(found):
                     if not p.is_file():
@@ -105,38 +118,80 @@ def find_images(paths: list[str], recursive: bool) -> tuple[list[Path], int, lis
                     if p.suffix.lower() in IMAGE_SUFFIXES:
                         files[p] = None
                     else:
-                        skipped += 1
+                        skipped.append(p)
             elif path.is_file():
                 files[path] = None
             else:
                 missing.append(raw)
-    return list(files), skipped, missing
+    return list(files), skipped, missing, folders
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def stale_items(client, folders: list[Path], recursive: bool, keep: set[str]) -> list:
+    """Stored images under the folders (their subfolders with ``recursive``) whose files are
+    not among ``keep``: what ``--prune`` removes."""
+    from crossbit.server.cli.catalog import prefix_filter
+
+    out = []
+    for folder in folders:
+        base = str(folder.resolve()).rstrip("/") + "/"
+        for item in client.scroll(prefix_filter(str(folder)), "image", page_size=500):
+            inside = recursive or "/" not in item.key[len(base):]
+            if inside and item.key not in keep:
+                out.append(item)
+    return out
 
 
 def cmd_index(args) -> int:
     from tqdm import tqdm
 
-    files, skipped, missing = find_images(args.paths, args.recursive)
+    from crossbit.server.cli.catalog import parse_fields
+
+    meta = parse_fields(args.meta, "--meta")
+    files, skipped, missing, folders = find_images(args.paths, args.recursive)
     for raw in missing:
         print(f"crossbit index: {raw}: no such file or folder", file=sys.stderr)
-    if not files:
+    if args.verbose:
+        for path in skipped:
+            print(f"  skipped (not an image by its suffix): {path}")
+    if not files and not args.prune:
         print("crossbit index: no images in " + ", ".join(args.paths)
               + ("" if args.recursive else " (subfolders are searched with --recursive)"),
               file=sys.stderr)
         return 1
-    with _client(args) as client, tqdm(total=len(files), unit="img", desc="indexing",
-                                       disable=not sys.stderr.isatty()) as bar:
-        response = client.add_images_detailed(
-            files, keys=[str(p.resolve()) for p in files],
-            metadata=[{"path": str(p)} for p in files], progress=bar.update)
-    new = response.added
-    print(f"{len(files)} images: {new} added, {response.replaced} replaced, "
-          f"{response.unchanged} unchanged, {response.failed} refused"
-          + (f"; {skipped} files skipped (not images)" if skipped else ""))
-    for r in response.results:
-        if not r.ok:
-            print(f"  {files[r.index]}: {r.error_code}: {r.error}")
-    return 0 if response.failed == 0 and not missing else 1
+    keys = [str(p.resolve()) for p in files]
+    with _client(args) as client:
+        stale = stale_items(client, folders, args.recursive, set(keys)) if args.prune else []
+        if args.dry_run:
+            print(f"{plural(len(files), 'image')} would be sent (added, replaced or unchanged)"
+                  + (f"; {plural(len(stale), 'stored image')} would be pruned (files gone):"
+                     if args.prune else ""))
+            for item in stale:
+                print(f"  {item.key}")
+            return 0
+        response = None
+        if files:
+            with tqdm(total=len(files), unit="img", desc="indexing",
+                      disable=not sys.stderr.isatty()) as bar:
+                response = client.add_images_detailed(
+                    files, keys=keys, metadata=[{"path": str(p), **meta} for p in files],
+                    progress=bar.update)
+        pruned = client.delete([i.id for i in stale], modality="image") if stale else 0
+    failed = response.failed if response is not None else 0
+    if response is not None:
+        print(f"{plural(len(files), 'image')}: {response.added} added, {response.replaced} "
+              f"replaced, {response.unchanged} unchanged, {response.failed} refused"
+              + (f"; {plural(len(skipped), 'file')} skipped (not images"
+                 + ("" if args.verbose else "; --verbose lists them") + ")" if skipped else ""))
+        for r in response.results:
+            if not r.ok:
+                print(f"  {files[r.index]}: {r.error_code}: {r.error}")
+    if args.prune:
+        print(f"{plural(int(pruned), 'image')} pruned (their files are gone)")
+    return 0 if failed == 0 and not missing else 1
 
 
 def cmd_add_texts(args) -> int:
@@ -163,7 +218,7 @@ def cmd_add_texts(args) -> int:
             for r in response.results:
                 if not r.ok:
                     print(f"  line {part[r.index][0]}: {r.error_code}: {r.error}")
-    print(f"{len(lines)} texts: {counts['added']} added, {counts['replaced']} replaced, "
+    print(f"{plural(len(lines), 'text')}: {counts['added']} added, {counts['replaced']} replaced, "
           f"{counts['unchanged']} unchanged, {counts['failed']} refused")
     return 0 if counts["failed"] == 0 else 1
 

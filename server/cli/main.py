@@ -10,9 +10,11 @@ import os
 import sys
 from pathlib import Path
 
+from crossbit.server.cli.backup import BACKUP_COMMANDS, add_backup_commands
 from crossbit.server.cli.catalog import CATALOG_COMMANDS, add_catalog_commands
 from crossbit.server.cli.client import CLIENT_COMMANDS, add_client_commands
 from crossbit.server.cli.model import MODEL_COMMANDS, add_model_commands
+from crossbit.server.cli.transfer import TRANSFER_COMMANDS, add_transfer_commands
 
 
 def _add_serve(sub) -> None:
@@ -68,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve(sub)
     add_client_commands(sub)
     add_catalog_commands(sub)
+    add_transfer_commands(sub)
+    add_backup_commands(sub)
     p = sub.add_parser("check", help="check that a data directory's index and store agree",
                        description="Compare each index snapshot under DATA with its SQLite store "
                        "(ids in one and not the other, ids held twice, a store older than its "
@@ -190,12 +194,13 @@ def _exit_if_threads_linger(wait_s: float = 2.0) -> None:
 
 def cmd_check(args) -> int:
     from crossbit.indexer.check import check_index
+    from crossbit.server.cli.backup import index_folders
 
     data = Path(args.data)
-    folders = [data / m for m in ("images", "texts") if (data / m).is_dir()]
+    folders = index_folders(data)
     if not folders:
-        print(f"crossbit check: no index under {data} (looked for {data}/images and "
-              f"{data}/texts)", file=sys.stderr)
+        print(f"crossbit check: no index under {data} (looked for {data}/images, "
+              f"{data}/texts and {data}/collections/*/)", file=sys.stderr)
         return 2
     reports = [check_index(folder, repair=args.repair) for folder in folders]
     for report in reports:
@@ -236,7 +241,8 @@ def cmd_demo(args) -> int:
 
 
 COMMANDS = {"serve": cmd_serve, "check": cmd_check, "reindex": cmd_reindex, "load": cmd_load,
-            "demo": cmd_demo, **CLIENT_COMMANDS, **CATALOG_COMMANDS, **MODEL_COMMANDS}
+            "demo": cmd_demo, **CLIENT_COMMANDS, **CATALOG_COMMANDS,
+            **TRANSFER_COMMANDS, **BACKUP_COMMANDS, **MODEL_COMMANDS}
 
 
 def _version() -> str:

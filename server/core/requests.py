@@ -15,6 +15,8 @@ class NewItem:
     key: str = ""
     id: int | None = None
     metadata: dict = field(default_factory=dict)
+    code: bytes | None = None  # import: an image's stored code, used instead of its pixels
+    embedding: list | None = None  # and its float embedding
 
 
 @dataclass

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future
 
 import numpy as np
 
@@ -172,7 +173,11 @@ class RetrievalCore(CatalogCalls):
                     if what in seen:  # taken by an earlier part of this call (a stream)
                         raise ValueError(f"{what[0]} {what[1]!r} repeats item {seen[what]} of "
                                          "this call")
-                if modality == "image":
+                if modality == "image" and item.code is not None:  # an import: stored as given
+                    futures.append(_given(item, coll.bits))
+                    thumbs.append(None)
+                    previews.append(None)
+                elif modality == "image":
                     image = self.checks.decode(item.payload, budget)
                     thumbs.append(make_thumbnail(image, self.config.thumbnail_size)
                                   if self.config.thumbnails else None)
@@ -402,6 +407,20 @@ class RetrievalCore(CatalogCalls):
         self.search_batcher.close()
         self.registry.models.close()
         self.registry.close()
+
+
+def _given(item: NewItem, bits: int) -> Future:
+    """An imported item's code and embedding, as the encoders' futures give theirs."""
+    if len(item.code) != bits // 8:
+        raise ValueError(f"code is {len(item.code)} bytes; this collection's model makes "
+                         f"{bits}-bit codes ({bits // 8} bytes)")
+    if not item.embedding:
+        raise ValueError("an imported image needs its embedding beside its code (export with "
+                         "--codes writes both)")
+    done: Future = Future()
+    done.set_result((np.frombuffer(item.code, np.uint8),
+                     np.asarray(item.embedding, np.float32)))
+    return done
 
 
 def observer(metrics):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import tempfile
 import time
 
@@ -34,6 +35,10 @@ def free_or_any(port: int | None, host: str = "127.0.0.1") -> int | None:
         return 0
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def run_demo(port: int = DEFAULT_PORT, keep: bool = False, web_port: int | None = None) -> int:
     from crossbit.client import Client
     from crossbit.server.config import ServerConfig
@@ -41,6 +46,7 @@ def run_demo(port: int = DEFAULT_PORT, keep: bool = False, web_port: int | None 
     from crossbit.server.rpc.app import create_server
 
     setup_logging("text", "WARNING")
+    signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM cleans up (the temporary data) as Ctrl-C does
     wanted = port
     port = free_or_any(port)
     if web_port:

@@ -136,6 +136,8 @@ def create_server(config: ServerConfig, model=None) -> Running:
         model: an already loaded model (tests share one); loaded from the config otherwise.
     """
     check_port_free(config.host, config.port)
+    if config.web_port:
+        check_port_free(config.host, config.web_port, "--web-port")
     if config.tls_cert:
         check_tls_pair(config.tls_cert, config.tls_key)
     model = model if model is not None else load_model(config)
@@ -195,12 +197,14 @@ def create_server(config: ServerConfig, model=None) -> Running:
     if config.web_port is not None:
         from crossbit.server.web import start_web
 
-        extras.append(start_web(core, config, tokens))
+        stop_web, web_port = start_web(core, config, tokens)
+        extras.append(stop_web)
     log.info("crossbit listening on %s:%d (%s, %d bits, index %s)", config.host, port,
              "TLS" if config.tls_cert else "plaintext", model.bits, core.stats()["index_kind"])
     log.info("collections: %s", ", ".join(c.name for c in registry.all()))
     running = Running(server, port, core, health_servicer, metrics, extras, guard)
     running.tokens = tokens
+    running.web_port = web_port if config.web_port is not None else None
     return running
 
 
@@ -213,8 +217,8 @@ def _loopback(host: str) -> bool:
         return host == "localhost"
 
 
-def check_port_free(host: str, port: int) -> None:
-    """Fail in one line, before the model loads, when the gRPC port is taken."""
+def check_port_free(host: str, port: int, flag: str = "--port") -> None:
+    """Fail in one line, before the model loads, when a port is taken."""
     if not port:
         return
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -224,7 +228,7 @@ def check_port_free(host: str, port: int) -> None:
             probe.bind((host, port))
         except OSError as exc:
             raise OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc} (another "
-                          "server there? stop it or pick another --port)") from None
+                          f"server there? stop it or pick another {flag})") from None
 
 
 def check_tls_pair(cert: str, key: str) -> None:
@@ -260,7 +264,7 @@ def serve(config: ServerConfig, ready=None) -> None:
     settle_garbage_collector()
     scheme = "grpcs" if config.tls_cert else "grpc"
     print(f"crossbit serving {scheme}://{config.host}:{running.port}"
-          + (f"  web http://{config.host}:{config.web_port}" if config.web_port else "")
+          + (f"  web http://{config.host}:{running.web_port}" if running.web_port else "")
           + (f"  metrics http://{config.metrics_host}:{config.metrics_port}/metrics"
              if config.metrics_port is not None else ""), flush=True)
     done = threading.Event()

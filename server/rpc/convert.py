@@ -64,7 +64,8 @@ def image_item(msg: pb.ImageItem) -> NewItem | ValueError:
     """The item, or the reason it cannot be one (that item alone is refused)."""
     try:
         return NewItem(payload=msg.image, key=msg.key,
-                       id=msg.id if msg.HasField("id") else None, metadata=item_metadata(msg))
+                       id=msg.id if msg.HasField("id") else None, metadata=item_metadata(msg),
+                       code=msg.code or None, embedding=list(msg.embedding) or None)
     except ValueError as exc:
         return exc
 

@@ -285,7 +285,8 @@ class _Server(uvicorn.Server):
 
 
 def start_web(core: RetrievalCore, config: ServerConfig, tokens: TokenTable | None = None):
-    """Serve the page on ``config.web_port`` in a background thread; returns a stop function."""
+    """Serve the page on ``config.web_port`` in a background thread; returns (a stop function,
+    the port bound)."""
     app = build_app(core, config, tokens)
     uv_config = uvicorn.Config(app, host=config.host, port=config.web_port, log_level="warning",
                                access_log=False,
@@ -299,10 +300,11 @@ def start_web(core: RetrievalCore, config: ServerConfig, tokens: TokenTable | No
         time.sleep(0.02)
     if not server.started:
         raise OSError(f"web page could not start on {config.host}:{config.web_port}")
-    log.info("web page on http://%s:%d", config.host, config.web_port)
+    port = server.servers[0].sockets[0].getsockname()[1]  # the one bound (--web-port 0: any)
+    log.info("web page on http://%s:%d", config.host, port)
 
     def stop():
         server.should_exit = True
         thread.join(timeout=10)
 
-    return stop
+    return stop, port

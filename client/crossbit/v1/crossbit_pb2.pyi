@@ -67,7 +67,7 @@ class EncodeResponse(_message.Message):
     def __init__(self, bits: _Optional[int] = ..., texts: _Optional[_Iterable[_Union[Encoding, _Mapping]]] = ..., images: _Optional[_Iterable[_Union[Encoding, _Mapping]]] = ...) -> None: ...
 
 class ImageItem(_message.Message):
-    __slots__ = ("key", "id", "image", "metadata", "attributes", "collection")
+    __slots__ = ("key", "id", "image", "metadata", "attributes", "collection", "code", "embedding")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -88,13 +88,17 @@ class ImageItem(_message.Message):
     METADATA_FIELD_NUMBER: _ClassVar[int]
     ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_FIELD_NUMBER: _ClassVar[int]
     key: str
     id: int
     image: bytes
     metadata: _containers.ScalarMap[str, str]
     attributes: _containers.MessageMap[str, Value]
     collection: str
-    def __init__(self, key: _Optional[str] = ..., id: _Optional[int] = ..., image: _Optional[bytes] = ..., metadata: _Optional[_Mapping[str, str]] = ..., attributes: _Optional[_Mapping[str, Value]] = ..., collection: _Optional[str] = ...) -> None: ...
+    code: bytes
+    embedding: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, key: _Optional[str] = ..., id: _Optional[int] = ..., image: _Optional[bytes] = ..., metadata: _Optional[_Mapping[str, str]] = ..., attributes: _Optional[_Mapping[str, Value]] = ..., collection: _Optional[str] = ..., code: _Optional[bytes] = ..., embedding: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class TextItem(_message.Message):
     __slots__ = ("key", "id", "text", "metadata", "attributes")
