@@ -32,7 +32,7 @@ from crossbit.indexer.interface import (
     check_items,
     check_radius,
 )
-from crossbit.indexer.items import Item, StoreWrite
+from crossbit.indexer.items import Item, StoreWrite, merged_metadata
 from crossbit.indexer.locks import RWLock
 from crossbit.indexer.snapshot import (
     SNAPSHOT,
@@ -164,6 +164,10 @@ class BinaryIndex(Index):
         if len(codes) == 0:
             return StoreWrite(np.zeros(0, dtype=np.int64), [], {}, [])
         with self._lock.write():
+            keyed = [k for k in keys if k is not None]
+            if keyed:  # a re-add keeps the fields it does not send (under the write lock)
+                metadata_json = merged_metadata(keys, metadata_json,
+                                                self.store.metadata_for_keys(keyed))
             write = self.store.add(codes, ids, keys, metadata_json, embeddings, thumbnails, positions,
                                    previews)
             # unchanged items were not written: the backend already holds them as they are

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -87,4 +88,19 @@ def repeated_items(keys: Sequence[str | None] | None, ids: Sequence[int | None] 
                 seen_keys[key] = i
             if item_id is not None:
                 seen_ids[item_id] = i
+    return out
+
+
+def merged_metadata(keys: Sequence[str | None], metadata_json: Sequence[str],
+                    stored: dict[str, str]) -> list[str]:
+    """The rule of a re-add: an item whose key is stored keeps the stored metadata fields it
+    does not send (it overwrites the ones it does), so fields another writer set survive
+    indexing a folder again. ``stored``: key -> stored metadata JSON."""
+    out = []
+    for key, meta in zip(keys, metadata_json):
+        before = stored.get(key) if key is not None else None
+        if before is None or before == meta:
+            out.append(meta)
+            continue
+        out.append(json.dumps({**json.loads(before), **json.loads(meta)}))
     return out

@@ -252,6 +252,8 @@ class MilvusIndex(CollectionSchema, MilvusReads, Index):
                 out[i] = item_id
                 emb = [] if embeddings is None else embeddings[i].tolist()
                 meta = json.loads(metas[i])
+                if old is not None:  # a re-add keeps the stored fields it does not send
+                    meta = {**(row["metadata"] or {}), **meta}
                 if old is not None and code_bytes(row["code"]) == codes[i].tobytes() and \
                         row["metadata"] == meta and same_vector(row["embedding"], emb):
                     outcomes[i] = "unchanged"

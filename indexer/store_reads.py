@@ -93,6 +93,10 @@ class StoreReads:
     def ids_for_keys(self, keys: Sequence[str]) -> dict[str, int]:
         return dict(self._where_in("key, id", "key", list(keys)))
 
+    def metadata_for_keys(self, keys: Sequence[str]) -> dict[str, str]:
+        """The stored metadata (JSON text) of the stored keys among ``keys``."""
+        return dict(self._where_in("key, metadata", "key", list(keys)))
+
     def items(self, ids: Sequence[int], max_bytes: int | None = None) -> dict[int, Item]:
         """Key, metadata and time added by id (unknown ids absent).
 

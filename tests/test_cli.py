@@ -14,8 +14,9 @@ from crossbit.server.cli import build_parser, main
 
 from helpers import free_port
 
-COMMANDS = ["serve", "index", "add-texts", "search", "stats", "check", "reindex", "train",
-            "evaluate", "export-onnx", "load", "demo"]
+COMMANDS = ["serve", "index", "add-texts", "search", "stats", "collections", "get", "list",
+            "count", "delete", "update-metadata", "export", "import", "backup", "restore",
+            "check", "reindex", "train", "evaluate", "export-onnx", "load", "demo"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
