@@ -319,3 +319,30 @@ def test_milvus_stopped_under_load(make_server, tmp_path):
         client.close()
     finally:
         milvus.kill()
+
+
+def test_two_servers_see_each_others_collections(milvus_server, tmp_path):
+    """A collection created through one server is Milvus's (its own pair of collections and a
+    row in crossbit_catalog): the other server serves it at once, and a drop is seen by both."""
+    ports = [free_port(), free_port()]
+    procs = [start_server(tmp_path / f"cat{n}", ports[n], "--index", "milvus",
+                          "--milvus-uri", milvus_server.uri) for n in range(2)]
+    try:
+        a, b = (Client(f"127.0.0.1:{p}") for p in ports)
+        info = a.create_collection("shared_shop", index="milvus")
+        assert info["index_kind"] == "milvus"
+        a.add_texts(["a red bus on a street"], keys=["bus"], collection="shared_shop")
+        assert "shared_shop" in {c["name"] for c in b.list_collections()}
+        hits = b.search(text="a red bus", modality="text", collection="shared_shop", fresh=True)
+        assert hits[0].key == "bus"
+        assert a.count(modality="text") == 0  # the default collection is another one
+        assert b.drop_collection("shared_shop", confirm="shared_shop")
+        with pytest.raises(CrossbitError) as gone:
+            a.search(text="a red bus", modality="text", collection="shared_shop")
+        assert gone.value.code in ("NOT_FOUND", "UNAVAILABLE")
+        a.close()
+        b.close()
+    finally:
+        logs = [stop_server(p) for p in procs]
+    for log in logs:
+        assert "Traceback" not in log, log[-3000:]
