@@ -179,10 +179,10 @@ def test_stats_into_a_closed_pipe_is_quiet(make_server):
 
 
 def test_train_holds_out_what_the_data_size_allows():
-    from crossbit.server.cli_model import auto_held_out
+    from crossbit.encoders.training.catalog import auto_held_out
 
-    assert [auto_held_out(n) for n in (40, 99, 100, 300, 1_500, 6_000, 100_000)] == \
-        [0, 0, 20, 30, 150, 500, 500]
+    sizes = (39, 40, 100, 200, 400, 1_000, 1_500, 6_000, 100_000)
+    assert [auto_held_out(n) for n in sizes] == [0, 10, 25, 50, 50, 100, 150, 500, 500]
 
 
 def test_the_readme_python_snippet_runs_as_written(make_server, photos, tmp_path, monkeypatch,
