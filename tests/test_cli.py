@@ -178,6 +178,17 @@ def test_stats_into_a_closed_pipe_is_quiet(make_server):
     assert "Broken pipe" not in out.stderr and "Traceback" not in out.stderr, out.stderr
 
 
+def test_the_demo_says_which_queries_find_their_photo():
+    from crossbit.server.demo import QUERIES, judged, summary
+    from crossbit.server.sample_photos import SAMPLES
+
+    assert all(expected in SAMPLES for _, expected in QUERIES)
+    verdicts = [judged("coffee", ["coffee", "page"]), judged("coffee", ["page", "coffee"]),
+                judged("coins", ["page", "moon", "cat"])]
+    assert verdicts == ["found first", "missed: coffee came 2", "missed: coins not in the top 3"]
+    assert summary(verdicts) == "1 of 3 queries put the photo they describe first."
+
+
 def test_train_holds_out_what_the_data_size_allows():
     from crossbit.encoders.training.catalog import auto_held_out
 
