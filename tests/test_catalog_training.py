@@ -114,6 +114,8 @@ def test_the_comparison_agrees_with_the_report_and_wants_a_real_gain(trained):
     start, held = trained
     same = compare(start, copy.deepcopy(start), held)
     assert same.gain == 0 and not same.keep_trained  # a tie keeps the starting model
+    assert verdict_line(same, "start", "reference", "out")[0].startswith(
+        "kept start: no epoch of training beat it on the 80 held-out images")
     assert same.trained_rsum == pytest.approx(recall_sum(held_out_report(start, held)))
     fresh = small_model()  # untrained heads: near chance
     better = compare(start, fresh, held)
@@ -191,7 +193,7 @@ def test_train_starts_from_a_model_and_writes_it_back_when_training_does_not_bea
     assert main([*wrecked, "--out", str(tmp_path / "kept")]) == 0
     out = capsys.readouterr().out
     assert f"heads start from the heads of {good}" in out
-    assert f"kept {good}: the trained model did not beat it" in out
+    assert f"kept {good}: no epoch of training beat it on the 15 held-out images" in out
     written, source = HashModel.load(tmp_path / "kept"), HashModel.load(good)
     assert written.fingerprint()["fingerprint"] == source.fingerprint()["fingerprint"]
     assert extra(tmp_path / "kept")["written"] == "reference"

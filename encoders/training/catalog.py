@@ -133,7 +133,7 @@ def choose_start(init: str, model_config: ModelConfig, n_images: int,
     if diff:
         flags = ", ".join(FLAGS[name] for name in diff)
         return Start(None, None, f"fresh heads: the shipped model differs in {flags}")
-    return Start(shipped, "default", "the shipped model's heads (--init none: fresh heads)")
+    return Start(shipped, "default", "the shipped model's heads (--init none starts from fresh heads)")
 
 
 def reference_model(start: Start, model_config: ModelConfig,
@@ -245,6 +245,10 @@ def verdict_line(verdict: Verdict, reference: str, written: str, out: str) -> tu
     figures = (f"Hamming R@sum {verdict.trained_rsum:.1f} against {verdict.reference_rsum:.1f} "
                f"for {reference} on the {verdict.images} held-out images ({verdict.gain:+.1f}; "
                f"{verdict.low:+.1f} to {verdict.high:+.1f} in 90% of resamples of those images)")
+    if written == "reference" and verdict.low == verdict.high == 0:
+        return (f"kept {reference}: no epoch of training beat it on the {verdict.images} held-out "
+                f"images (Hamming R@sum {verdict.reference_rsum:.1f}). Wrote {reference} "
+                f"unchanged to {out} (--keep-trained writes the trained model instead)"), False
     if written == "reference":
         return (f"kept {reference}: the trained model did not beat it: {figures}. Wrote "
                 f"{reference} unchanged to {out} (--keep-trained writes the trained model "
