@@ -223,6 +223,21 @@ def test_train_starts_from_the_shipped_model_by_default_and_says_what_it_wrote(
         assert notes["verdict"]["gain_90pct"][0] > 0
 
 
+def test_train_replays_the_starting_models_data_when_given(catalog, tmp_path, capsys):
+    root, base, good = catalog
+    other = make_synthetic(tmp_path / "old", n_images=40, seed=7)
+    capsys.readouterr()
+    assert main([*base, "--init", str(good), "--epochs", "2", "--out", str(tmp_path / "m"),
+                 "--replay", str(tmp_path / "old" / "captions.csv"), "--replay-images",
+                 str(tmp_path / "old" / "images"), "--replay-share", "0.25"]) == 0
+    out = capsys.readouterr().out
+    assert f"replay: {len(other.images)} images of {tmp_path / 'old' / 'captions.csv'} " \
+           "available, 25% of each epoch's images drawn from them" in out
+    # the replayed images went through the feature cache beside the catalog's own
+    names = {f.name for f in (root / "cache").glob("img-*.npy")}
+    assert len(names) == 4  # the catalog and the replay data, each as itself and mirrored
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--tune-text", "--finetune"], "--tune-text and --finetune exclude each other"),
     (["--finetune", "--init", "default"], "--init starts heads training or --tune-text"),
