@@ -118,6 +118,13 @@ def choose_start(init: str, model_config: ModelConfig, n_images: int,
 
     "auto" starts from the shipped default when it has the architecture asked for and the
     data has at most :data:`SMALL_DATA` images, else from fresh heads.
+
+    Args:
+        model_config: the model asked for (compared with the shipped model's for "auto").
+        n_images: images in the user's data.
+
+    Returns:
+        the :class:`Start`, with the reason to print.
     """
     if init == "none":
         return Start(None, None, "fresh heads (--init none)")
@@ -138,9 +145,12 @@ def choose_start(init: str, model_config: ModelConfig, n_images: int,
 
 def reference_model(start: Start, model_config: ModelConfig,
                     device: str | None = None) -> tuple[HashModel | None, str | None]:
-    """The model the trained one must beat: a fresh copy of the starting model, else the
-    shipped default when its codes are the same kind (same architecture); (None, None) when
-    there is none."""
+    """The model the trained one must beat.
+
+    Returns:
+        (a fresh copy of the starting model, its name), else (the shipped default,
+        "default") when its codes are the same kind (same architecture), else (None, None).
+    """
     if start.source is not None:
         return HashModel.load(start.source, device=device), start.source
     shipped = HashModel.load("default", device=device)
@@ -217,9 +227,18 @@ def compare(trained: HashModel, reference: HashModel, held_raw: FeatureSet,
 
 
 def with_replay(train: FeatureSet, replay: FeatureSet, share: float, seed: int) -> FeatureSet:
-    """The training features with images (and their captions) drawn from ``replay`` so that
-    they make about ``share`` of the images, as the starting model's own data keeps what it
-    knew while it learns the new pairs."""
+    """The training features with images (and their captions) drawn from ``replay``.
+
+    The starting model's own data keeps what it knew while it learns the new pairs.
+
+    Args:
+        share: the replayed images' share of the result (0 < share < 1); as many as
+            ``replay`` holds at most.
+        seed: chooses which replay images.
+
+    Returns:
+        ``train`` followed by the replayed images and their captions.
+    """
     if not 0 < share < 1:
         raise ValueError(f"the replay share must be between 0 and 1, got {share}")
     k = min(len(replay.images), int(round(len(train.images) * share / (1 - share))))
