@@ -48,13 +48,13 @@ train-default: ## retrain the shipped 64-bit model from Flickr8k (FLICKR8K=path)
 	@test -d $(FLICKR8K) || { echo "Flickr8k not found at $(FLICKR8K): set FLICKR8K=path"; exit 1; }
 	$(BIN)/crossbit train --captions $(FLICKR8K)/captions.csv --images $(FLICKR8K)/images \
 		--split $(FLICKR8K)/train.txt --bits 64 --seeds 5 --crop-views 8 --out encoders/default_model \
-		--cache .cache/features
+		--cache .cache/features --init none --keep-trained
 
 train-mpnet: ## train the shipped mpnet-64 heads on the 12-layer MPNet text model (make mpnet first)
 	@test -d $(FLICKR8K) || { echo "Flickr8k not found at $(FLICKR8K): set FLICKR8K=path"; exit 1; }
 	$(BIN)/crossbit train --captions $(FLICKR8K)/captions.csv --images $(FLICKR8K)/images \
 		--split $(FLICKR8K)/train.txt --bits 64 --seeds 5 --crop-views 8 --text-model mpnet-base \
-		--out encoders/mpnet_model --cache .cache/features
+		--out encoders/mpnet_model --cache .cache/features --init none --keep-trained
 
 evaluate-default: ## score the shipped model on Flickr8k dev (writes bench/results/)
 	@test -d $(FLICKR8K) || { echo "Flickr8k not found at $(FLICKR8K): set FLICKR8K=path"; exit 1; }

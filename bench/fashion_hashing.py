@@ -116,7 +116,8 @@ def main(argv=None) -> int:
             start = time.perf_counter()
             out = work / f"{objective}-{bits}"
             train_model(ModelConfig(bits=bits), TrainConfig(objective=objective), db_pairs,
-                        min(500, args.database // 10), out, args.cache, progress=False)
+                        min(500, args.database // 10), out, args.cache, progress=False,
+                        init="none", keep_trained=True)
             seconds = time.perf_counter() - start
             model = HashModel.load(out)
             use_image_runtime(model)

@@ -51,7 +51,6 @@ def main(argv=None) -> int:
         train_seeds,
         use_image_runtime,
     )
-    from crossbit.server.cli.model import auto_held_out
 
     train_pairs = load_captions_csv(root / "captions.csv", root / "images", root / "train.txt")
     dev = load_captions_csv(root / "captions.csv", root / "images", root / "dev.txt")
@@ -60,7 +59,8 @@ def main(argv=None) -> int:
     work = Path(tempfile.mkdtemp(prefix="crossbit-curve-"))
     cfg = TrainConfig()
     train_model(ModelConfig(bits=64), TrainConfig(epochs=1, distill=0.0), train_pairs, 0,
-                work / "warm", args.cache, progress=False)  # fills the feature cache
+                work / "warm", args.cache, progress=False, init="none",
+                keep_trained=True)  # fills the feature cache
     model = HashModel.load(work / "warm")
     use_image_runtime(model)
     features = feature_set(model, train_pairs, args.cache, cfg.flip, False, 0)
@@ -111,6 +111,12 @@ def main(argv=None) -> int:
     plot(rows, out.with_suffix(".png"))
     print(f"written to {out} and {out.with_suffix('.png')}")
     return 0
+
+
+def auto_held_out(n_images: int) -> int:
+    """What crossbit train held out by default when these figures were taken (a tenth, 20 to
+    500; none below 100 images); its default is now catalog.auto_held_out."""
+    return 0 if n_images < 100 else min(500, max(20, n_images // 10))
 
 
 def auto_epochs(n_fit: int, batch_size: int, steps: int = 3000) -> int:

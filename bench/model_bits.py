@@ -61,7 +61,8 @@ def main(argv=None) -> int:
             config = ModelConfig(bits=bits, dropout=0.3)
             train_model(config, TrainConfig(weight_decay=1e-4, seeds=args.seeds,
                                             crop_views=args.crop_views),
-                        train, 500, directory, args.cache, progress=False)
+                        train, 500, directory, args.cache, progress=False, init="none",
+                        keep_trained=True)
         train_s = time.perf_counter() - start
         model = HashModel.load(directory)
         use_image_runtime(model)

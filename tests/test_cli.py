@@ -97,8 +97,14 @@ def test_serve_index_search_stats_and_sigterm(tmp_path, photos):
 def test_every_flag_says_what_it_does():
     import argparse
 
-    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    for name, command in sub.choices.items():
+    def commands(parser, prefix):  # every command, the nested ones too (collections create)
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, command in action.choices.items():
+                    yield f"{prefix} {name}".strip(), command
+                    yield from commands(command, f"{prefix} {name}")
+
+    for name, command in commands(build_parser(), ""):
         for action in command._actions:
             if action.dest == "help":
                 continue
@@ -118,7 +124,7 @@ def test_index_keys_two_folders_reindex_and_texts(make_server, photos, tmp_path,
         (tmp_path / trip / "sub" / "IMG_0009.jpg").write_bytes(photos["moon"])
     assert main(["index", str(tmp_path / "trip2023")] + server) == 0
     out = capsys.readouterr().out
-    assert "2 images: 2 added, 0 replaced, 0 unchanged, 0 refused; 1 files skipped" in out
+    assert "2 images: 2 added, 0 replaced, 0 unchanged, 0 refused; 1 file skipped" in out
     assert main(["index", str(tmp_path / "trip2024"), "--recursive"] + server) == 0
     assert "3 images: 3 added" in capsys.readouterr().out  # same names, other folder: new items
     assert running.core.indexes["image"].stats()["items"] == 5
@@ -179,11 +185,22 @@ def test_stats_into_a_closed_pipe_is_quiet(make_server):
     assert "Broken pipe" not in out.stderr and "Traceback" not in out.stderr, out.stderr
 
 
-def test_train_holds_out_what_the_data_size_allows():
-    from crossbit.server.cli.model import auto_held_out
+def test_the_demo_says_which_queries_find_their_photo():
+    from crossbit.server.demo.run import QUERIES, judged, summary
+    from crossbit.server.demo.sample_photos import SAMPLES
 
-    assert [auto_held_out(n) for n in (40, 99, 100, 300, 1_500, 6_000, 100_000)] == \
-        [0, 0, 20, 30, 150, 500, 500]
+    assert all(expected in SAMPLES for _, expected in QUERIES)
+    verdicts = [judged("coffee", ["coffee", "page"]), judged("coffee", ["page", "coffee"]),
+                judged("coins", ["page", "moon", "cat"])]
+    assert verdicts == ["found first", "missed: coffee came 2", "missed: coins not in the top 3"]
+    assert summary(verdicts) == "1 of 3 queries put the photo they describe first."
+
+
+def test_train_holds_out_what_the_data_size_allows():
+    from crossbit.encoders.training.catalog import auto_held_out
+
+    sizes = (39, 40, 100, 200, 400, 1_000, 1_500, 6_000, 100_000)
+    assert [auto_held_out(n) for n in sizes] == [0, 10, 25, 50, 50, 100, 150, 500, 500]
 
 
 def test_the_readme_python_snippet_runs_as_written(make_server, photos, tmp_path, monkeypatch,

@@ -95,9 +95,6 @@ def test_init_tunes_a_trained_model_without_training_heads_again(tuned, tmp_path
     assert main([*[a if a != str(out) else str(again) for a in args], "--init", str(out)]) == 0
     config = json.loads((again / "config.json").read_text())
     assert config["bits"] == 32 and config["text_model"] == "text_model"
-    with pytest.raises(ValueError, match="needs tune_text"):
-        from crossbit.encoders.training.recipes import train_model
-        train_model(None, TrainConfig(), None, 0, tmp_path / "x", init=str(out))
     with pytest.raises(ValueError, match="exclude each other"):
         TrainConfig(tune_text=True, finetune=True)
 

@@ -14,7 +14,7 @@ REPORT_KEYS = ("text_to_image", "image_to_text", "float", "bits", "images", "cap
 
 def save_checkpoint(model: HashModel, cfg: TrainConfig, result: TrainResult,
                     directory: str | Path, data: dict, with_backbones: bool = False,
-                    with_text_model: bool = False) -> None:
+                    with_text_model: bool = False, notes: dict | None = None) -> None:
     """Write heads + config (options, results, data and the held-out figures under ``extra``).
 
     ``result.report`` is the kept weights' report on the training images held out for
@@ -31,5 +31,6 @@ def save_checkpoint(model: HashModel, cfg: TrainConfig, result: TrainResult,
                                      if k in report["shipped_model"]}
     model.config.extra = {"training": asdict(cfg), "results": result.summary(), "data": data,
                           "held_out": held_out,
-                          "trained_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
+                          "trained_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+                          **(notes or {})}
     model.save(directory, with_backbones=with_backbones, with_text_model=with_text_model)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +13,14 @@ import numpy as np
 from crossbit.encoders.config import ModelConfig
 from crossbit.encoders.model import HashModel
 from crossbit.encoders.runtime import use_image_runtime
+from crossbit.encoders.training.catalog import (
+    Verdict,
+    choose_start,
+    compare,
+    reference_model,
+    verdict_line,
+    with_replay,
+)
 from crossbit.encoders.training.checkpoint import save_checkpoint
 from crossbit.encoders.training.datasets import (
     Pairs,
@@ -127,12 +135,13 @@ def head_inputs(model: HashModel, features: FeatureSet, pseudo_captions: bool) -
 
 
 def train_seeds(model: HashModel, train: FeatureSet, val: FeatureSet | None, cfg: TrainConfig,
-                progress: bool = True) -> TrainResult:
+                progress: bool = True, warm: bool = False) -> TrainResult:
     """Train the heads with ``cfg.seeds`` seeds and keep the best on the held-out images.
 
     Dev or test data never takes part: the choice uses the same held-out training images
-    as early stopping. Returns the kept seed's result, with every seed's held-out R@sum in
-    ``seed_scores``.
+    as early stopping. With ``warm`` every seed starts from the model's present heads (see
+    :func:`~crossbit.encoders.training.heads_fit.train_heads`). Returns the kept seed's
+    result, with every seed's held-out R@sum in ``seed_scores``.
     """
     if cfg.seeds > 1 and val is None:
         raise ValueError("choosing among seeds needs held-out images (val_images > 0)")
@@ -144,9 +153,15 @@ def train_seeds(model: HashModel, train: FeatureSet, val: FeatureSet | None, cfg
             log.info("teacher: held-out R@sum %.1f (cosine)", teacher_rsum)
     best = None
     scores = []
+    start = [copy.deepcopy(h.state_dict()) for h in (model.image_head, model.text_head)] \
+        if warm else None
     for k in range(cfg.seeds):
         run = replace(cfg, seed=cfg.seed + k, seeds=1)
-        result = train_heads(model, train, val, run, progress=progress, teacher=teacher)
+        if start is not None:
+            model.image_head.load_state_dict(start[0])
+            model.text_head.load_state_dict(start[1])
+        result = train_heads(model, train, val, run, progress=progress, teacher=teacher,
+                             warm=warm)
         score = recall_sum(result.report) if val is not None else 0.0
         scores.append({"seed": run.seed, "heldout_rsum": score})
         if cfg.seeds > 1:
@@ -161,28 +176,88 @@ def train_seeds(model: HashModel, train: FeatureSet, val: FeatureSet | None, cfg
     return result
 
 
+@dataclass
+class Outcome:
+    """A heads training run judged against the model it must beat."""
+
+    model: HashModel  # what to write: the trained model, or the reference when that is better
+    result: TrainResult  # the report is the written model's, on the held-out images
+    verdict: Verdict | None  # None when there is no reference or nothing was held out
+    written: str  # "trained" or "reference"
+    reference: str | None  # the reference's name (a folder or shipped name)
+
+
+def fit_and_judge(model: HashModel, warm: bool, features: FeatureSet, held: np.ndarray,
+                  cfg: TrainConfig, reference: HashModel | None = None,
+                  reference_name: str | None = None, replay: FeatureSet | None = None,
+                  replay_share: float = 0.5, keep_trained: bool = False,
+                  progress: bool = True) -> Outcome:
+    """Train the heads on ``features`` less the ``held`` images, then keep the better model.
+
+    Args:
+        model: the model to train (its heads are the start when ``warm``).
+        features: backbone features of the user's images and captions.
+        held: indices of the images held out for early stopping and the comparison.
+        reference: the model the trained one must beat on the held-out images (see
+            :func:`~crossbit.encoders.training.catalog.compare`); unless ``keep_trained``,
+            it is what the outcome writes when the trained model does not clearly beat it.
+        replay: features of the starting model's own training data, mixed in at
+            ``replay_share`` of the training images.
+
+    Returns:
+        the :class:`Outcome`.
+    """
+    rest = np.setdiff1d(np.arange(len(features.images)), held)
+    train_raw = subset_features(features, rest)
+    if replay is not None:
+        train_raw = with_replay(train_raw, replay, replay_share, cfg.seed)
+    held_raw = subset_features(features, held) if len(held) else None
+    val = head_inputs(model, held_raw, False) if held_raw is not None else None
+    result = train_seeds(model, head_inputs(model, train_raw, cfg.pseudo_captions), val, cfg,
+                         progress, warm=warm)
+    if reference is None or held_raw is None:
+        return Outcome(model, result, None, "trained", reference_name)
+    verdict = compare(model, reference, held_raw, seed=cfg.seed)
+    if verdict.keep_trained or keep_trained:
+        return Outcome(model, result, verdict, "trained", reference_name)
+    kept = TrainResult(held_out_report(reference, held_raw), result.history, result.seed,
+                       result.seed_scores, result.teacher_heldout_rsum)
+    return Outcome(reference, kept, verdict, "reference", reference_name)
+
+
 def train_model(model_config: ModelConfig, train_config: TrainConfig, pairs: Pairs,
                 val_images: int, out: str | os.PathLike, cache: str | None = None,
-                device: str | None = None, progress: bool = True, init: str | None = None) -> dict:
+                device: str | None = None, progress: bool = True, init: str = "auto",
+                keep_trained: bool = False, replay: Pairs | None = None,
+                replay_share: float = 0.5, say=log.info) -> dict:
     """Train a model (heads on cached features, or end to end) and save it to ``out``.
 
     ``val_images`` images of ``pairs`` (chosen with the training seed) are held out
-    for early stopping; 0 trains on everything for a fixed number of epochs. With
-    ``train_config.tune_text`` the text encoder is then tuned with the heads (see
-    :func:`~crossbit.encoders.training.text_tuning.tune_text`); ``init`` (a model directory
-    or shipped name) starts that tuning from a trained model's heads instead of training
-    heads first, and its config replaces ``model_config``.
+    for early stopping and the final comparison; 0 trains on everything for a fixed number
+    of epochs. ``init`` says where the heads start (see
+    :func:`~crossbit.encoders.training.catalog.choose_start`: "auto", "none", a model
+    folder or shipped name; a starting model's config replaces ``model_config``). The
+    trained heads are scored against the starting model (or, from fresh heads, the shipped
+    model when it is of the same kind) on the held-out images, and the better is written
+    unless ``keep_trained``. With ``train_config.tune_text`` the text encoder is then tuned
+    with the heads (see :func:`~crossbit.encoders.training.text_tuning.tune_text`); with an
+    ``init`` other than "auto" that tuning starts from its heads without training them first.
+
+    Args:
+        replay: the starting model's own training data (image-caption pairs), mixed into
+            the training images at ``replay_share``.
+        say: where the choices made are reported (``print`` from the command line).
 
     Returns:
-        the validation report of the saved weights.
+        the held-out report of the written weights, with ``start``, ``written`` and
+        ``verdict`` (the comparison) when there was one.
     """
-    if init is not None:
-        if not train_config.tune_text:
-            raise ValueError("init starts text tuning from a trained model: it needs tune_text")
-        model = HashModel.load(init, device=device)
-        log.info("tuning the text encoder of %s (its config replaces the model options)", init)
-    else:
-        model = new_model(model_config, device)
+    if train_config.finetune and init not in ("auto", "none"):
+        raise ValueError("--init starts heads training or --tune-text, not --finetune")
+    start = choose_start("none" if train_config.finetune else init, model_config,
+                         len(pairs.images), device)
+    say(f"heads start from {start.reason}")
+    model = start.model if start.model is not None else new_model(model_config, device)
     model_config = model.config
     held = held_out_images(len(pairs.images), val_images, train_config.seed) if val_images \
         else np.zeros(0, dtype=np.int64)
@@ -198,23 +273,47 @@ def train_model(model_config: ModelConfig, train_config: TrainConfig, pairs: Pai
     use_image_runtime(model)
     features = feature_set(model, pairs, cache, train_config.flip, progress,
                            train_config.crop_views)
-    val_feats = head_inputs(model, subset_features(features, held), False) if val_images else None
-    if init is None:
-        train_feats = head_inputs(model, subset_features(features, rest),
-                                  train_config.pseudo_captions)
-        result = train_seeds(model, train_feats, val_feats, train_config, progress)
+    notes = {"start": start.source or "fresh heads"}
     if train_config.tune_text:
-        from crossbit.encoders.training.text_tuning import tune_text
-
-        result = tune_text(model, head_inputs(model, subset_features(features, rest), False),
-                           captions_of(pairs, rest), val_feats, captions_of(pairs, held),
-                           train_config, progress)
-    if val_images:
+        result = _tune(model, start.model is not None, init not in ("auto", "none"), features,
+                       held, pairs, train_config, progress)
+        written = "trained"
+    else:
+        replayed = None if replay is None else feature_set(
+            model, replay, cache, train_config.flip, progress, train_config.crop_views)
+        reference, name = reference_model(start, model_config, device) if val_images \
+            else (None, None)
+        outcome = fit_and_judge(model, start.model is not None, features, held, train_config,
+                                reference, name, replayed, replay_share, keep_trained, progress)
+        model, result, written = outcome.model, outcome.result, outcome.written
+        if outcome.verdict is not None:
+            notes["verdict"] = {"reference": name, **outcome.verdict.summary()}
+            line, warning = verdict_line(outcome.verdict, name, written, str(out))
+            (log.warning if warning else say)(line)
+        elif val_images:
+            say("no comparison: no shipped model has this architecture")
+    notes["written"] = written
+    if val_images and written == "trained":
         result.report["shipped_model"] = shipped_model_on(subset_features(features, held),
                                                           model_config)
-    save_checkpoint(model, train_config, result, out, data, with_text_model=train_config.tune_text)
+    save_checkpoint(model, train_config, result, out, data, with_text_model=train_config.tune_text,
+                    notes=notes)
     log.info("saved model to %s", Path(out))
-    return result.report
+    return {**result.report, **notes}
+
+
+def _tune(model: HashModel, warm: bool, heads_given: bool, features: FeatureSet,
+          held: np.ndarray, pairs: Pairs, cfg: TrainConfig, progress: bool) -> TrainResult:
+    """--tune-text: the heads first (unless an --init model gave them), then the text encoder."""
+    from crossbit.encoders.training.text_tuning import tune_text
+
+    rest = np.setdiff1d(np.arange(len(pairs.images)), held)
+    val = head_inputs(model, subset_features(features, held), False) if len(held) else None
+    if not heads_given:
+        train_seeds(model, head_inputs(model, subset_features(features, rest),
+                                       cfg.pseudo_captions), val, cfg, progress, warm=warm)
+    return tune_text(model, head_inputs(model, subset_features(features, rest), False),
+                     captions_of(pairs, rest), val, captions_of(pairs, held), cfg, progress)
 
 
 def captions_of(pairs: Pairs, image_ids: np.ndarray) -> list[str]:
@@ -248,21 +347,23 @@ def new_model(model_config: ModelConfig, device: str | None = None) -> HashModel
     return model
 
 
+def held_out_report(model: HashModel, raw: FeatureSet) -> dict:
+    """A model's report (no curves) on backbone features of held-out images and captions."""
+    from crossbit.encoders.training.evaluate import evaluate_encoded
+
+    for head in (model.image_head, model.text_head):
+        head.eval()
+    images = model.encode_image_features(raw.images)
+    texts = model.encode_text_features(raw.texts)
+    return evaluate_encoded(images, texts, raw.caption_image, model.bits, raw.labels,
+                            curves=False)
+
+
 def shipped_model_on(val_raw: FeatureSet, model_config: ModelConfig) -> dict | None:
     """The shipped model's held-out report on the same images and texts (None when the new
     model's backbones differ, so the same features would not fit it)."""
-    import torch
-
-    from crossbit.encoders.model import head_outputs
-    from crossbit.encoders.training.evaluate import evaluate_encoded
-
     shipped = HashModel.load()
     if (shipped.config.image_backbone, Path(shipped.config.text_model).name) != \
             (model_config.image_backbone, Path(model_config.text_model).name):
         return None
-    feats = head_inputs(shipped, val_raw, False)
-    with torch.no_grad():
-        images = head_outputs(shipped.image_head, torch.as_tensor(feats.images, device=shipped.device))
-        texts = head_outputs(shipped.text_head, torch.as_tensor(feats.texts, device=shipped.device))
-    return evaluate_encoded(images, texts, feats.caption_image, shipped.bits, feats.labels,
-                            curves=False)
+    return held_out_report(shipped, val_raw)

@@ -15,9 +15,10 @@ def add_catalog_commands(sub) -> None:
                        "own model, index kind and items. Names: a lowercase letter, then up to "
                        "62 lowercase letters, digits or underscores. 'default' is the data "
                        "directory itself.")
-    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION",
+                               help="create, list, describe or drop")
     q = actions.add_parser("create", help="make a collection")
-    q.add_argument("name")
+    q.add_argument("name", help="the new collection's name")
     q.add_argument("--model", default="", help="default, mpnet-64, or a trained model folder "
                    "on the server (default: the shipped model)")
     q.add_argument("--index", default="", help="flat, ivf, hnsw, gpu or milvus (default: the "
@@ -27,21 +28,23 @@ def add_catalog_commands(sub) -> None:
     q.add_argument("--exist-ok", action="store_true", help="no error when it exists already")
     _client_args(q)
     q = actions.add_parser("list", help="the collections your token may see")
-    q.add_argument("--json", action="store_true")
+    q.add_argument("--json", action="store_true", help="print the list as JSON")
     _client_args(q)
     q = actions.add_parser("describe", help="counts, model, index kind, bits and size on disk")
-    q.add_argument("name")
+    q.add_argument("name", help="the collection to describe")
     _client_args(q)
     q = actions.add_parser("drop", help="remove a collection and every item in it",
                            description="Remove a collection and every item in it. Give the "
                            "name twice: crossbit collections drop shop --confirm shop")
-    q.add_argument("name")
+    q.add_argument("name", help="the collection to remove, with every item in it")
     q.add_argument("--confirm", required=True, metavar="NAME", help="the name again")
     _client_args(q)
 
     p = sub.add_parser("get", help="read items back by id or key")
-    p.add_argument("--id", dest="ids", type=int, action="append", default=[])
-    p.add_argument("--key", dest="keys", action="append", default=[])
+    p.add_argument("--id", dest="ids", type=int, action="append", default=[],
+                   help="an item's id (repeatable)")
+    p.add_argument("--key", dest="keys", action="append", default=[],
+                   help="an item's key (repeatable)")
     _item_args(p)
     p.add_argument("--codes", action="store_true", help="also print each item's code (hex)")
     _client_args(p)
@@ -53,19 +56,23 @@ def add_catalog_commands(sub) -> None:
     _item_args(p)
     _client_args(p)
     p = sub.add_parser("count", help="how many items a filter selects (all without one)")
-    p.add_argument("--filter", metavar="EXPR")
-    p.add_argument("--modality", choices=["image", "text"], default="image")
+    p.add_argument("--filter", metavar="EXPR", help="items this expression selects (README: Filters)")
+    p.add_argument("--modality", choices=["image", "text"], default="image",
+                   help="images or texts (default %(default)s)")
     _client_args(p)
     p = sub.add_parser("delete", help="delete items by id, key, folder or filter",
                        description="Delete items by id (--id), key (--key), folder (--prefix: "
                        "every key under it) or filter. Ids and keys already gone are reported, "
                        "not an error. --dry-run lists what would go.")
-    p.add_argument("--id", dest="ids", type=int, action="append", default=[])
-    p.add_argument("--key", dest="keys", action="append", default=[])
+    p.add_argument("--id", dest="ids", type=int, action="append", default=[],
+                   help="an item's id (repeatable)")
+    p.add_argument("--key", dest="keys", action="append", default=[],
+                   help="an item's key (repeatable)")
     p.add_argument("--prefix", metavar="FOLDER", help="every item whose key starts with this "
                    "(an absolute path: crossbit index keys)")
-    p.add_argument("--filter", metavar="EXPR")
-    p.add_argument("--modality", choices=["image", "text"], default="image")
+    p.add_argument("--filter", metavar="EXPR", help="items this expression selects (README: Filters)")
+    p.add_argument("--modality", choices=["image", "text"], default="image",
+                   help="images or texts (default %(default)s)")
     p.add_argument("--dry-run", action="store_true", help="list what would be deleted")
     _client_args(p)
     p = sub.add_parser("update-metadata", help="set or remove metadata fields of stored items",
@@ -73,18 +80,24 @@ def add_catalog_commands(sub) -> None:
                        "(merged into what is there; v as JSON when it parses: 2024, true, "
                        "[\"a\",\"b\"], else a string), --remove k, or --replace. Items by "
                        "--id, --key or --filter.")
-    p.add_argument("--id", dest="ids", type=int, action="append", default=[])
-    p.add_argument("--key", dest="keys", action="append", default=[])
-    p.add_argument("--filter", metavar="EXPR")
-    p.add_argument("--set", dest="fields", action="append", default=[], metavar="K=V")
-    p.add_argument("--remove", action="append", default=[], metavar="K")
+    p.add_argument("--id", dest="ids", type=int, action="append", default=[],
+                   help="an item's id (repeatable)")
+    p.add_argument("--key", dest="keys", action="append", default=[],
+                   help="an item's key (repeatable)")
+    p.add_argument("--filter", metavar="EXPR", help="items this expression selects (README: Filters)")
+    p.add_argument("--set", dest="fields", action="append", default=[], metavar="K=V",
+                   help="a field to set (repeatable; V as JSON when it parses)")
+    p.add_argument("--remove", action="append", default=[], metavar="K",
+                   help="a field to remove (repeatable)")
     p.add_argument("--replace", action="store_true", help="the metadata becomes exactly --set")
-    p.add_argument("--modality", choices=["image", "text"], default="image")
+    p.add_argument("--modality", choices=["image", "text"], default="image",
+                   help="images or texts (default %(default)s)")
     _client_args(p)
 
 
 def _item_args(p) -> None:
-    p.add_argument("--modality", choices=["image", "text"], default="image")
+    p.add_argument("--modality", choices=["image", "text"], default="image",
+                   help="images or texts (default %(default)s)")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
 
 

@@ -21,7 +21,11 @@ def add_model_commands(sub) -> None:
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train a hash model",
                        description="Train hash heads on frozen-backbone features cached on disk "
-                       "(CPU, minutes) or fine-tune the backbones end to end (--finetune, GPU).")
+                       "(CPU, minutes) or fine-tune the backbones end to end (--finetune, GPU). "
+                       "Up to 10,000 images the heads start from the shipped model's (--init). "
+                       "The trained model and the one it started from (or the shipped model) "
+                       "are scored on the same held-out images, and the better is written: "
+                       "you are told which and by how much.")
     p.add_argument("--captions", required=True,
                    help="dataset file: captions CSV (image,caption), COCO captions JSON, "
                    "Karpathy JSON, or multi-label CSV (image,text,labels)")
@@ -30,8 +34,9 @@ def _add_train(sub) -> None:
                    help="how --captions is laid out (default %(default)s)")
     p.add_argument("--split", help="csv: file of training image names; karpathy: split name")
     p.add_argument("--val-images", type=int, default=None,
-                   help="images held out of the training data for early stopping (default: a "
-                        "tenth of the images, 20 to 500; none below 100 images)")
+                   help="images held out of the training data for early stopping and the final "
+                        "comparison (default: none below 40 images, a quarter up to 50 images, "
+                        "a tenth from 500 images, at most 500)")
     p.add_argument("--out", required=True, help="output model directory")
     p.add_argument("--bits", type=int, default=64, help="code length: 16, 32, 64, 128, 256")
     p.add_argument("--backbone", default="efficientnet-lite0", help="efficientnet-lite0, resnet18")
@@ -43,13 +48,14 @@ def _add_train(sub) -> None:
                    help="infonce; triplet = the seeds' max-violation ranking loss; dcmh = labels")
     p.add_argument("--margin", type=float, default=0.2,
                    help="triplet loss margin (default %(default)s)")
-    p.add_argument("--epochs", type=int, default=60,
+    p.add_argument("--epochs", type=int, default=None,
                    help="most passes over the training data; early stopping may end sooner "
-                        "(default %(default)s)")
-    p.add_argument("--batch-size", type=int, default=128,
-                   help="images per training step (default %(default)s)")
-    p.add_argument("--lr", type=float, default=5e-4,
-                   help="Adam learning rate, cosine-decayed (default %(default)s)")
+                        "(default 60)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="images per training step (default: 128; 64 below 640 training images, "
+                        "32 below 256)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="Adam learning rate, cosine-decayed (default 5e-4)")
     p.add_argument("--hidden", type=int, default=1024,
                    help="hidden width of the hash heads' MLP (default %(default)s)")
     p.add_argument("--dropout", type=float, default=0.3,
@@ -58,9 +64,8 @@ def _add_train(sub) -> None:
                    help="Adam weight decay (default %(default)s)")
     p.add_argument("--embed-dim", type=int, default=0,
                    help="extra float embedding for re-ranking (0 = re-rank on tanh outputs)")
-    p.add_argument("--patience", type=int, default=8,
-                   help="epochs without a better held-out score before stopping "
-                        "(default %(default)s)")
+    p.add_argument("--patience", type=int, default=None,
+                   help="epochs without a better held-out score before stopping (default 8)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
     p.add_argument("--seeds", type=int, default=1,
                    help="train this many seeds (from --seed) and keep the best on the "
@@ -80,10 +85,26 @@ def _add_train(sub) -> None:
                    help="then tune the text encoder with the heads against the locked image "
                         "tower (images from the feature cache; CPU, minutes per epoch); the "
                         "text model is written beside the heads")
-    p.add_argument("--init",
-                   help="with --tune-text: start from this trained model (a directory or "
-                        "'default') instead of training heads first; its config replaces "
-                        "--bits, --backbone, --text-model and the head options")
+    p.add_argument("--init", default="auto",
+                   help="where the heads start: 'auto' (the default: the shipped model's heads "
+                        "when they have the --bits, --backbone, --text-model and head options "
+                        "asked for and there are at most 10,000 images, else fresh heads), "
+                        "'none' (fresh heads), 'default', 'mpnet-64' or a model folder (its "
+                        "config replaces those options); with --tune-text, a model given here "
+                        "is tuned without training its heads first")
+    p.add_argument("--keep-trained", action="store_true",
+                   help="write the trained model even when it does not beat the model it "
+                        "started from (or the shipped model) on the held-out images; a warning "
+                        "says by how much")
+    p.add_argument("--replay",
+                   help="captions CSV (image,caption) of the data the starting model was "
+                        "trained on (Flickr8k for the shipped ones), mixed into training so that "
+                        "it keeps what it knew; without it, training on another domain forgets "
+                        "much of it")
+    p.add_argument("--replay-images", help="folder the --replay image names are relative to")
+    p.add_argument("--replay-split", help="file of --replay image names to use (e.g. train.txt)")
+    p.add_argument("--replay-share", type=float, default=0.5,
+                   help="share of the training images drawn from --replay (default %(default)s)")
     p.add_argument("--text-lr", type=float, default=2e-5,
                    help="the text encoder's learning rate with --tune-text (default %(default)s)")
     p.add_argument("--tune-lr", type=float, default=1e-4,
@@ -126,32 +147,75 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--device", help="torch device (default: CUDA if visible, else the CPU)")
 
 
+def check_train_flags(args) -> None:
+    """Refuse contradictory train flags in flag words, before any loading."""
+    def refuse(message: str):
+        raise ValueError(message)
+
+    if args.tune_text and args.finetune:
+        refuse("--tune-text and --finetune exclude each other (--finetune trains both towers)")
+    if args.finetune and args.init not in ("auto", "none"):
+        refuse("--init starts heads training or --tune-text; --finetune starts from fresh heads")
+    if args.seeds < 1:
+        refuse(f"--seeds must be at least 1, got {args.seeds}")
+    if args.seeds > 1 and args.val_images == 0:
+        refuse("--seeds above 1 keeps the best seed on held-out images: not with --val-images 0")
+    for flag in ("distill", "crop_views"):
+        if getattr(args, flag) < 0:
+            refuse(f"--{flag.replace('_', '-')} must be >= 0, got {getattr(args, flag)}")
+    for flag in ("tune_epochs", "tune_rounds", "epochs", "batch_size", "patience"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            refuse(f"--{flag.replace('_', '-')} must be at least 1, got {value}")
+    if args.val_images is not None and args.val_images < 0:
+        refuse(f"--val-images must be >= 0, got {args.val_images}")
+    if args.replay and not args.replay_images:
+        refuse("--replay needs --replay-images (the folder its image names are relative to)")
+    if (args.replay_images or args.replay_split) and not args.replay:
+        refuse("--replay-images and --replay-split go with --replay")
+    if not 0 < args.replay_share < 1:
+        refuse(f"--replay-share must be between 0 and 1, got {args.replay_share}")
+    if args.keep_trained and args.val_images == 0:
+        refuse("--keep-trained needs held-out images to compare on: not with --val-images 0")
+
+
 def cmd_train(args) -> int:
     import logging
 
     from crossbit.encoders.config import ModelConfig
     from crossbit.encoders.training import TrainConfig
+    from crossbit.encoders.training.catalog import plan_for
     from crossbit.encoders.training.recipes import load_pairs, train_model
 
+    check_train_flags(args)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     pairs = load_pairs(args.format, args.captions, args.images, args.split, args.skip_bad)
-    val_images = args.val_images if args.val_images is not None else \
-        auto_held_out(len(pairs.images))
-    print(f"{len(pairs.images)} images, {len(pairs.captions)} texts; {val_images} images held "
-          "out for early stopping" + ("" if val_images else " (too few: fixed epochs)"))
+    if args.val_images is not None and args.val_images >= len(pairs.images):
+        raise ValueError(f"--val-images {args.val_images} leaves nothing to train on "
+                         f"({len(pairs.images)} images)")
+    plan = plan_for(len(pairs.images), args.val_images, args.batch_size, args.epochs, args.lr,
+                    args.patience)
+    print(f"{len(pairs.images)} images, {len(pairs.captions)} texts; {plan.describe(len(pairs.images))}")
+    replay = None
+    if args.replay:
+        replay = load_pairs("csv", args.replay, args.replay_images, args.replay_split,
+                            args.skip_bad)
+        print(f"replay: {len(replay.images)} images of {args.replay} available, "
+              f"{args.replay_share:.0%} of each epoch's images drawn from them")
     model_config = ModelConfig(bits=args.bits, image_backbone=args.backbone,
                                image_weights=args.backbone_weights, text_model=args.text_model,
                                hidden=args.hidden, dropout=args.dropout, embed_dim=args.embed_dim)
-    train_config = TrainConfig(objective=args.objective, margin=args.margin, epochs=args.epochs,
-                               batch_size=args.batch_size, lr=args.lr, patience=args.patience,
+    train_config = TrainConfig(objective=args.objective, margin=args.margin, epochs=plan.epochs,
+                               batch_size=plan.batch_size, lr=plan.lr, patience=plan.patience,
                                weight_decay=args.weight_decay, seed=args.seed,
                                seeds=args.seeds, finetune=args.finetune,
                                distill=args.distill, teacher_dim=args.teacher_dim,
                                all_captions=not args.one_caption, crop_views=args.crop_views,
                                tune_text=args.tune_text, text_lr=args.text_lr, tune_lr=args.tune_lr,
                                tune_epochs=args.tune_epochs, tune_rounds=args.tune_rounds)
-    report = train_model(model_config, train_config, pairs, val_images, args.out,
-                         args.cache, args.device, init=args.init)
+    report = train_model(model_config, train_config, pairs, plan.val_images, args.out,
+                         args.cache, args.device, init=args.init, keep_trained=args.keep_trained,
+                         replay=replay, replay_share=args.replay_share, say=print)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2, default=float) + "\n")
     if "text_to_image" in report:
@@ -159,7 +223,7 @@ def cmd_train(args) -> int:
 
         print("validation (held-out training images):")
         print(format_report(report))
-        print(summary_line(report, val_images))
+        print(summary_line(report, plan.val_images))
     print(f"model written to {args.out}")
     return 0
 
@@ -176,11 +240,6 @@ def summary_line(report: dict, held_out: int) -> str:
         line += (f"; the shipped model on the same images: {r(shipped, 'text_to_image')} and "
                  f"{r(shipped, 'image_to_text')}")
     return line
-
-
-def auto_held_out(n_images: int) -> int:
-    """Images held out for early stopping when --val-images is not given."""
-    return 0 if n_images < 100 else min(500, max(20, n_images // 10))
 
 
 def cmd_evaluate(args) -> int:

@@ -18,8 +18,9 @@ def add_transfer_commands(sub) -> None:
                        "then one item per line (id, key, modality, metadata; with --codes also "
                        "the code in hex and the embedding). crossbit import reads it back.")
     p.add_argument("out", help="the file to write ('-': standard output)")
-    p.add_argument("--filter", metavar="EXPR")
-    p.add_argument("--modality", choices=["image", "text", "both"], default="both")
+    p.add_argument("--filter", metavar="EXPR", help="only the items this expression selects")
+    p.add_argument("--modality", choices=["image", "text", "both"], default="both",
+                   help="which items to write (default %(default)s)")
     p.add_argument("--codes", action="store_true",
                    help="also write codes and embeddings (needed to import images)")
     _client_args(p)
