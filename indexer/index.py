@@ -20,9 +20,11 @@ from crossbit.indexer.backends import (
     set_thread_omp,
     torch_cuda_available,
 )
-from crossbit.indexer.backends_approx import IVFBackend
 from crossbit.indexer.embeddings import EmbeddingTable
+from crossbit.indexer.filters import Filter
 from crossbit.indexer.folder import ID_MARK, STORE, check_integrity, check_model, lock_directory
+from crossbit.indexer.index_filtered import FilteredIndex, check_filter
+from crossbit.indexer.index_upkeep import Upkeep
 from crossbit.indexer.interface import (
     MAX_K,
     Index,
@@ -34,20 +36,14 @@ from crossbit.indexer.interface import (
 )
 from crossbit.indexer.items import Item, StoreWrite, merged_metadata
 from crossbit.indexer.locks import RWLock
-from crossbit.indexer.snapshot import (
-    SNAPSHOT,
-    id_differences,
-    open_backend,
-    replay,
-    write_snapshot,
-)
+from crossbit.indexer.snapshot import SNAPSHOT, open_backend
 from crossbit.indexer.store import Store
 
 log = logging.getLogger(__name__)
 
 
 
-class BinaryIndex(Index):
+class BinaryIndex(FilteredIndex, Upkeep, Index):
     """A collection of binary codes with ids, keys, metadata and float embeddings.
 
     Every add commits to SQLite before it returns, then enters the in-memory backend.
@@ -95,6 +91,7 @@ class BinaryIndex(Index):
         self._retraining: threading.Thread | None = None
         self.opened_from = ""
         self.backend = self._open_backend()
+        self._open_attributes()
         if self.opened_from.startswith("rebuilt") and len(self.backend):
             # a rebuild (no snapshot, a bad one, a store that lost its tail) is written at
             # once: until then the old snapshot on disk disagrees with the store, and
@@ -189,56 +186,20 @@ class BinaryIndex(Index):
                     self.backend.remove(stale)
             if len(out):
                 self.backend.add(codes[kept], out)
+            # the attribute index follows the same rule: what the call replaced leaves it, what
+            # it wrote enters it as stored
+            if len(write.replaced):
+                self.attributes.remove(np.asarray(write.replaced, np.int64))
+            self._index_rows([(int(write.ids[i]), keys[i], codes[i].tobytes(), metadata_json[i])
+                              for i in np.flatnonzero(kept)])
             self._changes += len(out)
-            retrain = isinstance(self.backend, IVFBackend) and self.backend.needs_retrain() \
-                and self._retraining is None
+            retrain = getattr(self.backend, "needs_retrain", bool)() and self._retraining is None
             if retrain:
                 self._retraining = threading.Thread(target=self._retrain, daemon=True,
                                                     name="crossbit-ivf-retrain")
         if retrain:
             self._retraining.start()
         return write
-
-    def _retrain(self) -> None:
-        """Train a new IVF index on every stored code, off the lock, and swap it in.
-
-        Searches and writes go on meanwhile against the old index. The store's change log
-        position is taken before the codes are read, so the swap (under the write lock)
-        replays whatever changed during the training into the new index first.
-        """
-        try:
-            start = time.perf_counter()
-            seq = self.store.max_seq()
-            chunks = list(self.store.iter_codes())
-            ids = np.concatenate([c[0] for c in chunks]) if chunks else np.zeros(0, np.int64)
-            codes = np.concatenate([c[1] for c in chunks]) if chunks else \
-                np.zeros((0, self.bits // 8), np.uint8)
-            fresh = self.backend.retrained(ids, codes)
-            with self._lock.write():
-                replayed = replay(fresh, self.store, seq)
-                self.backend = fresh
-                self._changes += 1
-            log.info("index %s: IVF retrained on %d codes in %.1fs off the lock (%d changes "
-                     "replayed at the swap)", self.directory, len(ids),
-                     time.perf_counter() - start, replayed)
-        except Exception:  # the old index stays; the next add that needs it tries again
-            log.exception("index %s: IVF retraining failed", self.directory)
-        finally:
-            self._retraining = None
-
-    def wait_retrained(self, timeout: float | None = None) -> None:
-        """Block until a retraining in progress (if any) has swapped its index in."""
-        thread = self._retraining
-        if thread is not None:
-            thread.join(timeout)
-
-    def verify(self) -> str:
-        """Check the invariant (the backend holds exactly the store's ids, each once); "" when
-        it holds, else what differs."""
-        with self._lock.read():
-            stored = self.store.all_ids()
-            held = self.backend.all_ids()
-        return "; ".join(id_differences(held, stored, "the index"))
 
     def remove(self, ids: Sequence[int] | np.ndarray) -> int:
         """Remove items by id. Raises KeyError naming unknown ids (then nothing is removed)."""
@@ -250,6 +211,7 @@ class BinaryIndex(Index):
         with self._lock.write():
             self.store.remove(ids)
             self.backend.remove(ids)
+            self.attributes.remove(ids)
             if self.vectors is not None:
                 self.vectors.remove(ids)
             self._changes += len(ids)
@@ -264,21 +226,28 @@ class BinaryIndex(Index):
     def max_k(self) -> int:
         return min(getattr(self.backend, "max_k", MAX_K), MAX_K)
 
-    def search(self, codes: np.ndarray, k: int, nprobe: int | None = None) -> Results:
-        """The k nearest items of each query code by Hamming distance.
+    def search(self, codes: np.ndarray, k: int, nprobe: int | None = None,
+               filter: Filter | None = None) -> Results:
+        """The k nearest items of each query code by Hamming distance, among those matching
+        ``filter`` (exact on the exact kinds; IVF and HNSW choose per call, see
+        :mod:`~crossbit.indexer.index_filtered`).
 
         Returns:
             :class:`Results`, ids padded with -1 (and distance ``bits + 1``) where fewer
-            than k items exist.
+            than k items (match).
         """
         self._check_open()
         codes = check_codes(codes, self.bits, "query codes")
         k = self.check_k(k)
+        flt = check_filter(filter)
         if nprobe is not None and (not isinstance(nprobe, (int, np.integer)) or nprobe <= 0):
             raise ValueError(f"nprobe must be a positive int, got {nprobe!r}")
         set_thread_omp(self.threads)
         with self._lock.read():
-            ids, distances = self.backend.search(codes, k, nprobe)
+            if flt is None:
+                ids, distances = self.backend.search(codes, k, nprobe)
+            else:
+                ids, distances = self._filtered_search(codes, k, nprobe, flt)
         ids = np.asarray(ids, dtype=np.int64)
         distances = np.where(ids >= 0, distances, self.bits + 1).astype(np.int32)
         return Results(ids, distances)
@@ -289,13 +258,18 @@ class BinaryIndex(Index):
         with self._lock.read():
             return self.vectors.gather(ids)
 
-    def range_search(self, codes: np.ndarray, radius: int) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Hash lookup: per query, (ids, distances) of every item within Hamming ``radius``."""
+    def range_search(self, codes: np.ndarray, radius: int,
+                     filter: Filter | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Hash lookup: per query, (ids, distances) of every (matching) item within Hamming
+        ``radius``; with a filter, exact on every kind."""
         self._check_open()
         codes = check_codes(codes, self.bits, "query codes")
         radius = check_radius(radius, self.bits)
+        flt = check_filter(filter)
         set_thread_omp(self.threads)
         with self._lock.read():
+            if flt is not None:
+                return self._filtered_range(codes, radius, flt)
             return self.backend.range_search(codes, radius)
 
     def items(self, ids: Sequence[int], max_bytes: int | None = None) -> dict[int, Item]:
@@ -341,42 +315,8 @@ class BinaryIndex(Index):
                 "snapshot_seq": self._snapshot_seq, "directory": str(self.directory),
                 "integrity": self.integrity,
                 "embeddings_in_memory": None if self.vectors is None else len(self.vectors),
-                "embedding_bytes": None if self.vectors is None else self.vectors.nbytes}
-
-    # -- persistence ----------------------------------------------------------------------------
-    def snapshot(self) -> bool:
-        """Write the backend to disk (temp file, fsync, rename) with the store's high-water mark.
-
-        Returns:
-            True when written, False when the disk refused (logged; the store keeps everything).
-        """
-        with self._lock.write():
-            seq = self.store.max_seq()
-            next_id = max(self.store.id_counter())
-            payload = self.backend.to_bytes()
-            extra = self.backend.snapshot_extra()
-            self._changes = 0
-            count = len(self.backend)
-        header = {"kind": self.kind, "bits": self.bits, "seq": seq, "extra": extra,
-                  "count": count, "next_id": next_id, "written": time.time()}
-        try:
-            write_snapshot(self.directory, header, payload)
-        except OSError as exc:
-            log.error("index %s: snapshot failed (%s); the store still holds every item",
-                      self.directory, exc)
-            return False
-        self._snapshot_seq = seq
-        self.store.compact_log(seq)
-        log.info("index %s: snapshot at seq %d (%d items)", self.directory, seq, header["count"])
-        return True
-
-    def _snapshot_loop(self, interval: float) -> None:
-        while not self._stop.wait(interval):
-            if self._changes:
-                try:
-                    self.snapshot()
-                except Exception:  # keep the thread alive; the next round tries again
-                    log.exception("background snapshot failed")
+                "embedding_bytes": None if self.vectors is None else self.vectors.nbytes,
+                "attribute_index": self._attribute_stats()}
 
     def _check_open(self) -> None:
         if self._closed:

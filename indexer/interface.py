@@ -12,6 +12,7 @@ from typing import NamedTuple
 import numpy as np
 
 from crossbit.indexer.embeddings import unit_rows
+from crossbit.indexer.filters import Filter
 from crossbit.indexer.items import Item, StoreWrite, repeated_items
 
 MAX_K = 100_000  # the most results one query may ask for, whatever the kind
@@ -241,17 +242,20 @@ class Index(abc.ABC):
         return int(k)
 
     @abc.abstractmethod
-    def search(self, codes: np.ndarray, k: int, nprobe: int | None = None) -> Results:
-        """The k nearest items of each query code by Hamming distance (ids padded with -1,
-        distance ``bits + 1``, where fewer than k items exist)."""
+    def search(self, codes: np.ndarray, k: int, nprobe: int | None = None,
+               filter: Filter | None = None) -> Results:
+        """The k nearest items of each query code by Hamming distance, among the items that
+        match ``filter`` (all when None): never fewer than min(k, matches) hits (ids padded
+        with -1, distance ``bits + 1``, past them). One filter evaluation serves every query."""
 
     def search_rerank(self, codes: np.ndarray, embeddings: np.ndarray, k: int,
-                      shortlist: int = 100, nprobe: int | None = None) -> Reranked:
-        """Hamming shortlist of ``shortlist`` items, re-ordered by cosine of the float
+                      shortlist: int = 100, nprobe: int | None = None,
+                      filter: Filter | None = None) -> Reranked:
+        """Hamming shortlist of ``shortlist`` matching items, re-ordered by cosine of the float
         embeddings; items stored without one keep their Hamming order after the others."""
         k = self.check_k(k)
         embeddings = check_embeddings(embeddings, len(codes))
-        first = self.search(codes, min(max(k, shortlist), self.max_k), nprobe)
+        first = self.search(codes, min(max(k, shortlist), self.max_k), nprobe, filter=filter)
         vectors, found = self.shortlist_vectors(first.ids, embeddings.shape[1])
         return rerank(first, embeddings, vectors, found, k, self.bits)
 
@@ -260,8 +264,30 @@ class Index(abc.ABC):
         return vectors_from(self.embeddings(np.unique(ids[ids >= 0])), ids, dim)
 
     @abc.abstractmethod
-    def range_search(self, codes: np.ndarray, radius: int) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Per query, (ids, distances) of the items within Hamming ``radius``."""
+    def range_search(self, codes: np.ndarray, radius: int,
+                     filter: Filter | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per query, (ids, distances) of the matching items within Hamming ``radius``."""
+
+    # -- filters --------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def count(self, filter: Filter | None = None) -> int:
+        """How many items match ``filter`` (all items when None)."""
+
+    @abc.abstractmethod
+    def select(self, filter: Filter, limit: int | None = None) -> np.ndarray:
+        """The int64 ids of the matching items, ascending (the first ``limit`` of them)."""
+
+    @abc.abstractmethod
+    def scroll(self, after: int | None, limit: int, filter: Filter | None = None) -> list[Item]:
+        """Matching items with id > ``after`` (all when None), ascending id, at most ``limit``:
+        an item that exists for the whole scroll is seen exactly once."""
+
+    @abc.abstractmethod
+    def update_metadata(self, ids: Sequence[int], set_fields: dict | None = None,
+                        remove_fields: Sequence[str] = (), replace: bool = False) -> int:
+        """Merge ``set_fields`` into the items' metadata and drop ``remove_fields`` (or replace
+        it with ``set_fields``), codes untouched; unknown ids are skipped. Returns how many
+        items changed."""
 
     # -- stored items -------------------------------------------------------------------------
     @abc.abstractmethod

@@ -40,16 +40,19 @@ class MilvusReads:
                 ids[q, j], distances[q, j] = i, d
         return Results(ids, distances)
 
-    def search(self, codes: np.ndarray, k: int, nprobe: int | None = None) -> Results:
+    def search(self, codes: np.ndarray, k: int, nprobe: int | None = None,
+               filter=None) -> Results:
+        self._no_filter_yet(filter)
         codes = check_codes(codes, self.bits, "query codes")
         k = self.check_k(k)
         params = {"nprobe": int(nprobe or self.nprobe)} if self.index_type == "BIN_IVF_FLAT" \
             else {}
         return self._search(codes, k, params)
 
-    def range_search(self, codes: np.ndarray, radius: int):
+    def range_search(self, codes: np.ndarray, radius: int, filter=None):
         """Items within ``radius`` (Milvus range search; at most 16,384 per query, its topk
         limit, nearest first)."""
+        self._no_filter_yet(filter)
         codes = check_codes(codes, self.bits, "query codes")
         radius = check_radius(radius, self.bits)
         params = {"nprobe": self.nlist} if self.index_type == "BIN_IVF_FLAT" else {}
@@ -57,6 +60,24 @@ class MilvusReads:
                                                      range_filter=-1))
         return [(i[(i >= 0) & (d <= radius)], d[(i >= 0) & (d <= radius)])
                 for i, d in zip(res.ids, res.distances)]
+
+    def _no_filter_yet(self, flt) -> None:
+        if flt is not None:
+            raise ValueError("filters on the milvus kind come in the next version")
+
+    def count(self, filter=None) -> int:
+        self._no_filter_yet(filter)
+        return len(self)
+
+    def select(self, filter, limit=None):
+        self._no_filter_yet(filter)
+
+    def scroll(self, after, limit, filter=None):
+        self._no_filter_yet(filter)
+        raise ValueError("scroll on the milvus kind comes in the next version")
+
+    def update_metadata(self, ids, set_fields=None, remove_fields=(), replace=False) -> int:
+        raise ValueError("update_metadata on the milvus kind comes in the next version")
 
     def items(self, ids: Sequence[int], max_bytes: int | None = None) -> dict[int, Item]:
         out, total = {}, 0

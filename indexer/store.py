@@ -20,7 +20,7 @@ from crossbit.indexer.items import (
 )
 from crossbit.indexer.store_reads import StoreReads
 
-OP_ADD, OP_REMOVE = 1, 2
+OP_ADD, OP_REMOVE, OP_META = 1, 2, 3  # OP_META: metadata rewritten, code unchanged
 READ_MMAP_BYTES = 1 << 36  # SQLite caps it at its compile-time limit
 
 SCHEMA = """
@@ -275,6 +275,43 @@ class Store(StoreReads):
             except sqlite3.Error as exc:
                 _rollback(cur)
                 raise StoreError(f"store {self.path}: write failed ({exc})") from exc
+
+    def update_metadata(self, ids: Sequence[int], change) -> dict[int, str]:
+        """Rewrite the metadata of stored items in one transaction, codes untouched; logged
+        (OP_META) so that what is rebuilt from the log sees it.
+
+        Args:
+            ids: item ids (unknown ones are skipped).
+            change: (stored metadata as JSON) -> the new metadata as JSON.
+
+        Returns:
+            the new metadata JSON of each item that changed, by id.
+        """
+        out: dict[int, str] = {}
+        with self._write_lock:
+            cur = self._writer.cursor()
+            try:
+                cur.execute("BEGIN IMMEDIATE")
+                for start in range(0, len(ids), 900):
+                    chunk = [int(i) for i in ids[start:start + 900]]
+                    rows = cur.execute(f"SELECT id, metadata FROM items WHERE id IN "
+                                       f"({','.join('?' * len(chunk))})", chunk).fetchall()
+                    for item_id, meta in rows:
+                        new = change(meta)
+                        if new != meta:
+                            out[item_id] = new
+                cur.executemany("UPDATE items SET metadata=? WHERE id=?",
+                                [(m, i) for i, m in out.items()])
+                cur.executemany("INSERT INTO log(op, id) VALUES (?, ?)",
+                                [(OP_META, i) for i in out])
+                cur.execute("COMMIT")
+            except sqlite3.Error as exc:
+                _rollback(cur)
+                raise StoreError(f"store {self.path}: write failed ({exc})") from exc
+            except BaseException:
+                _rollback(cur)
+                raise
+        return out
 
     def rewrite_codes(self, ids: Sequence[int], codes: np.ndarray, embeddings: np.ndarray | None,
                       bits: int, drop: Sequence[int] = ()) -> None:

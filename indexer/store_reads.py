@@ -90,6 +90,31 @@ class StoreReads:
         """All (ids, float32 embedding blobs) of items that have one, in id order, in chunks."""
         return self._iter_column("embedding", batch)
 
+    def iter_rows(self, batch: int = 50_000) -> Iterator[tuple[list, list, list, list]]:
+        """(ids, keys, code blobs, metadata JSON) of every item in id order, in chunks; keys and
+        metadata as UTF-8 bytes (a damaged one must not stop the others being read)."""
+        conn = self._reader
+        last = -(2**63)
+        while True:
+            rows = conn.execute("SELECT id, CAST(key AS BLOB), code, CAST(metadata AS BLOB) FROM "
+                                "items WHERE id > ? ORDER BY id LIMIT ?", (last, batch)).fetchall()
+            if not rows:
+                return
+            last = rows[-1][0]
+            yield [r[0] for r in rows], [None if r[1] is None else r[1].decode(errors="replace")
+                                         for r in rows], [r[2] for r in rows], [r[3] for r in rows]
+
+    def rows_for(self, ids: Sequence[int]) -> list[tuple]:
+        """(id, key, code blob, metadata JSON) of the given ids that are stored, in id order."""
+        return sorted(self._where_in("id, key, code, metadata", "id", [int(i) for i in ids]))
+
+    def scroll(self, after: int | None, limit: int) -> list[Item]:
+        """Items with id > ``after`` (all when None) in id order, at most ``limit``."""
+        rows = self._reader.execute(
+            "SELECT id, key, metadata, added FROM items WHERE id > ? ORDER BY id LIMIT ?",
+            (-(2**63) if after is None else int(after), int(limit))).fetchall()
+        return [Item(i, k, json.loads(m), a, len(m) + (len(k) if k else 0)) for i, k, m, a in rows]
+
     def ids_for_keys(self, keys: Sequence[str]) -> dict[str, int]:
         return dict(self._where_in("key, id", "key", list(keys)))
 

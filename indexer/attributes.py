@@ -1,0 +1,396 @@
+"""The attribute index of the FAISS kinds: every item's id, key, metadata and code by slot, in memory,
+so that a filter becomes a compressed bitmap of slots and the filtered scan reads only those codes.
+
+A slot is an item's place here (slots of removed items are given to new ones); the bitmaps are
+of slots, the codes are kept word-major by slot for crossbit's kernel (``hamming_filtered``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from collections import OrderedDict
+
+import numpy as np
+from pyroaring import BitMap
+
+from crossbit.indexer.attribute_columns import EMPTY, Column, bitmap, bitmap_bytes, union
+from crossbit.indexer.filter_nodes import Compare, Contains, Exists, In, Like, Node, kind_of
+from crossbit.indexer.filters import Filter
+from crossbit.indexer.hamming import words
+
+EXACT_FLOAT = 2**53  # integers up to this size are exact as float64
+INT64_MAX = 2**63 - 1
+CACHE = 64  # evaluated filters kept (per write version)
+
+
+class FieldColumns:
+    """One metadata field: which slots have it, and its values by type."""
+
+    def __init__(self):
+        self.present = BitMap()
+        self.str = Column(object)
+        self.num = Column(np.float64)  # floats, and ints exact as floats
+        self.big = Column(np.int64)  # ints past 2**53 (exact as int64)
+        self.bool = Column(np.int64)  # 0 / 1
+        self.tag = Column(object)  # the strings of list values, one entry each
+        self.odd: dict[int, object] = {}  # slot -> an int past int64 (old stores): tested in Python
+
+    def columns(self) -> tuple[Column, ...]:
+        return (self.str, self.num, self.big, self.bool, self.tag)
+
+
+class AttributeIndex:
+    """Ids, keys, metadata and codes of every item by slot, kept in step with the store.
+
+    Every method that changes it runs under the owning index's write lock; ``select_slots``
+    and the reads run under its read lock.
+    """
+
+    def __init__(self, bits: int):
+        self.bits = bits
+        self.words = -(-bits // 64)
+        self.n = 0  # slots handed out (live or free)
+        self.ids = np.full(1024, -1, np.int64)
+        self.codes = np.zeros((self.words, 1024), np.uint64)
+        self.live = BitMap()
+        self.free = BitMap()
+        self.id_col = Column(np.int64)
+        self.key_col = Column(object)
+        self.fields: dict[str, FieldColumns] = {}
+        self.version = 0
+        self._cache: OrderedDict = OrderedDict()
+        self._cache_lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self.live)
+
+    # -- writes -------------------------------------------------------------------------------
+    def _take_slots(self, n: int) -> np.ndarray:
+        reuse = min(n, len(self.free))
+        slots = np.empty(n, np.int64)
+        if reuse:
+            got = np.frombuffer(self.free.to_array(), np.uint32)[:reuse].astype(np.int64)
+            self.free -= bitmap(got)
+            slots[:reuse] = got
+        fresh = n - reuse
+        if fresh:
+            need = self.n + fresh
+            if need > len(self.ids):
+                cap = max(need, 2 * len(self.ids))
+                ids = np.full(cap, -1, np.int64)
+                ids[: self.n] = self.ids[: self.n]
+                codes = np.zeros((self.words, cap), np.uint64)
+                codes[:, : self.n] = self.codes[:, : self.n]
+                self.ids, self.codes = ids, codes
+            slots[reuse:] = np.arange(self.n, need)
+            self.n = need
+        return slots
+
+    def add(self, ids: np.ndarray, keys: list, metadata: list[dict], codes: np.ndarray) -> None:
+        """Index new items (ids not held: remove replaced ones first).
+
+        Args:
+            ids: int64 ids.
+            keys: a key or None per item.
+            metadata: each item's metadata as stored (JSON types).
+            codes: packed uint8 codes (n, bits / 8).
+        """
+        ids = np.asarray(ids, np.int64)
+        if not len(ids):
+            return
+        slots = self._take_slots(len(ids))
+        self.ids[slots] = ids
+        self.codes[:, slots] = words(codes).T
+        self.live |= bitmap(slots)
+        self.id_col.add(slots, ids)
+        keyed = [(s, k) for s, k in zip(slots.tolist(), keys) if k]
+        if keyed:
+            self.key_col.add(np.array([s for s, _ in keyed]), np.array([k for _, k in keyed],
+                                                                         object))
+        self._add_metadata(slots, metadata)
+        self._changed()
+
+    def load(self, chunks) -> None:
+        """Build an empty index from stored rows at once: (ids, keys, code blobs, metadata JSON)
+        chunks in id order (``Store.iter_rows``)."""
+        groups: dict[str, dict[str, list]] = {}
+        all_ids, keyed_slots, keyed = [], [], []
+        for ids, keys, blobs, metas in chunks:
+            slots = self._take_slots(len(ids))
+            self.ids[slots] = ids
+            width = self.bits // 8
+            if any(len(b) != width for b in blobs):  # damage SQLite's check let through
+                blobs = [bytes(b[:width]).ljust(width, b"\0") for b in blobs]
+            codes = np.frombuffer(b"".join(blobs), np.uint8).reshape(len(ids), width)
+            self.codes[:, slots] = words(codes).T
+            all_ids.append(np.asarray(ids, np.int64))
+            for slot, key in zip(slots.tolist(), keys):
+                if key:
+                    keyed_slots.append(slot)
+                    keyed.append(key)
+            _group(groups, slots, [metadata_of(m) for m in metas])
+        if not self.n:
+            return
+        self.live = BitMap(range(self.n))
+        self.id_col.load(np.concatenate(all_ids), np.arange(self.n), presorted=True)
+        self.key_col.load(np.array(keyed, object), np.array(keyed_slots, np.uint32), presorted=False)
+        self._apply(groups, bulk=True)
+        self._changed()
+
+    def _add_metadata(self, slots: np.ndarray, metadata: list[dict]) -> None:
+        groups: dict[str, dict[str, list]] = {}
+        _group(groups, slots, metadata)
+        self._apply(groups, bulk=False)
+
+    def _apply(self, groups: dict, bulk: bool) -> None:
+        for name, group in groups.items():
+            field = self.fields.get(name)
+            if field is None:
+                field = self.fields[name] = FieldColumns()
+            field.present |= bitmap(np.array(group["present"], np.uint32))
+            for kind, dtype in (("str", object), ("num", np.float64), ("big", np.int64),
+                                ("bool", np.int64), ("tag", object)):
+                slots, vals = group[kind + "_slots"], group[kind]
+                if not slots:
+                    continue
+                column = getattr(field, kind)
+                slots, vals = np.array(slots, np.uint32), np.array(vals, dtype)
+                if bulk:
+                    column.load(vals, slots, presorted=False)
+                else:
+                    column.add(slots, vals)
+            for slot, value in zip(group["odd_slots"], group["odd"]):
+                field.odd[slot] = value
+
+    def remove(self, ids: np.ndarray) -> np.ndarray:
+        """Forget items by id (unknown ids are skipped); returns the slots freed."""
+        slots = self.id_col.lookup(np.asarray(ids, np.int64))
+        slots = slots[slots >= 0]
+        if not len(slots):
+            return slots
+        gone = bitmap(slots)
+        self._drop_metadata(gone)
+        self.id_col.remove(gone)
+        self.key_col.remove(gone)
+        self.live -= gone
+        self.free |= gone
+        self.ids[slots] = -1
+        self._changed()
+        return slots
+
+    def _drop_metadata(self, gone: BitMap) -> None:
+        for name in list(self.fields):
+            field = self.fields[name]
+            if not field.present.intersect(gone):
+                continue
+            field.present -= gone
+            for column in field.columns():
+                column.remove(gone)
+            for slot in list(field.odd):
+                if slot in gone:
+                    del field.odd[slot]
+            if not field.present:
+                del self.fields[name]
+
+    def set_metadata(self, ids: np.ndarray, metadata: list[dict]) -> None:
+        """Replace the metadata of held items (codes and keys unchanged)."""
+        slots = self.id_col.lookup(np.asarray(ids, np.int64))
+        keep = slots >= 0
+        slots = slots[keep]
+        if not len(slots):
+            return
+        self._drop_metadata(bitmap(slots))
+        self._add_metadata(slots, [m for m, k in zip(metadata, keep) if k])
+        self._changed()
+
+    def _changed(self) -> None:
+        self.version += 1
+        with self._cache_lock:
+            self._cache.clear()
+
+    # -- reads --------------------------------------------------------------------------------
+    def slots_of(self, ids: np.ndarray) -> np.ndarray:
+        """The slot of each id (-1 where not held)."""
+        return self.id_col.lookup(np.asarray(ids, np.int64))
+
+    def select_slots(self, flt: Filter):
+        """The slots of the items that match (a bitmap; cached per filter until the next write)."""
+        with self._cache_lock:  # readers run together: the cache is theirs to share
+            hit = self._cache.get(flt.text)
+            if hit is not None:
+                self._cache.move_to_end(flt.text)
+                return hit
+        found = self.evaluate(flt.root)
+        with self._cache_lock:
+            self._cache[flt.text] = found
+            while len(self._cache) > CACHE:
+                self._cache.popitem(last=False)
+        return found
+
+    def evaluate(self, node: Node):
+        """A node's matching slots, uncached."""
+        name = type(node).__name__
+        if name == "And":
+            parts = sorted((self.evaluate(p) for p in node.parts), key=len)
+            found = parts[0]
+            for part in parts[1:]:
+                if not found:
+                    break
+                found = found & part
+            return found
+        if name == "Or":
+            return union([self.evaluate(p) for p in node.parts])
+        if name == "Not":
+            return self.live - self.evaluate(node.part)
+        field = node.field
+        if field.kind == "id":
+            return self._on_column(node, self.id_col, "id")
+        if field.kind == "key":
+            return self._on_column(node, self.key_col, "str")
+        columns = self.fields.get(field.name)
+        if columns is None:
+            return EMPTY
+        if isinstance(node, Exists):
+            return columns.present
+        if isinstance(node, Contains):
+            return columns.tag.equal(node.value)
+        if isinstance(node, Like):
+            return self._like(node, columns.str)
+        kind = kind_of(node.value if isinstance(node, Compare) else node.values[0])
+        if kind == "str":
+            return self._on_column(node, columns.str, "str")
+        if kind == "bool":
+            return self._on_column(node, columns.bool, "bool")
+        found = union([self._on_column(node, columns.num, "num"),
+                       self._on_column(node, columns.big, "big")])
+        if columns.odd:
+            found = union([found, bitmap(np.array([s for s, v in columns.odd.items()
+                                                   if _odd_test(node, v)], np.uint32))])
+        return found
+
+    def _like(self, node: Like, column: Column):
+        return column.prefix(node.prefix) if node.wildcard else column.equal(node.prefix)
+
+    def _on_column(self, node: Node, column: Column, kind: str):
+        """Compare / In / Exists / Like on one typed column."""
+        if not len(column):
+            return EMPTY
+        if isinstance(node, Exists):
+            return column.every
+        if isinstance(node, Like):
+            return self._like(node, column)
+        if isinstance(node, In):
+            found = union([self._equal(column, v, kind) for v in node.values])
+            return column.every - found if node.negated else found
+        op, value = node.op, node.value
+        if op in ("==", "!="):
+            found = self._equal(column, value, kind)
+            return column.every - found if op == "!=" else found
+        span = bounds(op, value, kind)
+        return EMPTY if span is None else column.range(*span)
+
+    def _equal(self, column: Column, value, kind: str):
+        if kind == "str":
+            return column.equal(value)
+        if kind == "bool":
+            return column.equal(int(value))
+        span = bounds("==", value, kind)
+        return EMPTY if span is None else column.range(*span)
+
+    def stats(self) -> dict:
+        """Fields, items and memory (bytes) of the attribute index, the codes' copy apart."""
+        columns = [self.id_col, self.key_col] + [c for f in self.fields.values() for c in f.columns()]
+        held = sum(c.nbytes() for c in columns) + self.ids.nbytes
+        held += sum(bitmap_bytes(f.present) for f in self.fields.values())
+        held += bitmap_bytes(self.live) + bitmap_bytes(self.free)
+        return {"fields": len(self.fields), "items": len(self.live), "slots": self.n,
+                "memory_bytes": int(held), "code_bytes": int(self.codes.nbytes)}
+
+
+def _group(groups: dict, slots: np.ndarray, metadata: list[dict]) -> None:
+    """Sort each item's fields by name and type into ``groups`` (lists of slots and values)."""
+    for slot, meta in zip(slots.tolist(), metadata):
+        for name, value in (meta or {}).items():
+            group = groups.get(name)
+            if group is None:
+                group = groups[name] = {"present": []}
+                for kind in ("str", "num", "big", "bool", "tag", "odd"):
+                    group[kind], group[kind + "_slots"] = [], []
+            group["present"].append(slot)
+            kind = kind_of(value)
+            if kind == "num":
+                if isinstance(value, float) or abs(value) <= EXACT_FLOAT:
+                    value = float(value)
+                else:
+                    kind = "big" if abs(value) <= INT64_MAX else "odd"
+            elif kind == "bool":
+                value = int(value)
+            elif kind == "list":
+                tags = [e for e in value if isinstance(e, str)]
+                group["tag"] += tags
+                group["tag_slots"] += [slot] * len(tags)
+                continue
+            elif kind != "str":
+                continue  # null, an object: present, and nothing else
+            group[kind].append(value)
+            group[kind + "_slots"].append(slot)
+
+
+def bounds(op: str, value, kind: str):
+    """(lo, lo_incl, hi, hi_incl) of ``x op value`` over a column of ``kind`` ("num": float64;
+    "big" or "id": int64), exact for every int and float literal; None when nothing can match."""
+    if kind == "num":
+        lo, hi = _float_near(value)  # the least float >= value, the greatest <= value
+    elif isinstance(value, float):
+        lo, hi = math.ceil(value), math.floor(value)  # the least int >= value, the greatest <=
+    else:
+        lo = hi = value
+    if op == "==":
+        if lo != hi:
+            return None  # no value of the column's type equals it
+        out = (lo, True, hi, True)
+    elif op in ("<", "<="):
+        out = (None, True, hi, not (op == "<" and hi == value))
+    else:
+        out = (lo, not (op == ">" and lo == value), None, True)
+    if kind == "num":
+        return out
+    lo, lo_incl, hi, hi_incl = out
+    if (lo is not None and lo > INT64_MAX) or (hi is not None and hi < -INT64_MAX - 1):
+        return None
+    if lo is not None and lo < -INT64_MAX - 1:
+        lo, lo_incl = None, True
+    if hi is not None and hi > INT64_MAX:
+        hi, hi_incl = None, True
+    return lo, lo_incl, hi, hi_incl
+
+
+def _float_near(value) -> tuple[float, float]:
+    """(the least float >= value, the greatest float <= value): equal when value is a float
+    or an int exact as one."""
+    if isinstance(value, float):
+        return value, value
+    f = float(value)
+    if int(f) == value:
+        return f, f
+    if int(f) > value:
+        return f, math.nextafter(f, -math.inf)
+    return math.nextafter(f, math.inf), f
+
+
+def _odd_test(node: Node, value) -> bool:
+    return node.test(0, None, {node.field.name: value})
+
+
+def metadata_of(text: str | bytes) -> dict:
+    """Stored metadata JSON as a dict (an unreadable or non-object one as empty: the item is
+    still served, and no filter on its fields matches it)."""
+    try:
+        if isinstance(text, bytes):
+            text = text.decode("utf-8", errors="replace")
+        value = json.loads(text)
+    except (TypeError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}

@@ -1,0 +1,209 @@
+"""Filtered search, counts, selections, scrolling and metadata updates of the FAISS kinds (mixed into
+``BinaryIndex``): a filter becomes a bitmap of slots in the attribute index, and the exact scan
+reads only those slots' codes with crossbit's kernel; IVF and HNSW choose per query."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+from crossbit.indexer.attributes import AttributeIndex, metadata_of
+from crossbit.indexer.filters import Filter
+from crossbit.indexer.hamming import words
+from crossbit.indexer.hamming_filtered import distances_in, is_member, member_bits, top_k_in
+from crossbit.indexer.items import Item
+from crossbit.indexer.metadata_rule import check_metadata
+
+log = logging.getLogger(__name__)
+
+# IVF and HNSW: a filter matching under this share of the items is answered by the exact
+# filtered scan (cheaper there than an over-fetching approximate search, and exact); above it
+# the approximate search fetches OVERFETCH x k / share candidates and keeps the matching ones,
+# falling back to the exact scan for any query left short (bench/filter_bench.py measured it)
+EXACT_BELOW = 0.05
+OVERFETCH = 3.0
+
+
+def check_filter(flt) -> Filter | None:
+    if flt is None or isinstance(flt, Filter):
+        return flt
+    raise TypeError(f"filter must be a crossbit.indexer.filters.Filter (parse the expression "
+                    f"first), got {type(flt).__name__}")
+
+
+class FilteredIndex:
+    """The filter side of :class:`~crossbit.indexer.index.BinaryIndex`; it uses the index's
+    ``store``, ``backend``, ``attributes``, ``_lock``, ``bits`` and ``directory``."""
+
+    attributes: AttributeIndex
+
+    # -- the attribute index ----------------------------------------------------------------------
+    def _open_attributes(self) -> None:
+        """Build the attribute index from the store (the truth), whatever was saved."""
+        start = time.perf_counter()
+        attributes = AttributeIndex(self.bits)
+        attributes.load(self.store.iter_rows())
+        self.attributes = attributes
+        log.info("index %s: attribute index of %d items, %d fields built in %.2fs", self.directory,
+                 len(attributes), len(attributes.fields), time.perf_counter() - start)
+
+    def _index_rows(self, rows: list[tuple]) -> None:
+        """Put stored rows (id, key, code blob, metadata JSON) into the attribute index."""
+        if not rows:
+            return
+        codes = np.frombuffer(b"".join(r[2] for r in rows), np.uint8).reshape(len(rows), -1)
+        self.attributes.add(np.array([r[0] for r in rows], np.int64), [r[1] for r in rows],
+                            [metadata_of(r[3]) for r in rows], codes)
+
+    # -- searches -----------------------------------------------------------------------------
+    def _filtered_search(self, codes: np.ndarray, k: int, nprobe, flt: Filter):
+        """(ids, distances) of the k nearest matching items of each query (under the read lock)."""
+        attrs = self.attributes
+        found = attrs.select_slots(flt)
+        matches, total = len(found), len(attrs)
+        if matches and matches == total:  # the filter excludes nothing
+            return self.backend.search(codes, k, nprobe)
+        if not matches:
+            return (np.full((len(codes), k), -1, np.int64),
+                    np.full((len(codes), k), self.bits + 1, np.int32))
+        if self.backend.exact or matches <= EXACT_BELOW * total:
+            return self._exact_in(codes, k, found)
+        share = matches / total
+        fetch = int(min(getattr(self.backend, "max_k", 1 << 30), total,
+                        max(k, math.ceil(OVERFETCH * k / share))))
+        ids, distances = self.backend.search(codes, fetch, nprobe)
+        ids = np.asarray(ids, np.int64)
+        keep = is_member(member_bits(found, attrs.n), attrs.slots_of(ids.ravel()).reshape(ids.shape))
+        keep &= ids >= 0
+        out_ids = np.full((len(codes), k), -1, np.int64)
+        out_d = np.full((len(codes), k), self.bits + 1, np.int32)
+        short = []
+        for q in range(len(codes)):
+            got = np.flatnonzero(keep[q])[:k]
+            out_ids[q, :len(got)], out_d[q, :len(got)] = ids[q, got], distances[q, got]
+            if len(got) < min(k, matches):
+                short.append(q)
+        if short:  # never short of min(k, matches): those queries get the exact scan
+            ids2, d2 = self._exact_in(codes[short], k, found)
+            out_ids[short], out_d[short] = ids2, d2
+        return out_ids, out_d
+
+    def _exact_in(self, codes: np.ndarray, k: int, found):
+        attrs = self.attributes
+        slots, distances = top_k_in(words(codes), attrs.codes, attrs.n, found, k)
+        ids = np.where(slots >= 0, attrs.ids[np.clip(slots, 0, None)], -1)
+        return ids, distances
+
+    def _filtered_range(self, codes: np.ndarray, radius: int, flt: Filter):
+        attrs = self.attributes
+        slots = np.frombuffer(attrs.select_slots(flt).to_array(), np.uint32).astype(np.int64)
+        out = []
+        for query in words(codes):
+            d = distances_in(query, attrs.codes, slots)
+            hit = d <= radius
+            ids, dist = attrs.ids[slots[hit]], d[hit]
+            order = np.lexsort((ids, dist))
+            out.append((ids[order], dist[order].astype(np.int32)))
+        return out
+
+    # -- counts, selections, scrolling --------------------------------------------------------------
+    def count(self, filter: Filter | None = None) -> int:
+        """How many items match (all items when ``filter`` is None)."""
+        flt = check_filter(filter)
+        with self._lock.read():
+            return len(self.attributes) if flt is None else len(self.attributes.select_slots(flt))
+
+    def select(self, filter: Filter, limit: int | None = None) -> np.ndarray:
+        """The int64 ids of the matching items, ascending (the first ``limit`` of them)."""
+        flt = check_filter(filter)
+        if flt is None:
+            raise TypeError("select needs a filter")
+        with self._lock.read():
+            attrs = self.attributes
+            slots = np.frombuffer(attrs.select_slots(flt).to_array(), np.uint32)
+            ids = np.sort(attrs.ids[slots])
+        return ids if limit is None else ids[:max(0, int(limit))]
+
+    def scroll(self, after: int | None, limit: int, filter: Filter | None = None) -> list[Item]:
+        """Items with id > ``after`` (all when None) in ascending id order, at most ``limit``,
+        matching ``filter``: keyset paging, so an item that exists for the whole scroll is
+        seen exactly once whatever others write meanwhile."""
+        flt = check_filter(filter)
+        if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1:
+            raise ValueError(f"limit must be a positive int, got {limit!r}")
+        if flt is None:
+            return self.store.scroll(after, int(limit))
+        with self._lock.read():
+            ids = self._ids_after(after, int(limit), flt)
+            found = self.store.items(ids)
+        return [found[i] for i in ids.tolist() if i in found]
+
+    def _ids_after(self, after, limit: int, flt: Filter) -> np.ndarray:
+        """The first ``limit`` matching ids above ``after``, read from the id column in id
+        order, in windows sized by the filter's share (memory stays flat)."""
+        attrs = self.attributes
+        found = attrs.select_slots(flt)
+        if not found:
+            return np.zeros(0, np.int64)
+        lo = None if after is None else int(after)
+        if len(found) <= 4 * limit:  # few matches: sort them all
+            ids = np.sort(attrs.ids[np.frombuffer(found.to_array(), np.uint32)])
+            return ids[ids > lo][:limit] if lo is not None else ids[:limit]
+        share = len(found) / max(1, len(attrs))
+        window = int(min(1 << 20, max(4 * limit, 2 * limit / share)))
+        bits = member_bits(found, attrs.n)
+        out: list[np.ndarray] = []
+        got = 0
+        while got < limit and lo is not False:
+            ids, slots, last = attrs.id_col.window(lo, window)
+            keep = is_member(bits, slots.astype(np.int64))
+            out.append(ids[keep])
+            got += int(keep.sum())
+            lo = False if last is None else int(last)
+        ids = np.concatenate(out) if out else np.zeros(0, np.int64)
+        return ids[:limit]
+
+    # -- metadata updates ---------------------------------------------------------------------------
+    def update_metadata(self, ids: Sequence[int], set_fields: dict | None = None,
+                        remove_fields: Sequence[str] = (), replace: bool = False) -> int:
+        """Change items' metadata, codes untouched: merge ``set_fields`` into it and drop
+        ``remove_fields``, or make it ``set_fields`` alone when ``replace``.
+
+        Args:
+            ids: the items (unknown ids are skipped: the caller reports them).
+            set_fields: fields to set, checked by :func:`check_metadata`.
+            remove_fields: names of fields to remove.
+            replace: replace the whole metadata with ``set_fields``.
+
+        Returns:
+            how many items changed.
+        """
+        self._check_open()
+        fields = check_metadata(set_fields)
+        if isinstance(remove_fields, str):
+            raise TypeError("remove_fields is a list of field names, not one string")
+        dropped = [str(f) for f in remove_fields]
+        ids = np.unique(np.asarray(ids, np.int64).ravel())
+
+        def change(stored: str) -> str:
+            meta = {} if replace else metadata_of(stored)
+            meta.update(fields)
+            for name in dropped:
+                meta.pop(name, None)
+            return json.dumps(meta)
+
+        with self._lock.write():
+            changed = self.store.update_metadata(ids.tolist(), change)
+            if changed:
+                self.attributes.set_metadata(np.array(list(changed), np.int64),
+                                             [json.loads(m) for m in changed.values()])
+                self._changes += len(changed)
+        return len(changed)
+
+    def _attribute_stats(self) -> dict:
+        return self.attributes.stats()
