@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+from crossbit.indexer.metadata_rule import check_metadata
 from crossbit.server.config import ServerConfig
 from crossbit.server.core.exceptions import LimitError
 from crossbit.server.core.images import decode_image, image_pixels
@@ -104,33 +105,3 @@ class RequestChecks:
         if q.modality not in MODALITIES:
             raise ValueError(f"modality must be one of {MODALITIES}, got {q.modality!r}")
 
-
-MAX_FIELD_CHARS = 256
-MAX_TAGS = 1024
-INT64 = (-(2**63), 2**63 - 1)
-
-
-def check_metadata(metadata: dict) -> None:
-    """The typed-metadata rule: field names are non-empty strings (at most 256 characters);
-    values are strings, integers (int64), finite floats, booleans or lists of strings (at most
-    1,024). Anything else (None, nested maps, NaN...) is refused, naming the field."""
-    for name, value in metadata.items():
-        if not isinstance(name, str) or not name or len(name) > MAX_FIELD_CHARS:
-            raise ValueError(f"metadata field name {str(name)[:40]!r} must be a non-empty string "
-                             f"of at most {MAX_FIELD_CHARS} characters")
-        if isinstance(value, (str, bool)):
-            continue
-        if isinstance(value, int):
-            if not INT64[0] <= value <= INT64[1]:
-                raise ValueError(f"metadata field {name!r}: integer {value} does not fit 64 bits")
-        elif isinstance(value, float):
-            if not math.isfinite(value):
-                raise ValueError(f"metadata field {name!r}: {value} is not a finite number")
-        elif isinstance(value, (list, tuple)):
-            if len(value) > MAX_TAGS or not all(isinstance(v, str) for v in value):
-                raise ValueError(f"metadata field {name!r}: a list must hold strings only (at "
-                                 f"most {MAX_TAGS})")
-        else:
-            raise ValueError(f"metadata field {name!r}: a {type(value).__name__} cannot be kept "
-                             "(values are strings, integers, floats, booleans or lists of "
-                             "strings)")
