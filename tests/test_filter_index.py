@@ -50,9 +50,13 @@ def apply(index, items: dict, op, arg, rng) -> None:
         for n, item_id in enumerate(write.ids.tolist()):
             if item_id < 0:
                 continue
+            meta = json.loads(json.dumps(arg[n][1]))
+            before = [v for v in items.values() if ks[n] and v[0] == ks[n]]
+            if before:  # a re-add of a stored key keeps the fields it does not send
+                meta = {**before[0][1], **meta}
             for old in [i for i, v in items.items() if ks[n] and v[0] == ks[n] and i != item_id]:
                 del items[old]
-            items[item_id] = (ks[n], json.loads(json.dumps(arg[n][1])), codes[n].tobytes())
+            items[item_id] = (ks[n], meta, codes[n].tobytes())
     elif op == "remove":
         known = [i for i in arg if i in items]
         if known:
