@@ -54,6 +54,8 @@ def test_filtered_searches_by_text_image_and_code(served, photos):
     hit = c.search(text="x", top_k=10, filter='album == "2023"')[0]
     assert hit.metadata == {"album": "2023", "year": 2023, "price": 12.5,
                             "tags": ["cat", "pets"]}  # types kept as sent
+    with pytest.raises(InvalidArgument, match=r"queries\[1\]: filter: .* position"):
+        c.search_batch([{"text": "a"}, {"text": "a", "filter": "year >"}])
     batch = c.search_batch([{"text": "a", "top_k": 10, "filter": 'album == "2022"'},
                             {"text": "a", "top_k": 10, "filter": 'album == "2023"'},
                             {"text": "a", "top_k": 10}])

@@ -12,7 +12,8 @@ from google.protobuf import json_format
 from crossbit.v1 import crossbit_pb2 as pb
 
 BODIES = Path(__file__).resolve().parent.parent / "bench" / "ghz"
-MESSAGES = {"search_text.json": pb.SearchRequest, "search_code.json": pb.SearchRequest,
+MESSAGES = {"search_text.json": pb.SearchRequest, "search_filtered.json": pb.SearchRequest,
+            "search_code.json": pb.SearchRequest,
             "search_batch.json": pb.SearchBatchRequest, "encode.json": pb.EncodeRequest,
             "add_texts.json": pb.AddTextsRequest}
 

@@ -151,6 +151,30 @@ def test_page_in_a_real_browser(web, photos, tmp_path):
         expect(page.locator("#status")).to_contain_text("3 hits for “a cup of coffee”")
         expect(page.locator('.hit[data-key="coffee"]')).to_be_visible()
         expect(page.locator("#k")).to_have_value("3")
+        # the filter box: only what it selects, kept in the URL
+        page.fill("#filter", 'key like "co%"')
+        page.fill("#q", "a photo")
+        page.click("button[type=submit]")
+        expect(page.locator("#status")).to_contain_text("2 hits")
+        assert sorted(page.locator(".hit").evaluate_all("els => els.map(e => e.dataset.key)")) \
+            == ["coffee", "coins"]
+        assert "filter=key+like" in page.url
+        page.fill("#filter", "key like")  # a bad expression says where
+        page.click("button[type=submit]")
+        expect(page.locator("#status")).to_contain_text("at position")
+        expect(page.locator("#status")).not_to_contain_text("__init__")
+        page.screenshot(path=str(ARTIFACTS / "web_filter.png"))
+        # the collection switcher: another collection's items, and back
+        with Client(f"127.0.0.1:{web[2].port}") as c:
+            c.create_collection("shop")
+            c.add_images([photos["astronaut"]], keys=["astronaut"], collection="shop")
+        page.goto(base + "/?collection=shop")
+        expect(page.locator(".hit").first).to_have_attribute("data-key", "astronaut")
+        expect(page.locator("#stats")).to_contain_text("1 images")
+        page.select_option("#collection", "default")
+        expect(page.locator("#stats")).to_contain_text("6 images")
+        assert "collection=default" in page.url
+        page.screenshot(path=str(ARTIFACTS / "web_collections.png"))
         browser.close()
     assert (ARTIFACTS / "web_text_search.png").stat().st_size > 10_000
 

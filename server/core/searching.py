@@ -13,7 +13,7 @@ from crossbit.indexer.call_context import within
 from crossbit.indexer.items import StoreLimit
 from crossbit.server.core.calls import ensure_scope
 from crossbit.server.core.collections import Collection
-from crossbit.server.core.exceptions import LimitError
+from crossbit.server.core.exceptions import LimitError, NotFoundError
 from crossbit.server.core.filtering import parse_filter
 from crossbit.server.core.requests import Hit, Query, SearchResult
 
@@ -31,6 +31,16 @@ def _remaining(deadline: float | None) -> float | None:
     if left <= 0:
         raise TimeoutError("deadline exceeded")
     return left
+
+
+def _numbered(exc: Exception, n: int) -> Exception:
+    """The same error with the query's position in front (a plain ValueError or NotFoundError
+    when its own type takes other arguments, a FilterError's position say)."""
+    message = f"queries[{n}]: {exc}"
+    try:
+        return type(exc)(message)
+    except TypeError:
+        return NotFoundError(message) if isinstance(exc, KeyError) else ValueError(message)
 
 
 class SearchCalls:
@@ -57,7 +67,9 @@ class SearchCalls:
                     self.checks.text(q.text)
                 filters.append(parse_filter(q.filter))
             except (ValueError, KeyError) as exc:
-                raise type(exc)(f"queries[{n}]: {exc}" if len(queries) > 1 else str(exc)) from None
+                if len(queries) == 1:
+                    raise
+                raise _numbered(exc, n) from None
             colls.append(coll)
         start = time.perf_counter()
         futures = {}
