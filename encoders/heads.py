@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import NamedTuple
+
+import numpy as np
 import torch
 from torch import nn
+
+from crossbit.encoders.codes import pack_signs
 
 
 class HashHead(nn.Module):
@@ -51,3 +57,54 @@ def sign_ste(x: torch.Tensor) -> torch.Tensor:
     """sign(x) in the forward pass, identity gradient in the backward pass (straight-through)."""
     hard = torch.where(x > 0, torch.ones_like(x), -torch.ones_like(x))
     return x + (hard - x).detach()
+
+
+class Encoded(NamedTuple):
+    """Codes (uint8, (n, bits // 8), FAISS layout) and float embeddings (float32, (n, d))."""
+
+    codes: np.ndarray
+    embeddings: np.ndarray
+
+
+@torch.no_grad()
+def head_outputs(head: HashHead, features: torch.Tensor) -> Encoded:
+    """A head's packed codes and unit-length float embeddings (the embed layer's, else tanh),
+    the whole batch at once: for training and scoring loops. A row's last float bits can
+    depend on the batch's size here (see :func:`item_outputs`, which the encode calls use)."""
+    tanh, emb = head(features)
+    float_emb = emb if emb is not None else tanh
+    float_emb = torch.nn.functional.normalize(float_emb, dim=1)
+    return Encoded(pack_signs(tanh.cpu().numpy()), float_emb.cpu().numpy().astype(np.float32))
+
+
+@torch.no_grad()
+def item_outputs(head: HashHead, features: torch.Tensor,
+                 prepare: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Encoded:
+    """Each row through ``prepare`` and the head alone: what :func:`head_outputs` gives,
+    with each row's codes and embedding a function of that row only.
+
+    A batched matrix product picks its kernel by the number of rows (torch's CPU Linear
+    gave other last float bits at 40 rows than at 1, enough to flip a sign near zero), so
+    every row takes the same one-row path whatever else is in the batch.
+
+    Args:
+        head: the hash head.
+        features: (n, d) head inputs, or what ``prepare`` turns into them.
+        prepare: a row's (1, d) features -> its (1, in_dim) head input (image class
+            semantics); None for none.
+
+    Returns:
+        :class:`Encoded` with (n, bits // 8) codes and (n, d) float32 embeddings.
+    """
+    tanh_rows, emb_rows = [], []
+    for i in range(len(features)):
+        row = features[i : i + 1]
+        tanh, emb = head(prepare(row) if prepare is not None else row)
+        tanh_rows.append(tanh)
+        emb_rows.append(torch.nn.functional.normalize(emb if emb is not None else tanh, dim=1))
+    if not tanh_rows:
+        width = head.embed.out_features if head.embed is not None else head.hash.out_features
+        return Encoded(np.zeros((0, head.hash.out_features // 8), np.uint8),
+                       np.zeros((0, width), np.float32))
+    return Encoded(pack_signs(torch.cat(tanh_rows).cpu().numpy()),
+                   torch.cat(emb_rows).cpu().numpy().astype(np.float32))

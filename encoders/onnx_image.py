@@ -62,7 +62,21 @@ class OnnxBackbone:
         self.session = cpu_session(self.path, threads)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {"images": np.ascontiguousarray(batch, np.float32)})[0]
+        """Features of each image from its own run, so none depends on the others in the
+        batch (a convolution's kernel may be chosen by the batch's shape); as fast here as
+        one run of the batch (BENCHMARKS.md, "Codes that do not depend on the batch").
+
+        Args:
+            batch: (n, 3, 224, 224) preprocessed images.
+
+        Returns:
+            (n, d) float32 features.
+        """
+        batch = np.ascontiguousarray(batch, np.float32)
+        rows = [self.session.run(None, {"images": batch[i : i + 1]})[0] for i in range(len(batch))]
+        if not rows:
+            return np.zeros((0, self.session.get_outputs()[0].shape[-1]), np.float32)
+        return np.concatenate(rows)
 
 
 _export_lock = threading.Lock()

@@ -18,7 +18,6 @@ from crossbit.encoders.text_models import MAX_TOKENS, resolve_text_model, text_m
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "int8")
-ROWS_PER_RUN = 8  # texts per ONNX Runtime run (sorted by length; see OnnxTextEncoder)
 
 
 class _MeanPooled(torch.nn.Module):
@@ -111,25 +110,29 @@ class OnnxTextEncoder:
         return ids, mask
 
     def __call__(self, texts: list[str]) -> np.ndarray:
-        """Features in input order; runs of at most ``ROWS_PER_RUN`` texts of similar length.
+        """Features in input order, each text in its own run over its own tokens (no padding).
 
-        Captions are short (about 15 tokens on Flickr8k) and vary, so a batch padded to its
-        longest is about a third padding; sorting by length and running halves of a
-        16-text batch cut the encoder's time by 14% (int8) to 19% (fp32) here, where
-        single texts cost more again in per-run overhead.
+        A text's features are a function of that text alone: int8 quantizes activations
+        with one scale per run's tensor (``DynamicQuantizeLinear``), so texts run together
+        (and the padding to the longest of them) moved each other's features, up to 5 of
+        64 code bits; in fp32 the padded matrix shapes moved the last float bits. One run
+        per text costs int8 nothing measurable here (per-run overhead against less padding;
+        BENCHMARKS.md, "Codes that do not depend on the batch").
+
+        Args:
+            texts: the texts; empty in, (0, d) out.
+
+        Returns:
+            (n, d) float32 mean-pooled features.
         """
-        ids, mask = self.token_ids(texts)
-        lengths = mask.sum(1)
-        order = np.argsort(lengths, kind="stable")
         out = None
-        for start in range(0, len(order), ROWS_PER_RUN):
-            rows = order[start : start + ROWS_PER_RUN]
-            longest = int(lengths[rows].max())
-            feats = self.session.run(None, {"input_ids": ids[rows, :longest],
-                                            "attention_mask": mask[rows, :longest]})[0]
+        for row, encoding in enumerate(self.tokenizer.encode_batch(list(texts))):
+            ids = np.asarray([encoding.ids], dtype=np.int64)
+            feats = self.session.run(None, {"input_ids": ids,
+                                            "attention_mask": np.ones_like(ids)})[0]
             if out is None:
                 out = np.empty((len(texts), feats.shape[1]), dtype=feats.dtype)
-            out[rows] = feats
+            out[row] = feats[0]
         if out is None:  # no texts
             return np.zeros((0, self.session.get_outputs()[0].shape[-1]), np.float32)
         return out
