@@ -169,9 +169,10 @@ class HashModel:
 
     # -- features ------------------------------------------------------------------------
     # An item's features, code and embedding are a function of that item and the model alone
-    # (not of the batch, its order, padding or batch-mates): every item runs through the
-    # encoder and the head on its own. ``alone=False`` lets the torch runtimes batch, for
-    # training features only; the ONNX runtimes run each item alone either way.
+    # (not of the batch, its order, padding or batch-mates): every item goes through the
+    # head on its own, and through the encoder on its own unless the runtime promises rows
+    # that do not mix (the ONNX text encoder: ``batch_invariant``). ``alone=False`` lets the
+    # torch runtimes batch, for training features only.
     @torch.no_grad()
     def image_features(self, images: Sequence[Image.Image], flip: bool = False,
                        alone: bool = True) -> torch.Tensor:
@@ -206,9 +207,10 @@ class HashModel:
         """
         if not texts:
             return torch.zeros((0, self.config.text_feature_dim), device=self.device)
-        if self.text_runtime is not None:
-            rows = [self.text_runtime([t]) for t in texts] if alone \
-                else [self.text_runtime(list(texts))]
+        if self.text_runtime is not None:  # one call when it promises rows of their own
+            together = not alone or getattr(self.text_runtime, "batch_invariant", False)
+            rows = [self.text_runtime(list(texts))] if together \
+                else [self.text_runtime([t]) for t in texts]
             return torch.from_numpy(np.concatenate(rows)).to(self.device)
         if alone:
             return torch.cat([self.text_encoder([t]).float() for t in texts])
