@@ -7,6 +7,7 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from crossbit.encoders.codes import pack_signs
@@ -52,6 +53,19 @@ class HashHead(nn.Module):
         emb = self.embed(h) if self.embed is not None else None
         return torch.tanh(self.hash(h)), emb
 
+    @torch.no_grad()
+    def forward_row(self, row: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """:meth:`forward` in eval mode for one (1, in_dim) row, through the functions the
+        modules call (about a third cheaper than the modules' calls, the same numbers)."""
+        h = (row - self.mean) / self.std
+        if isinstance(self.trunk, nn.Sequential):
+            linear, norm = self.trunk[0], self.trunk[1]
+            h = F.linear(h, linear.weight, linear.bias)
+            h = F.relu(F.batch_norm(h, norm.running_mean, norm.running_var, norm.weight,
+                                    norm.bias, False, 0.0, norm.eps))
+        emb = F.linear(h, self.embed.weight, self.embed.bias) if self.embed is not None else None
+        return torch.tanh(F.linear(h, self.hash.weight, self.hash.bias)), emb
+
 
 def sign_ste(x: torch.Tensor) -> torch.Tensor:
     """sign(x) in the forward pass, identity gradient in the backward pass (straight-through)."""
@@ -96,12 +110,13 @@ def item_outputs(head: HashHead, features: torch.Tensor,
     Returns:
         :class:`Encoded` with (n, bits // 8) codes and (n, d) float32 embeddings.
     """
+    if head.training:
+        raise ValueError("item_outputs needs a head in eval mode")
     tanh_rows, emb_rows = [], []
-    for i in range(len(features)):
-        row = features[i : i + 1]
-        tanh, emb = head(prepare(row) if prepare is not None else row)
+    for row in features.split(1):
+        tanh, emb = head.forward_row(prepare(row) if prepare is not None else row)
         tanh_rows.append(tanh)
-        emb_rows.append(torch.nn.functional.normalize(emb if emb is not None else tanh, dim=1))
+        emb_rows.append(F.normalize(emb if emb is not None else tanh, dim=1))
     if not tanh_rows:
         width = head.embed.out_features if head.embed is not None else head.hash.out_features
         return Encoded(np.zeros((0, head.hash.out_features // 8), np.uint8),

@@ -171,8 +171,8 @@ class HashModel:
     # An item's features, code and embedding are a function of that item and the model alone
     # (not of the batch, its order, padding or batch-mates): every item goes through the
     # head on its own, and through the encoder on its own unless the runtime promises rows
-    # that do not mix (the ONNX text encoder: ``batch_invariant``). ``alone=False`` lets the
-    # torch runtimes batch, for training features only.
+    # that do not mix (``batch_invariant``: the ONNX text encoder and image backbone).
+    # ``alone=False`` lets the torch runtimes batch, for training features only.
     @torch.no_grad()
     def image_features(self, images: Sequence[Image.Image], flip: bool = False,
                        alone: bool = True) -> torch.Tensor:
@@ -181,12 +181,14 @@ class HashModel:
         Args:
             images: decoded images.
             flip: of the horizontally flipped images.
-            alone: each image through the backbone on its own (the encode calls' way).
+            alone: each image's features its own, not moved by the others (the encode
+                calls' way): one run per image, or one run of them all on a runtime whose
+                rows do not mix (``batch_invariant``); False lets the torch backbone batch.
         """
         spec = get_spec(self.config.image_backbone)
         if not images:
             return torch.zeros((0, self.config.image_feature_dim), device=self.device)
-        if alone:
+        if alone and not getattr(self.image_runtime, "batch_invariant", False):
             return torch.cat([self._backbone_run(preprocess([image], spec, flip=flip))
                               for image in images])
         return self._backbone_run(preprocess(list(images), spec, flip=flip))
@@ -202,8 +204,10 @@ class HashModel:
 
         Args:
             texts: the texts.
-            alone: each text through the text model on its own, over its own tokens (the
-                encode calls' way); False lets the torch runtime pad a batch to its longest.
+            alone: each text's features its own, not moved by the others (the encode
+                calls' way): one run per text over its own tokens, or one call of them all on
+                a runtime whose rows do not mix (``batch_invariant``); False lets the torch
+                runtime pad a batch to its longest.
         """
         if not texts:
             return torch.zeros((0, self.config.text_feature_dim), device=self.device)

@@ -55,28 +55,21 @@ def cpu_session(path: str | os.PathLike, threads: int | None = None, spinning: b
 
 
 class OnnxBackbone:
-    """Callable (n, 3, 224, 224) float32 array -> (n, d) features through ONNX Runtime."""
+    """Callable (n, 3, 224, 224) float32 array -> (n, d) features through ONNX Runtime.
+
+    ``batch_invariant``: an image's features do not depend on the other images of a run
+    (the convolutions and the pooling work image by image; checked with generated batches
+    in tests/test_batch_invariance.py), so batches run whole.
+    """
+
+    batch_invariant = True
 
     def __init__(self, path: str | os.PathLike, threads: int | None = None):
         self.path = str(path)
         self.session = cpu_session(self.path, threads)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        """Features of each image from its own run, so none depends on the others in the
-        batch (a convolution's kernel may be chosen by the batch's shape); as fast here as
-        one run of the batch (BENCHMARKS.md, "Codes that do not depend on the batch").
-
-        Args:
-            batch: (n, 3, 224, 224) preprocessed images.
-
-        Returns:
-            (n, d) float32 features.
-        """
-        batch = np.ascontiguousarray(batch, np.float32)
-        rows = [self.session.run(None, {"images": batch[i : i + 1]})[0] for i in range(len(batch))]
-        if not rows:
-            return np.zeros((0, self.session.get_outputs()[0].shape[-1]), np.float32)
-        return np.concatenate(rows)
+        return self.session.run(None, {"images": np.ascontiguousarray(batch, np.float32)})[0]
 
 
 _export_lock = threading.Lock()

@@ -259,3 +259,31 @@ def test_a_stored_text_is_found_by_itself_and_adds_again_unchanged(int8_core, te
     assert redo.ok and redo.id == target.id
     assert redo.outcome == "unchanged", f"re-adding the same text gave {redo.outcome!r}"
     checked["core/int8"] = checked.get("core/int8", 0) + 1
+
+
+@settings(max_examples=max(10, FUZZ // 6), deadline=None)
+@given(hidden=st.sampled_from([0, 32]), embed=st.sampled_from([0, 8]),
+       n=st.integers(1, 40), seed=st.integers(0, 2**16))
+def test_a_head_row_alone_is_the_modules_forward(hidden, embed, n, seed):
+    """item_outputs' one-row path (HashHead.forward_row) gives what the modules give one
+    row, and what a batch gives up to float rounding."""
+    import torch
+
+    from crossbit.encoders.heads import HashHead, head_outputs, item_outputs
+
+    torch.manual_seed(seed)
+    head = HashHead(24, 16, hidden, 0.3, embed)
+    head.set_input_stats(torch.randn(50, 24))
+    if hidden:  # running statistics of their own, not the initial ones
+        head.train()
+        head(torch.randn(64, 24))
+    head.eval()
+    x = torch.randn(n, 24)
+    rows = item_outputs(head, x)
+    for i in range(n):
+        one = head_outputs(head, x[i : i + 1])
+        assert np.array_equal(rows.codes[i], one.codes[0])
+        assert np.array_equal(rows.embeddings[i], one.embeddings[0])
+    together = head_outputs(head, x)
+    np.testing.assert_allclose(rows.embeddings, together.embeddings, atol=1e-5)
+    checked["head/forward_row"] = checked.get("head/forward_row", 0) + n

@@ -75,7 +75,7 @@ def image_features(model: HashModel, paths: list[str], cache: str | os.PathLike 
             if crop is not None:
                 batch = [random_crop(im, np.random.default_rng([crop, start + k]))
                          for k, im in enumerate(batch)]
-            # batched for speed on torch (training features); ONNX runs each image alone
+            # the torch backbone batches here (training features; ONNX's rows never mix)
             out.append(model.image_features(batch, flip=flip, alone=False).cpu().numpy())
             bar.update(len(batch))
         bar.close()
@@ -88,8 +88,8 @@ def image_features(model: HashModel, paths: list[str], cache: str | os.PathLike 
 def text_features(model: HashModel, texts: list[str], cache: str | os.PathLike | None = None,
                   batch_size: int = 128, progress: bool = True) -> np.ndarray:
     """(n, text_feature_dim) float32 mean-pooled text features; batches sorted by length
-    (the torch runtime pads each to its longest: training features; the ONNX runtimes run
-    each text alone, as the service does)."""
+    (the torch runtime pads each to its longest: training features; the ONNX runtime's
+    features are the service's, whatever the batch)."""
 
     def compute() -> np.ndarray:
         order = np.argsort([len(t) for t in texts], kind="stable")
