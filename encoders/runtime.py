@@ -10,6 +10,26 @@ from crossbit.encoders.model import HashModel
 log = logging.getLogger(__name__)
 
 
+def one_torch_thread(model: HashModel) -> None:
+    """On the CPU, run torch's own ops (the heads, one item at a time) on one intra-op thread.
+
+    Each item goes through its head alone (``item_outputs``): many small torch calls. On
+    torch's default two OpenMP threads each call wakes the pool, whose threads spin and
+    take the cores from ONNX Runtime: two threads encoding texts side by side, each text
+    and head alone, ran at 234 texts/s with two torch threads and 667 with one; batches
+    of 64 with batched heads (the code before) at 561 and 1,009 (in process, 2 cores,
+    2026-12-03). Parallelism comes from the batchers' workers instead (DESIGN.md: one
+    thread per call). A process-wide setting: for the server and ``crossbit reindex``.
+
+    Args:
+        model: the model that will encode; nothing changes off the CPU.
+    """
+    if model.device.type == "cpu":
+        import torch
+
+        torch.set_num_threads(1)
+
+
 def use_image_runtime(model: HashModel, runtime: str = "auto") -> None:
     """Run the image backbone through ONNX Runtime on the CPU (about 6x faster than eager)."""
     if runtime not in IMAGE_RUNTIMES:
