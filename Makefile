@@ -73,7 +73,8 @@ reliability: ## long fault, fuzz and soak runs (figures in bench/results/, see R
 	rm -f bench/results/reliability.jsonl
 	CROSSBIT_RELIABILITY_ROUNDS=20 CROSSBIT_FUZZ_EXAMPLES=400 \
 		CROSSBIT_RELIABILITY_JSON=bench/results/reliability.jsonl \
-		$(BIN)/python -m pytest -q tests/test_reliability.py tests/test_trust.py tests/test_crash.py
+		$(BIN)/python -m pytest -q tests/test_reliability.py tests/test_trust.py tests/test_crash.py \
+			tests/test_batch_invariance.py
 	$(BIN)/python bench/soak.py --seconds 60
 
 clean: ## remove caches (not the venv)

@@ -287,3 +287,32 @@ def test_a_head_row_alone_is_the_modules_forward(hidden, embed, n, seed):
     together = head_outputs(head, x)
     np.testing.assert_allclose(rows.embeddings, together.embeddings, atol=1e-5)
     checked["head/forward_row"] = checked.get("head/forward_row", 0) + n
+
+
+def test_per_token_int8_on_another_bert(tmp_path, monkeypatch):
+    """The per-token rewrite of a quantize_dynamic graph holds for another BERT (a small
+    random one, 3 layers): int8 features near fp32's, each text's the same in any batch."""
+    import shutil
+
+    from transformers import BertConfig, BertModel
+
+    from crossbit.encoders.onnx_text import onnx_text_encoder
+    from crossbit.encoders.text_models import resolve_text_model
+
+    monkeypatch.setenv("CROSSBIT_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "bert"
+    minilm = resolve_text_model("minilm-l6")
+    config = BertConfig(vocab_size=30522, hidden_size=64, num_hidden_layers=3,
+                        num_attention_heads=4, intermediate_size=128)
+    BertModel(config).save_pretrained(folder)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        shutil.copy(os.path.join(minilm, name), folder / name)
+    fp32 = onnx_text_encoder(str(folder), "fp32", threads=1)
+    int8 = onnx_text_encoder(str(folder), "int8", threads=1)
+    texts = ["a dog runs", "two children play football in a park at sunset", "snow",
+             " ".join(WORDS * 5), "東京の猫 🙂", ""]
+    a, b = fp32(texts), int8(texts)
+    cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert cosine.min() > 0.98, cosine
+    for i, text in enumerate(texts):
+        assert np.array_equal(int8([text])[0], b[i]) and np.array_equal(fp32([text])[0], a[i])

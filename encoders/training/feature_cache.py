@@ -103,6 +103,8 @@ def text_features(model: HashModel, texts: list[str], cache: str | os.PathLike |
         bar.close()
         return out
 
-    # fp32 ONNX gives the torch features (to 1e-6); only int8 needs its own cache entry
-    tag = "int8" if getattr(model.text_runtime, "precision", "fp32") == "int8" else ""
+    # fp32 ONNX gives the torch features (to 1e-6); only int8 needs its own cache entry,
+    # named for its scheme: per-token activation scales (entries of the per-tensor one,
+    # tagged "int8", are not reused)
+    tag = "int8-per-token" if getattr(model.text_runtime, "precision", "fp32") == "int8" else ""
     return _cached(cache, _key("txt", text_model_id(model.config.text_model) + tag, texts), compute)
