@@ -108,11 +108,12 @@ class OnnxTextEncoder:
         Captions are short (about 15 tokens on Flickr8k) and vary, so a batch padded to its
         longest is about a third padding; sorting by length and running halves of a 16-text
         batch cut the encoder's time by 14% (int8) to 19% (fp32) here; one run per text
-        gave 35 to 47% fewer texts/s than runs of 8 (each run reads all the weights). The padding
+        gave 29 to 49% fewer texts/s than runs of 8 (each run reads all the weights). The padding
         and the run's other texts change no text's features: each is pooled from its own
         token states (``ReduceSum`` over a run's tokens gave other last bits for other
-        runs; numpy's sum over one text's rows does not), and no operation of the graph
-        mixes texts (checked with generated batches in tests/test_batch_invariance.py).
+        runs; numpy's sum over one text's rows does not), and no other operation of the
+        graph mixed texts in generated batches (ONNX Runtime does not promise it:
+        tests/test_batch_invariance.py checks it).
 
         Args:
             texts: the texts; empty in, (0, d) out.
