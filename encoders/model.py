@@ -92,6 +92,7 @@ class HashModel:
         self._text = None
         self.image_runtime = None  # optional replacement for the torch backbone (ONNX Runtime)
         self.text_runtime = None  # optional replacement for the torch text encoder (ONNX Runtime)
+        self.head_runtimes: dict = {}  # "image"/"text" -> OnnxHead (runtime.use_head_runtime)
 
     def fingerprint(self) -> dict:
         """What identifies the codes this model makes: bits, backbones and a hash of the head
@@ -221,13 +222,20 @@ class HashModel:
         return self.text_encoder(list(texts)).float()
 
     def encode_image_features(self, features: torch.Tensor | np.ndarray) -> Encoded:
-        """Codes of images from their backbone features (see :meth:`image_features`),
-        each row through the class semantics and the image head alone."""
+        """Codes of images from their backbone features (see :meth:`image_features`), each
+        row's through the class semantics and the image head its own."""
+        runtime = self.head_runtimes.get("image")
+        if runtime is not None and runtime.current():
+            return runtime(torch.as_tensor(features).float().cpu().numpy())
         features = torch.as_tensor(features, device=self.device).float()
         return item_outputs(self.image_head, features, self.image_inputs)
 
     def encode_text_features(self, features: torch.Tensor | np.ndarray) -> Encoded:
-        """Codes of texts from their features (see :meth:`text_features`), each row alone."""
+        """Codes of texts from their features (see :meth:`text_features`), each row's its
+        own: the head on ONNX Runtime (whole batches) where set, else one row at a time."""
+        runtime = self.head_runtimes.get("text")
+        if runtime is not None and runtime.current():
+            return runtime(torch.as_tensor(features).float().cpu().numpy())
         return item_outputs(self.text_head, torch.as_tensor(features, device=self.device))
 
     # -- the public encode calls -----------------------------------------------------------

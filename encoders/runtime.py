@@ -30,6 +30,32 @@ def one_torch_thread(model: HashModel) -> None:
         torch.set_num_threads(1)
 
 
+def use_head_runtime(model: HashModel, runtime: str = "auto") -> None:
+    """Run the hash heads (and the image class semantics) on ONNX Runtime, whole batches.
+
+    ``auto``: on the CPU, for heads that will not change any more (serving, reindexing,
+    evaluating); a head changed later (training) falls back to torch one row at a time.
+    ``torch``: torch one row at a time (``heads.item_outputs``). Either way each item's
+    code and embedding are its own, whatever else is in the batch.
+
+    Args:
+        model: the model.
+        runtime: ``auto`` or ``torch``.
+    """
+    if runtime not in ("auto", "torch"):
+        raise ValueError(f"head runtime must be auto or torch, got {runtime!r}")
+    model.head_runtimes = {}
+    if runtime == "torch" or model.device.type != "cpu":
+        return
+    from crossbit.encoders.onnx_heads import onnx_head
+
+    try:
+        model.head_runtimes = {"text": onnx_head(model.text_head),
+                               "image": onnx_head(model.image_head, model.semantics)}
+    except Exception as exc:
+        log.warning("ONNX Runtime unavailable for the heads (%s); using torch", exc)
+
+
 def use_image_runtime(model: HashModel, runtime: str = "auto") -> None:
     """Run the image backbone through ONNX Runtime on the CPU (about 6x faster than eager)."""
     if runtime not in IMAGE_RUNTIMES:

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from crossbit.encoders.model import HashModel
-from crossbit.encoders.runtime import use_text_runtime
+from crossbit.encoders.runtime import use_head_runtime, use_image_runtime, use_text_runtime
 
 from helpers import record
 
@@ -83,7 +83,8 @@ def assert_each_as_alone(out, items, keys, alone: Alone, case: str) -> None:
 
 # -- texts -------------------------------------------------------------------------------------
 
-TEXT_RUNTIMES = {  # name -> (runtime, ONNX threads, examples, largest batch)
+TEXT_RUNTIMES = {  # name -> (runtime, ONNX threads, examples, largest batch); the ONNX
+    # runtimes with the heads on ONNX Runtime (as served), torch with torch's, row by row
     "int8": ("int8", 1, max(10, FUZZ // 6), 40),
     "int8-2threads": ("int8", 2, max(3, FUZZ // 20), 40),
     "onnx": ("onnx", 1, max(5, FUZZ // 12), 40),
@@ -97,6 +98,8 @@ def text_models():
     for name, (runtime, threads, _, _) in TEXT_RUNTIMES.items():
         model = HashModel.load()
         use_text_runtime(model, runtime, threads)
+        use_head_runtime(model, "torch" if runtime == "torch" else "auto")
+        assert bool(model.head_runtimes) == (runtime != "torch")
         models[name] = model
     reference = {"int8": "int8", "int8-2threads": "int8", "onnx": "onnx", "torch": "torch"}
     alone = {name: Alone(models[name].encode_texts) for name in set(reference.values())}
@@ -177,11 +180,12 @@ IMAGE_RUNTIMES = {"onnx": (max(5, FUZZ // 12), 40),  # name -> (examples, larges
 
 
 @pytest.fixture(scope="module")
-def image_models(model):
-    eager = HashModel.load()
-    eager.image_runtime = None  # the torch backbone
-    models = {"onnx": model, "torch": eager}
-    assert model.image_runtime is not None, "the session model runs images on ONNX Runtime"
+def image_models():
+    served, eager = HashModel.load(), HashModel.load()  # eager: torch backbone, torch heads
+    use_image_runtime(served, "onnx")
+    use_head_runtime(served)
+    assert served.head_runtimes, "ONNX Runtime heads"
+    models = {"onnx": served, "torch": eager}
     return models, {name: Alone(m.encode_images) for name, m in models.items()}
 
 
@@ -218,7 +222,8 @@ def int8_core(tmp_path_factory):
     folder = tmp_path_factory.mktemp("core")
     model = HashModel.load()
     use_text_runtime(model, "auto", 1)
-    assert model.text_runtime.precision == "int8"
+    use_head_runtime(model)
+    assert model.text_runtime.precision == "int8" and model.head_runtimes
     indexes = {m: open_index(folder / m, model.bits, "flat", snapshot_interval=0)
                for m in ("image", "text")}
     core = RetrievalCore(model, indexes, ServerConfig(data=str(folder)))
@@ -316,3 +321,62 @@ def test_per_token_int8_on_another_bert(tmp_path, monkeypatch):
     assert cosine.min() > 0.98, cosine
     for i, text in enumerate(texts):
         assert np.array_equal(int8([text])[0], b[i]) and np.array_equal(fp32([text])[0], a[i])
+
+
+@settings(max_examples=max(2, FUZZ // 40), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                 HealthCheck.function_scoped_fixture])
+@given(texts=st.lists(core_text, min_size=1, max_size=30, unique=True))
+def test_reindexed_texts_are_found_by_themselves(tmp_path_factory, texts):
+    """Texts added through the core (one thread, batches of the batcher), re-encoded by
+    reindex (batches of 64, ONNX Runtime on two threads), are at distance 0 from their own
+    text searched by a server again, and add again unchanged."""
+    from crossbit.indexer import open_index
+    from crossbit.server.config import ServerConfig
+    from crossbit.server.core import RetrievalCore
+    from crossbit.server.reindex import reindex
+    from crossbit.server.requests import NewItem, Query
+
+    folder = tmp_path_factory.mktemp("reindexed")
+    serving, reindexing = HashModel.load(), HashModel.load()
+    for model, threads in ((serving, 1), (reindexing, 2)):  # as serve and reindex set them up
+        use_text_runtime(model, "int8", threads)
+        use_head_runtime(model)
+
+    def core():
+        indexes = {m: open_index(folder / f"{m}s", 64, "flat", snapshot_interval=0,
+                                 model=serving.fingerprint()) for m in ("image", "text")}
+        return RetrievalCore(serving, indexes, ServerConfig(data=str(folder)))
+
+    first = core()
+    ids = [o.id for o in first.add("text", [NewItem(t, key=f"k{i}") for i, t in enumerate(texts)])]
+    first.close()
+    assert {r.modality: r.encoded for r in reindex(folder, reindexing)}["text"] == len(texts)
+    again = core()
+    try:
+        for item_id, text in zip(ids, texts):
+            found = again.search(Query(text=text, modality="text", radius=0, top_k=1000))
+            assert item_id in {h.id for h in found.hits}, f"{text!r:.60}: not at distance 0"
+        redo = again.add("text", [NewItem(t, key=f"k{i}") for i, t in enumerate(texts)])
+        assert [o.outcome for o in redo] == ["unchanged"] * len(texts)
+    finally:
+        again.close()
+    checked["core/reindex"] = checked.get("core/reindex", 0) + len(texts)
+
+
+def test_a_head_changed_after_export_is_not_served_stale():
+    """An ONNX Runtime head belongs to the weights it was exported with: once the torch
+    head changes (training), encoding goes back to the torch head, one row at a time."""
+    import torch
+
+    model = HashModel.load()
+    use_head_runtime(model)
+    texts = ["a dog runs", "two children play football in a park"]
+    features = model.text_features(texts)
+    before = model.encode_text_features(features)
+    with torch.no_grad():
+        model.text_head.hash.bias.add_(5.0)  # every tanh pushed towards +1
+    assert not model.head_runtimes["text"].current()
+    after = model.encode_text_features(features)
+    assert not np.array_equal(before.codes, after.codes)
+    assert np.unpackbits(after.codes).mean() > np.unpackbits(before.codes).mean()
