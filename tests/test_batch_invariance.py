@@ -53,7 +53,8 @@ def pick_batch(item, size: int):
     in any order, repeats allowed (so an item meets other batch-mates, paddings and
     positions; each pool item is also encoded alone, the reference)."""
     pool = st.lists(item, min_size=1, max_size=size // 3 + 2)
-    return pool.flatmap(lambda p: st.lists(st.sampled_from(p), min_size=1, max_size=size))
+    return st.tuples(pool, st.integers(1, size)).flatmap(  # the size drawn first: big batches
+        lambda pn: st.lists(st.sampled_from(pn[0]), min_size=pn[1], max_size=pn[1]))
 
 
 class Alone:
@@ -175,8 +176,8 @@ image_spec = st.tuples(st.sampled_from(["photo", "solid", "noise", "gradient"]),
                        st.integers(1, 320), st.integers(1, 320),
                        st.tuples(*[st.integers(0, 255)] * 3), st.integers(0, 2**16),
                        st.booleans())
-IMAGE_RUNTIMES = {"onnx": (max(5, FUZZ // 12), 40),  # name -> (examples, largest batch)
-                  "torch": (max(2, FUZZ // 30), 40 if LONG else 5)}
+IMAGE_RUNTIMES = {"onnx": (max(5, FUZZ // 6), 40),  # name -> (examples, largest batch)
+                  "torch": (max(2, FUZZ // 20), 40 if LONG else 5)}
 
 
 @pytest.fixture(scope="module")
