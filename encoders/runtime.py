@@ -78,11 +78,12 @@ INT8_TEXT_MODELS = ("minilm-l6",)  # int8 measured as good as fp32 on dev for th
 def use_text_runtime(model: HashModel, runtime: str = "auto", threads: int | None = None) -> None:
     """Pick the text encoder's runtime.
 
-    ``auto``: on the CPU, ONNX Runtime int8 for MiniLM (per-channel int8 weights: about
-    2x fp32's speed, dev recall within 0.2 points of fp32 in the Hamming ranking and the
-    re-ranked answer) and fp32 for other text models (int8 cost MPNet 12 R@sum on dev,
-    BENCHMARKS.md); torch elsewhere; ``onnx``: ONNX Runtime fp32 (the same features as
-    torch); ``int8``: ONNX Runtime int8; ``torch``: eager PyTorch.
+    ``auto``: on the CPU, ONNX Runtime int8 for MiniLM (per-channel int8 weights and
+    per-token activations: about 1.7x fp32's texts/s, dev recall within a point of fp32's
+    in the Hamming ranking and the re-ranked answer) and fp32 for other text models (the
+    per-tensor int8 cost MPNet 12 R@sum on dev, BENCHMARKS.md); torch elsewhere;
+    ``onnx``: ONNX Runtime fp32 (the same features as torch); ``int8``: ONNX Runtime int8;
+    ``torch``: eager PyTorch.
     """
     if runtime not in TEXT_RUNTIMES:
         raise ValueError(f"text runtime must be one of {TEXT_RUNTIMES}, got {runtime!r}")
