@@ -52,7 +52,7 @@ def main(argv=None) -> int:
         print(f"skipped: Flickr8k not found at {root}")
         return 0
     from crossbit.encoders.model import HashModel
-    from crossbit.encoders.runtime import use_image_runtime, use_text_runtime
+    from crossbit.encoders.runtime import use_head_runtime, use_image_runtime, use_text_runtime
     from crossbit.encoders.training.datasets import load_captions_csv
     from crossbit.encoders.training.evaluate import encode_pairs
     from crossbit.indexer import open_index
@@ -60,6 +60,7 @@ def main(argv=None) -> int:
     model = HashModel.load(args.model)
     use_image_runtime(model)
     use_text_runtime(model, args.text_runtime)
+    use_head_runtime(model)  # as the server runs them
     dev = load_captions_csv(root / "captions.csv", root / "images", root / "dev.txt")
     images, texts = encode_pairs(model, dev, ".cache/features", progress=False)
     truth = dev.caption_image

@@ -7,16 +7,19 @@ import logging
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import torch
 from PIL import Image
 
 from crossbit.encoders.backbones import create_backbone, get_spec, preprocess
-from crossbit.encoders.codes import pack_signs
 from crossbit.encoders.config import ModelConfig
-from crossbit.encoders.heads import HashHead
+from crossbit.encoders.heads import (  # noqa: F401 (Encoded, head_outputs: imported from here)
+    Encoded,
+    HashHead,
+    head_outputs,
+    item_outputs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -29,22 +32,6 @@ BACKBONE_FILE = "image_backbone.safetensors"
 TEXT_DIR = "text_model"
 
 ImageInput = Image.Image | bytes | str | os.PathLike
-
-
-class Encoded(NamedTuple):
-    """Codes (uint8, (n, bits // 8), FAISS layout) and float embeddings (float32, (n, d))."""
-
-    codes: np.ndarray
-    embeddings: np.ndarray
-
-
-@torch.no_grad()
-def head_outputs(head: HashHead, features: torch.Tensor) -> Encoded:
-    """A head's packed codes and unit-length float embeddings (the embed layer's, else tanh)."""
-    tanh, emb = head(features)
-    float_emb = emb if emb is not None else tanh
-    float_emb = torch.nn.functional.normalize(float_emb, dim=1)
-    return Encoded(pack_signs(tanh.cpu().numpy()), float_emb.cpu().numpy().astype(np.float32))
 
 
 def pick_device(device: str | None = None) -> torch.device:
@@ -105,6 +92,7 @@ class HashModel:
         self._text = None
         self.image_runtime = None  # optional replacement for the torch backbone (ONNX Runtime)
         self.text_runtime = None  # optional replacement for the torch text encoder (ONNX Runtime)
+        self.head_runtimes: dict = {}  # "image"/"text" -> OnnxHead (runtime.use_head_runtime)
 
     def fingerprint(self) -> dict:
         """What identifies the codes this model makes: bits, backbones and a hash of the head
@@ -181,37 +169,82 @@ class HashModel:
         self._text = encoder
 
     # -- features ------------------------------------------------------------------------
+    # An item's features, code and embedding are a function of that item and the model alone
+    # (not of the batch, its order, padding or batch-mates): every item goes through the
+    # head on its own, and through the encoder on its own unless the runtime promises rows
+    # that do not mix (``batch_invariant``: the ONNX text encoder and image backbone).
+    # ``alone=False`` lets the torch runtimes batch, for training features only.
     @torch.no_grad()
-    def image_features(self, images: Sequence[Image.Image], flip: bool = False) -> torch.Tensor:
-        """Backbone features of decoded images, (n, image_feature_dim) on the model's device."""
+    def image_features(self, images: Sequence[Image.Image], flip: bool = False,
+                       alone: bool = True) -> torch.Tensor:
+        """Backbone features of decoded images, (n, image_feature_dim) on the model's device.
+
+        Args:
+            images: decoded images.
+            flip: of the horizontally flipped images.
+            alone: each image's features its own, not moved by the others (the encode
+                calls' way): one run per image, or one run of them all on a runtime whose
+                rows do not mix (``batch_invariant``); False lets the torch backbone batch.
+        """
         spec = get_spec(self.config.image_backbone)
-        batch = preprocess(list(images), spec, flip=flip)
+        if not images:
+            return torch.zeros((0, self.config.image_feature_dim), device=self.device)
+        if alone and not getattr(self.image_runtime, "batch_invariant", False):
+            return torch.cat([self._backbone_run(preprocess([image], spec, flip=flip))
+                              for image in images])
+        return self._backbone_run(preprocess(list(images), spec, flip=flip))
+
+    def _backbone_run(self, batch: torch.Tensor) -> torch.Tensor:
         if self.image_runtime is not None:
             return torch.from_numpy(self.image_runtime(batch.numpy())).to(self.device)
         return self.backbone(batch.to(self.device)).float()
 
     @torch.no_grad()
-    def text_features(self, texts: Sequence[str]) -> torch.Tensor:
-        """Mean-pooled text model features, (n, text_feature_dim) on the model's device."""
-        if self.text_runtime is not None:
-            return torch.from_numpy(self.text_runtime(list(texts))).to(self.device)
+    def text_features(self, texts: Sequence[str], alone: bool = True) -> torch.Tensor:
+        """Mean-pooled text model features, (n, text_feature_dim) on the model's device.
+
+        Args:
+            texts: the texts.
+            alone: each text's features its own, not moved by the others (the encode
+                calls' way): one run per text over its own tokens, or one call of them all on
+                a runtime whose rows do not mix (``batch_invariant``); False lets the torch
+                runtime pad a batch to its longest.
+        """
+        if not texts:
+            return torch.zeros((0, self.config.text_feature_dim), device=self.device)
+        if self.text_runtime is not None:  # one call when it promises rows of their own
+            together = not alone or getattr(self.text_runtime, "batch_invariant", False)
+            rows = [self.text_runtime(list(texts))] if together \
+                else [self.text_runtime([t]) for t in texts]
+            return torch.from_numpy(np.concatenate(rows)).to(self.device)
+        if alone:
+            return torch.cat([self.text_encoder([t]).float() for t in texts])
         return self.text_encoder(list(texts)).float()
 
     def encode_image_features(self, features: torch.Tensor | np.ndarray) -> Encoded:
-        """Codes of images from their backbone features (see :meth:`image_features`)."""
-        with torch.no_grad():
-            return head_outputs(self.image_head, self.image_inputs(features))
+        """Codes of images from their backbone features (see :meth:`image_features`), each
+        row's through the class semantics and the image head its own."""
+        runtime = self.head_runtimes.get("image")
+        if runtime is not None and runtime.current():
+            return runtime(torch.as_tensor(features).float().cpu().numpy())
+        features = torch.as_tensor(features, device=self.device).float()
+        return item_outputs(self.image_head, features, self.image_inputs)
 
     def encode_text_features(self, features: torch.Tensor | np.ndarray) -> Encoded:
-        return head_outputs(self.text_head, torch.as_tensor(features, device=self.device))
+        """Codes of texts from their features (see :meth:`text_features`), each row's its
+        own: the head on ONNX Runtime (whole batches) where set, else one row at a time."""
+        runtime = self.head_runtimes.get("text")
+        if runtime is not None and runtime.current():
+            return runtime(torch.as_tensor(features).float().cpu().numpy())
+        return item_outputs(self.text_head, torch.as_tensor(features, device=self.device))
 
     # -- the public encode calls -----------------------------------------------------------
     def encode_images(self, images: Iterable[ImageInput], batch_size: int = 32) -> Encoded:
-        """Encode images (PIL images, encoded bytes or file paths).
+        """Encode images (PIL images, encoded bytes or file paths), each on its own.
 
         Args:
             images: a list of images; empty in, empty out.
-            batch_size: images per forward pass.
+            batch_size: images decoded and held at once (the codes do not depend on it).
 
         Returns:
             :class:`Encoded` with codes (n, bits // 8) uint8 and embeddings (n, d) float32.
@@ -228,7 +261,14 @@ class HashModel:
         return _concat(parts)
 
     def encode_texts(self, texts: Sequence[str], batch_size: int = 64) -> Encoded:
-        """Encode texts; batches are sorted by length and the input order restored.
+        """Encode texts, each on its own (its code is the same in any batch).
+
+        Args:
+            texts: a list of strings; empty in, empty out.
+            batch_size: texts handed to the encoder at once (the codes do not depend on it).
+
+        Returns:
+            :class:`Encoded` with codes (n, bits // 8) uint8 and embeddings (n, d) float32.
 
         Raises:
             TypeError: for a bare string or non-string items.
@@ -241,15 +281,10 @@ class HashModel:
         for i, text in enumerate(texts):
             if not isinstance(text, str):
                 raise TypeError(f"texts[{i}] is {type(text).__name__}, expected str")
-        order = np.argsort([len(t) for t in texts], kind="stable")
         parts = []
         for start in range(0, len(texts), batch_size):
-            chunk = [texts[i] for i in order[start : start + batch_size]]
-            parts.append(self.encode_text_features(self.text_features(chunk)))
-        merged = _concat(parts)
-        inverse = np.empty_like(order)
-        inverse[order] = np.arange(len(order))
-        return Encoded(merged.codes[inverse], merged.embeddings[inverse])
+            parts.append(self.encode_text_features(self.text_features(texts[start : start + batch_size])))
+        return _concat(parts)
 
     def _empty(self) -> Encoded:
         return Encoded(np.zeros((0, self.bits // 8), np.uint8),

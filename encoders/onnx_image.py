@@ -55,7 +55,15 @@ def cpu_session(path: str | os.PathLike, threads: int | None = None, spinning: b
 
 
 class OnnxBackbone:
-    """Callable (n, 3, 224, 224) float32 array -> (n, d) features through ONNX Runtime."""
+    """Callable (n, 3, 224, 224) float32 array -> (n, d) features through ONNX Runtime.
+
+    ``batch_invariant``: no image's features moved with the other images of its run in
+    generated batches (tests/test_batch_invariance.py, default threads; by hand also on
+    1 and 2 threads). ONNX Runtime does not promise it; the tests check it. So batches
+    run whole.
+    """
+
+    batch_invariant = True
 
     def __init__(self, path: str | os.PathLike, threads: int | None = None):
         self.path = str(path)

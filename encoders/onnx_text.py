@@ -1,4 +1,4 @@
-"""ONNX Runtime for the text encoder: fp32 (the same features, faster) or per-channel int8."""
+"""ONNX Runtime for the text encoder: fp32 (the same features, faster) or int8 (per-token activations)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from crossbit.encoders.onnx_image import cache_dir, cpu_session
+from crossbit.encoders.onnx_quant import quantize_int8
 from crossbit.encoders.text_models import MAX_TOKENS, resolve_text_model, text_model_id
 
 log = logging.getLogger(__name__)
@@ -21,21 +22,20 @@ PRECISIONS = ("fp32", "int8")
 ROWS_PER_RUN = 8  # texts per ONNX Runtime run (sorted by length; see OnnxTextEncoder)
 
 
-class _MeanPooled(torch.nn.Module):
-    """The transformer plus mean pooling over the attention mask, as one exportable graph."""
+class _TokenStates(torch.nn.Module):
+    """The transformer's last hidden states, (n, t, d), as one exportable graph; the mean
+    pooling is done outside it (see OnnxTextEncoder)."""
 
     def __init__(self, model: torch.nn.Module):
         super().__init__()
         self.model = model
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
 
 def export_text_model(name_or_path: str, path: str | os.PathLike) -> Path:
-    """Export a text model with mean pooling to ONNX (dynamic batch and length).
+    """Export a text model's token states to ONNX (dynamic batch and length).
 
     Eager attention is used for the export: the scaled-dot-product attention path traces
     to a graph that gives wrong features under transformers 5 (differences near 1.0).
@@ -51,39 +51,31 @@ def export_text_model(name_or_path: str, path: str | os.PathLike) -> Path:
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(_MeanPooled(model), (tokens["input_ids"], tokens["attention_mask"]),
+        torch.onnx.export(_TokenStates(model), (tokens["input_ids"], tokens["attention_mask"]),
                           str(tmp), input_names=["input_ids", "attention_mask"],
-                          output_names=["features"], opset_version=17, dynamo=False,
+                          output_names=["tokens"], opset_version=17, dynamo=False,
                           dynamic_axes={"input_ids": {0: "n", 1: "t"},
                                         "attention_mask": {0: "n", 1: "t"},
-                                        "features": {0: "n"}})
+                                        "tokens": {0: "n", 1: "t"}})
     os.replace(tmp, path)
     log.info("exported text model %s to %s", name_or_path, path)
     return path
 
 
-def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
-    """Dynamic int8 quantization of every MatMul weight, one scale per output channel.
-
-    Per-channel scales keep the features close to fp32 (mean cosine about 0.99 on
-    Flickr8k captions) where one scale per tensor lost far more (about 0.96).
-    """
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    dst = Path(dst)
-    tmp = dst.with_suffix(f".{os.getpid()}.tmp")
-    quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8, per_channel=True)
-    os.replace(tmp, dst)
-    return dst
-
-
 class OnnxTextEncoder:
     """Callable list[str] -> (n, d) float32 mean-pooled features through ONNX Runtime.
+
+    A text's features are a function of that text alone, whatever else is in the call
+    (``batch_invariant``): the graph's rows do not mix texts (int8 activations are
+    quantized per token, see ``onnx_quant``), and the mean pooling runs here over each
+    text's own tokens.
 
     Safe to call from several threads at once: the Rust tokenizer is configured once and
     only read (the transformers wrapper re-configures it on every call), and ONNX Runtime
     sessions run concurrently.
     """
+
+    batch_invariant = True
 
     def __init__(self, path: str | os.PathLike, tokenizer_dir: str, threads: int | None = None,
                  precision: str = "fp32"):
@@ -114,9 +106,20 @@ class OnnxTextEncoder:
         """Features in input order; runs of at most ``ROWS_PER_RUN`` texts of similar length.
 
         Captions are short (about 15 tokens on Flickr8k) and vary, so a batch padded to its
-        longest is about a third padding; sorting by length and running halves of a
-        16-text batch cut the encoder's time by 14% (int8) to 19% (fp32) here, where
-        single texts cost more again in per-run overhead.
+        longest is about a third padding; sorting by length and running halves of a 16-text
+        batch cut the encoder's time by 14% (int8) to 19% (fp32) here; one run per text
+        gave 29 to 49% fewer texts/s than runs of 8 (each run reads all the weights). The padding
+        and the run's other texts change no text's features: each is pooled from its own
+        token states (``ReduceSum`` over a run's tokens gave other last bits for other
+        runs; numpy's sum over one text's rows does not), and no other operation of the
+        graph mixed texts in generated batches (ONNX Runtime does not promise it:
+        tests/test_batch_invariance.py checks it).
+
+        Args:
+            texts: the texts; empty in, (0, d) out.
+
+        Returns:
+            (n, d) float32 mean-pooled features.
         """
         ids, mask = self.token_ids(texts)
         lengths = mask.sum(1)
@@ -125,11 +128,13 @@ class OnnxTextEncoder:
         for start in range(0, len(order), ROWS_PER_RUN):
             rows = order[start : start + ROWS_PER_RUN]
             longest = int(lengths[rows].max())
-            feats = self.session.run(None, {"input_ids": ids[rows, :longest],
-                                            "attention_mask": mask[rows, :longest]})[0]
+            states = self.session.run(None, {"input_ids": ids[rows, :longest],
+                                             "attention_mask": mask[rows, :longest]})[0]
             if out is None:
-                out = np.empty((len(texts), feats.shape[1]), dtype=feats.dtype)
-            out[rows] = feats
+                out = np.empty((len(texts), states.shape[2]), dtype=np.float32)
+            for k, row in enumerate(rows.tolist()):
+                n = int(lengths[row])
+                out[row] = np.add.reduce(states[k, :n], axis=0) / np.float32(n)
         if out is None:  # no texts
             return np.zeros((0, self.session.get_outputs()[0].shape[-1]), np.float32)
         return out
@@ -145,7 +150,8 @@ def onnx_text_encoder(name_or_path: str, precision: str = "fp32",
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     directory = resolve_text_model(name_or_path)
     digest = hashlib.sha1(text_model_id(name_or_path).encode()).hexdigest()[:10]
-    base = cache_dir() / "onnx" / f"text-{digest}-torch{torch.__version__.split('+')[0]}"
+    # "-tokens": graphs of token states (earlier ones pooled inside, with per-tensor int8)
+    base = cache_dir() / "onnx" / f"text-{digest}-torch{torch.__version__.split('+')[0]}-tokens"
     fp32 = base.with_name(base.name + "-fp32.onnx")
     path = fp32 if precision == "fp32" else base.with_name(base.name + "-int8.onnx")
     with _lock:

@@ -45,7 +45,7 @@ class ServerConfig:
     faiss_threads: int = 1  # OpenMP threads per FAISS call (1: 2-thread OpenMP collapsed under load)
     text_threads: int = 1  # ONNX Runtime threads for the text encoder (1 is the most per core)
     text_workers: int = 2  # text batches encoded side by side (2 beat 1 by 1.15-1.46x on 2 cores)
-    max_batch: int = 16  # micro-batching: most items per forward pass (16 beat 32 and 64)
+    max_batch: int = 16  # micro-batching: most items per encode call (16 beat 32 and 64)
     max_wait_ms: float = 3.0  # micro-batching: longest wait for a batch to fill
     default_top_k: int = 10  # top_k when a request leaves it 0
     max_top_k: int = 1000  # largest top_k accepted

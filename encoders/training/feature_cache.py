@@ -75,7 +75,8 @@ def image_features(model: HashModel, paths: list[str], cache: str | os.PathLike 
             if crop is not None:
                 batch = [random_crop(im, np.random.default_rng([crop, start + k]))
                          for k, im in enumerate(batch)]
-            out.append(model.image_features(batch, flip=flip).cpu().numpy())
+            # the torch backbone batches here (training features; ONNX's rows never mix)
+            out.append(model.image_features(batch, flip=flip, alone=False).cpu().numpy())
             bar.update(len(batch))
         bar.close()
         return np.concatenate(out).astype(np.float32)
@@ -86,7 +87,9 @@ def image_features(model: HashModel, paths: list[str], cache: str | os.PathLike 
 
 def text_features(model: HashModel, texts: list[str], cache: str | os.PathLike | None = None,
                   batch_size: int = 128, progress: bool = True) -> np.ndarray:
-    """(n, text_feature_dim) float32 mean-pooled text features; batches sorted by length."""
+    """(n, text_feature_dim) float32 mean-pooled text features; batches sorted by length
+    (the torch runtime pads each to its longest: training features; the ONNX runtime's
+    features are the service's, whatever the batch)."""
 
     def compute() -> np.ndarray:
         order = np.argsort([len(t) for t in texts], kind="stable")
@@ -95,11 +98,13 @@ def text_features(model: HashModel, texts: list[str], cache: str | os.PathLike |
         for start in range(0, len(texts), batch_size):
             idx = order[start : start + batch_size]
             with torch.no_grad():
-                out[idx] = model.text_features([texts[i] for i in idx]).cpu().numpy()
+                out[idx] = model.text_features([texts[i] for i in idx], alone=False).cpu().numpy()
             bar.update(len(idx))
         bar.close()
         return out
 
-    # fp32 ONNX gives the torch features (to 1e-6); only int8 needs its own cache entry
-    tag = "int8" if getattr(model.text_runtime, "precision", "fp32") == "int8" else ""
+    # fp32 ONNX gives the torch features (to 1e-6); only int8 needs its own cache entry,
+    # named for its scheme: per-token activation scales (entries of the per-tensor one,
+    # tagged "int8", are not reused)
+    tag = "int8-per-token" if getattr(model.text_runtime, "precision", "fp32") == "int8" else ""
     return _cached(cache, _key("txt", text_model_id(model.config.text_model) + tag, texts), compute)

@@ -212,7 +212,12 @@ def cmd_reindex(args) -> int:
     from tqdm import tqdm
 
     from crossbit.encoders.model import HashModel
-    from crossbit.encoders.runtime import use_image_runtime, use_text_runtime
+    from crossbit.encoders.runtime import (
+        one_torch_thread,
+        use_head_runtime,
+        use_image_runtime,
+        use_text_runtime,
+    )
     from crossbit.server.cli.reindex import reindex
     from crossbit.server.logs import quiet_third_parties
 
@@ -220,6 +225,8 @@ def cmd_reindex(args) -> int:
     model = HashModel.load(args.model, device=args.device)
     use_image_runtime(model)
     use_text_runtime(model, "auto")
+    use_head_runtime(model)  # the server's way: its codes are the server's
+    one_torch_thread(model)
     with tqdm(unit="item", desc="encoding", disable=not sys.stderr.isatty()) as bar:
         reports = reindex(args.data, model, drop=args.drop, progress=bar.update)
     for r in reports:

@@ -246,7 +246,7 @@ def cmd_evaluate(args) -> int:
     import logging
 
     from crossbit.encoders.model import HashModel
-    from crossbit.encoders.runtime import use_image_runtime, use_text_runtime
+    from crossbit.encoders.runtime import use_head_runtime, use_image_runtime, use_text_runtime
     from crossbit.encoders.training.evaluate import format_report, run_evaluation
     from crossbit.encoders.training.recipes import load_pairs
 
@@ -255,6 +255,7 @@ def cmd_evaluate(args) -> int:
     model = HashModel.load(args.model, device=args.device)
     use_image_runtime(model, args.runtime)
     use_text_runtime(model, args.text_runtime)
+    use_head_runtime(model)  # the codes the server makes
     report = run_evaluation(model, pairs, args.json, plots=not args.no_plots, cache=args.cache,
                             speed=not args.no_speed)
     print(format_report(report))

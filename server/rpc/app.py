@@ -48,11 +48,18 @@ class HealthServicer(health.HealthServicer):
 def load_model(config: ServerConfig):
     """The model named by the config (the shipped default when none), ready to encode."""
     from crossbit.encoders.model import HashModel
-    from crossbit.encoders.runtime import use_image_runtime, use_text_runtime
+    from crossbit.encoders.runtime import (
+        one_torch_thread,
+        use_head_runtime,
+        use_image_runtime,
+        use_text_runtime,
+    )
 
     model = HashModel.load(config.model, device=config.device)
     use_image_runtime(model, config.runtime)
     use_text_runtime(model, config.text_runtime, config.text_threads)
+    use_head_runtime(model)
+    one_torch_thread(model)  # parallelism from the batchers' workers (see DESIGN.md)
     return model
 
 
