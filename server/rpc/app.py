@@ -59,7 +59,7 @@ def load_model(config: ServerConfig):
     use_image_runtime(model, config.runtime)
     use_text_runtime(model, config.text_runtime, config.text_threads)
     use_head_runtime(model)
-    one_torch_thread(model)  # parallelism from the batchers' workers (see DESIGN.md)
+    one_torch_thread(model)  # parallelism from the batchers' workers (BENCHMARKS.md)
     return model
 
 
