@@ -150,7 +150,7 @@ def make_image(spec) -> tuple[str, object]:
     kind, w, h, colour, seed, as_bytes = spec
     if kind == "photo":
         if not PHOTOS:
-            from crossbit.server.sample_photos import sample_photos
+            from crossbit.server.demo.sample_photos import sample_photos
 
             PHOTOS.update(sample_photos())
         name = sorted(PHOTOS)[seed % len(PHOTOS)]
@@ -227,7 +227,7 @@ def int8_core(tmp_path_factory):
     assert model.text_runtime.precision == "int8" and model.head_runtimes
     indexes = {m: open_index(folder / m, model.bits, "flat", snapshot_interval=0)
                for m in ("image", "text")}
-    core = RetrievalCore(model, indexes, ServerConfig(data=str(folder)))
+    core = RetrievalCore.with_indexes(model, indexes, ServerConfig(data=str(folder)))
     yield core
     core.close()
 
@@ -242,7 +242,7 @@ core_text = text_st.map(lambda t: t[:2000]).filter(str.strip)  # what the servic
        after=st.lists(core_text, max_size=8), again=st.lists(core_text, min_size=1, max_size=8))
 def test_a_stored_text_is_found_by_itself_and_adds_again_unchanged(int8_core, text, before,
                                                                     after, again):
-    from crossbit.server.requests import NewItem, Query
+    from crossbit.server.core.requests import NewItem, Query
 
     n = next(serial)
     key = f"target-{n}"
@@ -333,10 +333,10 @@ def test_reindexed_texts_are_found_by_themselves(tmp_path_factory, texts):
     reindex (batches of 64, ONNX Runtime on two threads), are at distance 0 from their own
     text searched by a server again, and add again unchanged."""
     from crossbit.indexer import open_index
+    from crossbit.server.cli.reindex import reindex
     from crossbit.server.config import ServerConfig
     from crossbit.server.core import RetrievalCore
-    from crossbit.server.reindex import reindex
-    from crossbit.server.requests import NewItem, Query
+    from crossbit.server.core.requests import NewItem, Query
 
     folder = tmp_path_factory.mktemp("reindexed")
     serving, reindexing = HashModel.load(), HashModel.load()
@@ -347,7 +347,7 @@ def test_reindexed_texts_are_found_by_themselves(tmp_path_factory, texts):
     def core():
         indexes = {m: open_index(folder / f"{m}s", 64, "flat", snapshot_interval=0,
                                  model=serving.fingerprint()) for m in ("image", "text")}
-        return RetrievalCore(serving, indexes, ServerConfig(data=str(folder)))
+        return RetrievalCore.with_indexes(serving, indexes, ServerConfig(data=str(folder)))
 
     first = core()
     ids = [o.id for o in first.add("text", [NewItem(t, key=f"k{i}") for i, t in enumerate(texts)])]
