@@ -1,10 +1,19 @@
-"""Binary codes: bit-length checks, sign packing in FAISS's layout, Hamming distances."""
+"""Binary codes: bit-length checks, sign packing in FAISS's layout, Hamming distances, Encoded."""
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 
 SUPPORTED_BITS = (16, 32, 64, 128, 256)
+
+
+class Encoded(NamedTuple):
+    """Codes (uint8, (n, bits // 8), FAISS layout) and float embeddings (float32, (n, d))."""
+
+    codes: np.ndarray
+    embeddings: np.ndarray
 
 
 def validate_bits(bits: int) -> int:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from crossbit.encoders.codes import pack_signs
+from crossbit.encoders.codes import Encoded, pack_signs
 
 
 class HashHead(nn.Module):
@@ -71,13 +70,6 @@ def sign_ste(x: torch.Tensor) -> torch.Tensor:
     """sign(x) in the forward pass, identity gradient in the backward pass (straight-through)."""
     hard = torch.where(x > 0, torch.ones_like(x), -torch.ones_like(x))
     return x + (hard - x).detach()
-
-
-class Encoded(NamedTuple):
-    """Codes (uint8, (n, bits // 8), FAISS layout) and float embeddings (float32, (n, d))."""
-
-    codes: np.ndarray
-    embeddings: np.ndarray
 
 
 @torch.no_grad()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 from collections.abc import Iterable, Sequence
@@ -20,6 +19,14 @@ from crossbit.encoders.heads import (  # noqa: F401 (Encoded, head_outputs: impo
     head_outputs,
     item_outputs,
 )
+from crossbit.encoders.inputs import (  # noqa: F401 (ImageInput, load_image: imported from here)
+    ImageInput,
+    concat,
+    empty,
+    image_list,
+    load_image,
+    text_list,
+)
 
 log = logging.getLogger(__name__)
 
@@ -31,39 +38,12 @@ CONFIG_FILE = "config.json"
 BACKBONE_FILE = "image_backbone.safetensors"
 TEXT_DIR = "text_model"
 
-ImageInput = Image.Image | bytes | str | os.PathLike
-
 
 def pick_device(device: str | None = None) -> torch.device:
     """The given device, else CUDA when one is visible, else the CPU (never assumed)."""
     if device:
         return torch.device(device)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def load_image(item: ImageInput) -> Image.Image:
-    """A PIL image, image bytes or a path -> an RGB PIL image.
-
-    Raises:
-        ValueError: for bytes or files that are not a readable image.
-        FileNotFoundError: for a path that does not exist.
-    """
-    if isinstance(item, Image.Image):  # convert() copies even an RGB image: only when needed
-        return item if item.mode == "RGB" else item.convert("RGB")
-    if isinstance(item, (bytes, bytearray, memoryview)):
-        source, name = io.BytesIO(bytes(item)), "image bytes"
-    elif isinstance(item, (str, os.PathLike)):
-        if not os.path.exists(item):
-            raise FileNotFoundError(f"image file not found: {item}")
-        source, name = item, str(item)
-    else:
-        raise TypeError(f"expected a PIL image, bytes or a path, got {type(item).__name__}")
-    try:
-        with Image.open(source) as image:
-            image.load()
-            return image.convert("RGB")
-    except (OSError, Image.DecompressionBombError, SyntaxError) as exc:
-        raise ValueError(f"{name}: not a readable image ({exc})") from None
 
 
 class HashModel:
@@ -249,16 +229,14 @@ class HashModel:
         Returns:
             :class:`Encoded` with codes (n, bits // 8) uint8 and embeddings (n, d) float32.
         """
-        if isinstance(images, (str, bytes, Image.Image, os.PathLike)):
-            raise TypeError("encode_images takes a list of images; wrap a single image in a list")
-        images = list(images)
+        images = image_list(images)
         if not images:
-            return self._empty()
+            return empty(self.bits, self.embedding_dim)
         parts = []
         for start in range(0, len(images), batch_size):
             decoded = [load_image(item) for item in images[start : start + batch_size]]
             parts.append(self.encode_image_features(self.image_features(decoded)))
-        return _concat(parts)
+        return concat(parts)
 
     def encode_texts(self, texts: Sequence[str], batch_size: int = 64) -> Encoded:
         """Encode texts, each on its own (its code is the same in any batch).
@@ -273,22 +251,13 @@ class HashModel:
         Raises:
             TypeError: for a bare string or non-string items.
         """
-        if isinstance(texts, str):
-            raise TypeError("encode_texts takes a list of strings; wrap a single text in a list")
-        texts = list(texts)
+        texts = text_list(texts)
         if not texts:
-            return self._empty()
-        for i, text in enumerate(texts):
-            if not isinstance(text, str):
-                raise TypeError(f"texts[{i}] is {type(text).__name__}, expected str")
+            return empty(self.bits, self.embedding_dim)
         parts = []
         for start in range(0, len(texts), batch_size):
             parts.append(self.encode_text_features(self.text_features(texts[start : start + batch_size])))
-        return _concat(parts)
-
-    def _empty(self) -> Encoded:
-        return Encoded(np.zeros((0, self.bits // 8), np.uint8),
-                       np.zeros((0, self.embedding_dim), np.float32))
+        return concat(parts)
 
     # -- persistence ---------------------------------------------------------------------
     def save(self, directory: str | os.PathLike, with_backbones: bool = False,
@@ -354,8 +323,3 @@ class HashModel:
         names = {path: name for name, path in SHIPPED_MODELS.items()}
         model.name = names.get(directory, str(directory))
         return model
-
-
-def _concat(parts: list[Encoded]) -> Encoded:
-    return Encoded(np.concatenate([p.codes for p in parts]),
-                   np.concatenate([p.embeddings for p in parts]))

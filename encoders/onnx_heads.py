@@ -9,12 +9,10 @@ import threading
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from crossbit.encoders.codes import pack_signs
-from crossbit.encoders.heads import Encoded, HashHead
-from crossbit.encoders.onnx_image import cache_dir, cpu_session
+from crossbit.encoders.heads import Encoded, HashHead  # noqa: F401 (Encoded: what a run gives)
+from crossbit.encoders.onnx_runs import HeadRun, cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -49,21 +47,16 @@ def weights_digest(head: HashHead, semantics=None) -> str:
     return digest.hexdigest()[:16]
 
 
-class OnnxHead:
-    """Callable (n, d) float32 features -> :class:`Encoded`, a whole batch per run.
+class OnnxHead(HeadRun):
+    """:class:`HeadRun` for a torch head's exported graph: (n, d) float32 features ->
+    :class:`Encoded`, a whole batch per run, each row's codes and embedding its own.
 
-    No row's outputs moved with the other rows of a run, for 1 to 40 rows (ONNX Runtime's
-    matrix products gave each row the same last bits whatever the row count, where torch's
-    CPU Linear did not at 40 rows; ONNX Runtime does not promise it: the tests check it),
-    and each embedding is normalised on its own row. About 21 us per text row against
-    109 through torch one row at a time, 47 against 432 per image (2 cores, batches of 16,
-    2026-12-03). Built for weights that no longer change: :meth:`current` says whether
-    the head still has the weights it was exported with.
+    Built for weights that no longer change: :meth:`current` says whether the head still
+    has the weights it was exported with.
     """
 
     def __init__(self, path: str | os.PathLike, head: HashHead, semantics=None):
-        self.path = str(path)
-        self.session = cpu_session(self.path, threads=1, spinning=False)
+        super().__init__(path)
         self._modules = _modules(head, semantics)
         self._versions = self._stamp()
 
@@ -73,17 +66,6 @@ class OnnxHead:
     def current(self) -> bool:
         """False once any weight of the head was changed in place (training, loading)."""
         return self._stamp() == self._versions
-
-    def __call__(self, features: np.ndarray) -> Encoded:
-        """Codes and unit-length embeddings of (n, d) features, n >= 0."""
-        features = np.ascontiguousarray(features, dtype=np.float32)
-        if not len(features):
-            width = self.session.get_outputs()[1].shape[-1]
-            bits = self.session.get_outputs()[0].shape[-1]
-            return Encoded(np.zeros((0, bits // 8), np.uint8), np.zeros((0, width), np.float32))
-        tanh, emb = self.session.run(None, {"features": features})
-        norms = np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), np.float32(1e-12))
-        return Encoded(pack_signs(tanh), (emb / norms).astype(np.float32))
 
 
 _lock = threading.Lock()

@@ -6,19 +6,15 @@ import hashlib
 import logging
 import os
 import threading
+import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from crossbit.encoders.backbones import IMAGE_SIZE, create_backbone
+from crossbit.encoders.onnx_runs import OnnxBackbone, cache_dir, cpu_session  # noqa: F401 (theirs)
 
 log = logging.getLogger(__name__)
-
-
-def cache_dir() -> Path:
-    """Where exported models are kept: $CROSSBIT_CACHE or ~/.cache/crossbit."""
-    return Path(os.environ.get("CROSSBIT_CACHE", Path.home() / ".cache" / "crossbit"))
 
 
 def export_backbone(name: str, path: str | os.PathLike, weights: str | None = None) -> Path:
@@ -32,45 +28,14 @@ def export_backbone(name: str, path: str | os.PathLike, weights: str | None = No
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     example = torch.zeros(2, 3, IMAGE_SIZE, IMAGE_SIZE)
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's constant-folding notes: nothing to act on
         torch.onnx.export(module, (example,), str(tmp), input_names=["images"],
                           output_names=["features"], opset_version=17, dynamo=False,
                           dynamic_axes={"images": {0: "n"}, "features": {0: "n"}})
     os.replace(tmp, path)
     log.info("exported %s to %s", name, path)
     return path
-
-
-def cpu_session(path: str | os.PathLike, threads: int | None = None, spinning: bool = True):
-    """An ONNX Runtime CPU session; ``spinning=False`` stops its threads busy-waiting
-    between runs (in a server the cores are needed by gRPC and FAISS)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-    if not spinning:
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-class OnnxBackbone:
-    """Callable (n, 3, 224, 224) float32 array -> (n, d) features through ONNX Runtime.
-
-    ``batch_invariant``: no image's features moved with the other images of its run in
-    generated batches (tests/test_batch_invariance.py, default threads; by hand also on
-    1 and 2 threads). ONNX Runtime does not promise it; the tests check it. So batches
-    run whole.
-    """
-
-    batch_invariant = True
-
-    def __init__(self, path: str | os.PathLike, threads: int | None = None):
-        self.path = str(path)
-        self.session = cpu_session(self.path, threads)
-
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {"images": np.ascontiguousarray(batch, np.float32)})[0]
 
 
 _export_lock = threading.Lock()

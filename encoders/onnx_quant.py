@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -34,12 +36,28 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
 
     dst = Path(dst)
     tmp = dst.with_suffix(f".{os.getpid()}.tmp")
-    quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8, per_channel=True)
+    quiet = _NoPreprocessingAdvice()
+    root = logging.getLogger()  # quantize_dynamic advises through logging.warning (the root)
+    root.addFilter(quiet)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8, per_channel=True)
+    finally:
+        root.removeFilter(quiet)
     model = onnx.load(str(tmp))
     per_token_activations(model)
     onnx.save(model, str(tmp))
     os.replace(tmp, dst)
     return dst
+
+
+class _NoPreprocessingAdvice(logging.Filter):
+    """Drops ONNX Runtime's advice to pre-process the graph before quantizing it (shape
+    inference for static quantization; nothing to act on for this dynamic one)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Please consider to run pre-processing")
 
 
 def per_token_activations(model) -> None:

@@ -9,22 +9,20 @@ import threading
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from crossbit.encoders.onnx_image import cache_dir, cpu_session
 from crossbit.encoders.onnx_quant import quantize_int8
+from crossbit.encoders.onnx_runs import ROWS_PER_RUN, TokenStatesRun, cache_dir  # noqa: F401 (theirs)
 from crossbit.encoders.text_models import MAX_TOKENS, resolve_text_model, text_model_id
 
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "int8")
-ROWS_PER_RUN = 8  # texts per ONNX Runtime run (sorted by length; see OnnxTextEncoder)
 
 
 class _TokenStates(torch.nn.Module):
     """The transformer's last hidden states, (n, t, d), as one exportable graph; the mean
-    pooling is done outside it (see OnnxTextEncoder)."""
+    pooling is done outside it (see ``onnx_runs.TokenStatesRun``)."""
 
     def __init__(self, model: torch.nn.Module):
         super().__init__()
@@ -62,82 +60,23 @@ def export_text_model(name_or_path: str, path: str | os.PathLike) -> Path:
     return path
 
 
-class OnnxTextEncoder:
-    """Callable list[str] -> (n, d) float32 mean-pooled features through ONNX Runtime.
+class OnnxTextEncoder(TokenStatesRun):
+    """:class:`TokenStatesRun` with the text model's own tokenizer (from its Hugging Face
+    folder, through transformers): list[str] -> (n, d) float32 mean-pooled features.
 
     A text's features are a function of that text alone, whatever else is in the call
-    (``batch_invariant``): the graph's rows do not mix texts (int8 activations are
-    quantized per token, see ``onnx_quant``), and the mean pooling runs here over each
-    text's own tokens.
-
-    Safe to call from several threads at once: the Rust tokenizer is configured once and
-    only read (the transformers wrapper re-configures it on every call), and ONNX Runtime
-    sessions run concurrently.
+    (``batch_invariant``). The Rust tokenizer is taken out of the transformers wrapper
+    (which re-configures it on every call) and configured once, so threads share it.
     """
-
-    batch_invariant = True
 
     def __init__(self, path: str | os.PathLike, tokenizer_dir: str, threads: int | None = None,
                  precision: str = "fp32"):
         from tokenizers import Tokenizer
         from transformers import AutoTokenizer
 
-        self.path = str(path)
-        self.precision = precision
-        self.session = cpu_session(self.path, threads, spinning=False)
         wrapper = AutoTokenizer.from_pretrained(tokenizer_dir)
-        self.tokenizer = Tokenizer.from_str(wrapper.backend_tokenizer.to_str())
-        self.tokenizer.no_padding()
-        self.tokenizer.enable_truncation(MAX_TOKENS)
-        self.pad_id = wrapper.pad_token_id or 0
-
-    def token_ids(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """(input_ids, attention_mask), int64 (n, longest), padded on the right."""
-        encodings = self.tokenizer.encode_batch(list(texts))
-        longest = max((len(e.ids) for e in encodings), default=0)
-        ids = np.full((len(encodings), longest), self.pad_id, dtype=np.int64)
-        mask = np.zeros((len(encodings), longest), dtype=np.int64)
-        for row, e in enumerate(encodings):
-            ids[row, : len(e.ids)] = e.ids
-            mask[row, : len(e.ids)] = 1
-        return ids, mask
-
-    def __call__(self, texts: list[str]) -> np.ndarray:
-        """Features in input order; runs of at most ``ROWS_PER_RUN`` texts of similar length.
-
-        Captions are short (about 15 tokens on Flickr8k) and vary, so a batch padded to its
-        longest is about a third padding; sorting by length and running halves of a 16-text
-        batch cut the encoder's time by 14% (int8) to 19% (fp32) here; one run per text
-        gave 29 to 49% fewer texts/s than runs of 8 (each run reads all the weights). The padding
-        and the run's other texts change no text's features: each is pooled from its own
-        token states (``ReduceSum`` over a run's tokens gave other last bits for other
-        runs; numpy's sum over one text's rows does not), and no other operation of the
-        graph mixed texts in generated batches (ONNX Runtime does not promise it:
-        tests/test_batch_invariance.py checks it).
-
-        Args:
-            texts: the texts; empty in, (0, d) out.
-
-        Returns:
-            (n, d) float32 mean-pooled features.
-        """
-        ids, mask = self.token_ids(texts)
-        lengths = mask.sum(1)
-        order = np.argsort(lengths, kind="stable")
-        out = None
-        for start in range(0, len(order), ROWS_PER_RUN):
-            rows = order[start : start + ROWS_PER_RUN]
-            longest = int(lengths[rows].max())
-            states = self.session.run(None, {"input_ids": ids[rows, :longest],
-                                             "attention_mask": mask[rows, :longest]})[0]
-            if out is None:
-                out = np.empty((len(texts), states.shape[2]), dtype=np.float32)
-            for k, row in enumerate(rows.tolist()):
-                n = int(lengths[row])
-                out[row] = np.add.reduce(states[k, :n], axis=0) / np.float32(n)
-        if out is None:  # no texts
-            return np.zeros((0, self.session.get_outputs()[0].shape[-1]), np.float32)
-        return out
+        super().__init__(path, Tokenizer.from_str(wrapper.backend_tokenizer.to_str()),
+                         wrapper.pad_token_id or 0, MAX_TOKENS, threads, precision)
 
 
 _lock = threading.Lock()
