@@ -131,7 +131,8 @@ def test_image_limits_and_modes():
 
 def _imports(module: str) -> set[str]:
     code = (f"import sys, {module}; print(' '.join(sorted(m for m in sys.modules "
-            "if m.split('.')[0] in ('grpc', 'torch', 'faiss', 'pymilvus', 'crossbit'))))")
+            "if m.split('.')[0] in ('grpc', 'torch', 'torchvision', 'transformers', 'faiss', "
+            "'pymilvus', 'crossbit'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return set(out.stdout.split())
 
@@ -146,5 +147,11 @@ def test_layering():
     assert not any(m.startswith("crossbit.encoders.training") for m in encoders)
     app = _imports("crossbit.server.rpc.app")
     assert not any(m.startswith("crossbit.encoders.training") for m in app)  # serving never trains
+    # a light model serves without torch: nothing on its path imports torch when imported
+    light = _imports("crossbit.encoders.serving") | _imports("crossbit.encoders.light")
+    for serving in (app, light, _imports("crossbit.server.cli.main"),
+                    _imports("crossbit.server.web.app")):
+        assert not {"torch", "torchvision", "transformers"} & serving
+    assert "grpc" not in light and not any(m.startswith("crossbit.indexer") for m in light)
     assert "faiss" not in _imports("crossbit.indexer")  # loads with the first FAISS index
     assert np.__name__  # numpy is everyone's

@@ -211,22 +211,12 @@ def cmd_check(args) -> int:
 def cmd_reindex(args) -> int:
     from tqdm import tqdm
 
-    from crossbit.encoders.model import HashModel
-    from crossbit.encoders.runtime import (
-        one_torch_thread,
-        use_head_runtime,
-        use_image_runtime,
-        use_text_runtime,
-    )
+    from crossbit.encoders.serving import load_serving_model
     from crossbit.server.cli.reindex import reindex
     from crossbit.server.logs import quiet_third_parties
 
     quiet_third_parties()
-    model = HashModel.load(args.model, device=args.device)
-    use_image_runtime(model)
-    use_text_runtime(model, "auto")
-    use_head_runtime(model)  # the server's way: its codes are the server's
-    one_torch_thread(model)
+    model = load_serving_model(args.model, args.device)  # the server's way: its codes
     with tqdm(unit="item", desc="encoding", disable=not sys.stderr.isatty()) as bar:
         reports = reindex(args.data, model, drop=args.drop, progress=bar.update)
     for r in reports:

@@ -1,4 +1,4 @@
-"""The model commands of ``crossbit``: train, evaluate and export-onnx (these import the training code)."""
+"""The model commands of ``crossbit``: train, evaluate, export-onnx and export-light (these need torch)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,19 @@ def add_model_commands(sub) -> None:
     p.add_argument("--backbone", default="efficientnet-lite0",
                    help="image backbone to export (default %(default)s)")
     p.add_argument("--out", required=True, help="the .onnx file to write")
+    p = sub.add_parser("export-light", help="write a model for serving without torch",
+                       description="Write a light model: the ONNX graphs, tokenizer, config and "
+                       "fingerprint of a model exactly as this install serves it on the CPU, in "
+                       "a folder that `crossbit serve --model FOLDER` serves without torch (the "
+                       "same codes and fingerprint). --wheel also packs the default model's as "
+                       "the crossbit-light-model wheel, which a torch-less install serves as "
+                       "its default model.")
+    p.add_argument("--model", default="default",
+                   help="a shipped name or a model folder (default %(default)s)")
+    p.add_argument("--out", required=True, help="the folder to write (a new one, or a light "
+                   "model to replace)")
+    p.add_argument("--wheel", metavar="DIST", help="also write the crossbit-light-model wheel "
+                   "into this folder (the default model only)")
 
 
 def _add_train(sub) -> None:
@@ -179,7 +192,17 @@ def check_train_flags(args) -> None:
         refuse("--keep-trained needs held-out images to compare on: not with --val-images 0")
 
 
+def need_full(command: str) -> None:
+    """Refuse, in one line, a command that needs torch in an install without it."""
+    from crossbit.encoders.light import torch_installed
+
+    if not torch_installed():
+        raise ValueError(f"needs torch, which this serving install does not have: run `crossbit "
+                         f"{command}` from the full install (pip install '.[full]', or make setup)")
+
+
 def cmd_train(args) -> int:
+    need_full("train")
     import logging
 
     from crossbit.encoders.config import ModelConfig
@@ -243,6 +266,7 @@ def summary_line(report: dict, held_out: int) -> str:
 
 
 def cmd_evaluate(args) -> int:
+    need_full("evaluate")
     import logging
 
     from crossbit.encoders.model import HashModel
@@ -264,10 +288,29 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_export_onnx(args) -> int:
+    need_full("export-onnx")
     from crossbit.encoders.onnx_image import export_backbone
 
     print(f"wrote {export_backbone(args.backbone, args.out)}")
     return 0
 
 
-MODEL_COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "export-onnx": cmd_export_onnx}
+def cmd_export_light(args) -> int:
+    need_full("export-light")
+    from crossbit.encoders.light_export import export_light, write_wheel
+    from crossbit.server.logs import quiet_third_parties
+
+    quiet_third_parties()
+    folder = export_light(None if args.model == "default" else args.model, args.out)
+    size = sum(f.stat().st_size for f in folder.iterdir())
+    print(f"wrote the light model of {args.model} to {folder} ({size / 1e6:.1f} MB; its codes "
+          f"checked against the full model's): crossbit serve --model {folder}")
+    if args.wheel:
+        wheel = write_wheel(folder, args.wheel)
+        print(f"wrote {wheel} ({wheel.stat().st_size / 1e6:.1f} MB): pip install it beside "
+              "crossbit to serve the default model without torch")
+    return 0
+
+
+MODEL_COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "export-onnx": cmd_export_onnx,
+                  "export-light": cmd_export_light}

@@ -23,10 +23,19 @@ SAMPLES = {
 
 
 def sample_photos() -> dict[str, bytes]:
-    """JPEG bytes of the sample photos that load without a download."""
+    """JPEG bytes of the sample photos that load without a download.
+
+    Raises:
+        ValueError: scikit-image is not installed (the serving install without torch).
+    """
     import numpy as np
-    import skimage.data
     from PIL import Image
+
+    try:
+        import skimage.data
+    except ImportError:
+        raise ValueError("the sample photos are scikit-image's, which this install does not "
+                         "have: pip install scikit-image (the full install has it)") from None
 
     out = {}
     for name in SAMPLES:

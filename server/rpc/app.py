@@ -46,21 +46,12 @@ class HealthServicer(health.HealthServicer):
 
 
 def load_model(config: ServerConfig):
-    """The model named by the config (the shipped default when none), ready to encode."""
-    from crossbit.encoders.model import HashModel
-    from crossbit.encoders.runtime import (
-        one_torch_thread,
-        use_head_runtime,
-        use_image_runtime,
-        use_text_runtime,
-    )
+    """The model named by the config (the shipped default when none), ready to encode: a
+    light model (no torch imported) or a full one on its ONNX runtimes (``encoders/serving.py``)."""
+    from crossbit.encoders.serving import load_serving_model
 
-    model = HashModel.load(config.model, device=config.device)
-    use_image_runtime(model, config.runtime)
-    use_text_runtime(model, config.text_runtime, config.text_threads)
-    use_head_runtime(model)
-    one_torch_thread(model)  # parallelism from the batchers' workers (BENCHMARKS.md)
-    return model
+    return load_serving_model(config.model, config.device, config.runtime, config.text_runtime,
+                              config.text_threads)
 
 
 def _load_warm(config: ServerConfig, spec: str):
