@@ -140,6 +140,21 @@ def test_light_settings_and_files_are_checked(light_dir, tmp_path):
         export_light(None, tmp_path / "other")
 
 
+def test_other_library_versions_are_said_at_load(light_dir, tmp_path, caplog):
+    moved = tmp_path / "moved"
+    shutil.copytree(light_dir, moved)
+    manifest = json.loads((moved / "light.json").read_text())
+    manifest["made_with"]["onnxruntime"] = "1.0.0"
+    (moved / "light.json").write_text(json.dumps(manifest))
+    with caplog.at_level("WARNING", logger="crossbit.encoders.light"):
+        LightModel(moved)
+    assert "onnxruntime" in caplog.text and "1.0.0 at export" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="crossbit.encoders.light"):
+        LightModel(light_dir)
+    assert caplog.text == ""
+
+
 def test_a_store_of_the_full_model_is_served_by_the_light_one(full, light, tmp_path):
     from crossbit.client import Client
     from crossbit.server.config import ServerConfig
