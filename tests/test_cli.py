@@ -16,7 +16,7 @@ from helpers import free_port
 
 COMMANDS = ["serve", "index", "add-texts", "search", "stats", "collections", "get", "list",
             "count", "delete", "update-metadata", "export", "import", "backup", "restore",
-            "check", "reindex", "train", "evaluate", "export-onnx", "load", "demo"]
+            "check", "reindex", "train", "evaluate", "export-onnx", "export-light", "load", "demo"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

@@ -47,8 +47,25 @@ HEAVY = ("torch", "torchvision", "transformers", "safetensors")
 
 
 @pytest.fixture(scope="module")
-def light_dir(tmp_path_factory):
-    return export_light(None, tmp_path_factory.mktemp("light") / "default")
+def exported(tmp_path_factory):
+    """`crossbit export-light --wheel`: the shipped model's light model folder and its wheel."""
+    import contextlib
+
+    from crossbit.server.cli import main
+
+    where = tmp_path_factory.mktemp("light")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["export-light", "--out", str(where / "default"), "--wheel",
+                     str(where / "dist")]) == 0
+    assert "its codes checked against the full model's" in out.getvalue()
+    (wheel,) = (where / "dist").iterdir()
+    return where / "default", wheel
+
+
+@pytest.fixture(scope="module")
+def light_dir(exported):
+    return exported[0]
 
 
 @pytest.fixture(scope="module")
@@ -208,6 +225,15 @@ def test_light_model_serves_where_torch_cannot_be_imported(full, light_dir):
     assert out["embeddings"] == [e.embeddings.tobytes().hex() for e in expected]
 
 
+def _relabelled(light_dir, tmp_path, name: str):
+    copy = tmp_path / name
+    shutil.copytree(light_dir, copy)
+    manifest = json.loads((copy / "light.json").read_text())
+    manifest["fingerprint"]["name"] = name
+    (copy / "light.json").write_text(json.dumps(manifest))
+    return copy
+
+
 def _record_ok(wheel: zipfile.ZipFile) -> None:
     rows = [line.split(",") for line in wheel.read(
         next(n for n in wheel.namelist() if n.endswith(".dist-info/RECORD"))).decode().splitlines()]
@@ -219,13 +245,15 @@ def _record_ok(wheel: zipfile.ZipFile) -> None:
             assert digest == f"sha256={b64}" and int(size) == len(data), name
 
 
-def test_the_wheel_is_the_default_model_of_a_torchless_install(full, light_dir, tmp_path):
-    wheel_path = write_wheel(light_dir, tmp_path / "dist")
+def test_the_wheel_is_the_default_model_of_a_torchless_install(full, exported, tmp_path):
+    wheel_path = exported[1]
     fingerprint = full.fingerprint()["fingerprint"]
     assert wheel_path.name == f"crossbit_light_model-0.1.0+{fingerprint}-py3-none-any.whl"
     with zipfile.ZipFile(wheel_path) as wheel:
         _record_ok(wheel)
         assert "crossbit_light_model/light.json" in wheel.namelist()
+    with pytest.raises(ValueError, match="the default model only"):
+        write_wheel(_relabelled(exported[0], tmp_path, "mpnet-64"), tmp_path / "other")
     site = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index",
                     "--target", str(site), str(wheel_path)], check=True, timeout=300)
