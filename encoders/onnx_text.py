@@ -39,9 +39,16 @@ def export_text_model(name_or_path: str, path: str | os.PathLike) -> Path:
     to a graph that gives wrong features under transformers 5 (differences near 1.0).
     """
     from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
     directory = resolve_text_model(name_or_path)
-    model = AutoModel.from_pretrained(directory, attn_implementation="eager").eval()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # no "Loading weights" bar in a server's first start
+    try:
+        model = AutoModel.from_pretrained(directory, attn_implementation="eager").eval()
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     tokens = AutoTokenizer.from_pretrained(directory)(
         ["a dog runs", "two people sit on a bench"], padding=True, return_tensors="pt")
     path = Path(path)
