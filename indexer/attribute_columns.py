@@ -53,8 +53,9 @@ class Column:
     Readers never see a half-made change: the index's write lock covers every mutation.
     """
 
-    def __init__(self, dtype):
+    def __init__(self, dtype, tree: bool = True):
         self.dtype = np.dtype(dtype)
+        self.with_tree = tree  # False: no bucket bitmaps (the id column: lookups, rare ranges)
         self.vals = np.empty(0, self.dtype)
         self.slots = np.empty(0, np.uint32)
         self.cuts = np.zeros(1, np.int64)
@@ -139,9 +140,9 @@ class Column:
 
     def _build(self) -> None:
         n = len(self.vals)
-        if n == 0:
+        if n == 0 or not self.with_tree:
             self.cuts, self.size, self.tree = np.zeros(1, np.int64), 1, [EMPTY, EMPTY]
-            self._main_bytes = 0
+            self._main_bytes = self.vals.nbytes + self.slots.nbytes + bitmap_bytes(self.main)
             return
         change = np.flatnonzero(self.vals[1:] != self.vals[:-1]) + 1
         starts = np.concatenate([[0], change]).astype(np.int64)
@@ -171,6 +172,8 @@ class Column:
         """The slots of main entries a..b-1 (sorted positions), removals not yet taken out."""
         if a >= b:
             return EMPTY
+        if not self.with_tree:
+            return bitmap(self.slots[a:b])
         cuts = self.cuts
         first = int(np.searchsorted(cuts, a, side="left"))
         last = int(np.searchsorted(cuts, b, side="right")) - 1

@@ -16,6 +16,7 @@ import numpy as np
 from pyroaring import BitMap
 
 from crossbit.indexer.attribute_columns import EMPTY, Column, bitmap, bitmap_bytes, union
+from crossbit.indexer.attribute_values import MAX_DISTINCT, Values
 from crossbit.indexer.filter_nodes import Compare, Contains, Exists, In, Like, Node, kind_of
 from crossbit.indexer.filters import Filter
 from crossbit.indexer.hamming import words
@@ -26,19 +27,37 @@ CACHE = 64  # evaluated filters kept (per write version)
 
 
 class FieldColumns:
-    """One metadata field: which slots have it, and its values by type."""
+    """One metadata field: which slots have it, and its values by type (each a :class:`Values`
+    while it has few distinct values, a sorted :class:`Column` past that)."""
+
+    TYPES = (("str", object), ("num", np.float64), ("big", np.int64), ("bool", np.int64),
+             ("tag", object))
 
     def __init__(self):
         self.present = BitMap()
-        self.str = Column(object)
-        self.num = Column(np.float64)  # floats, and ints exact as floats
-        self.big = Column(np.int64)  # ints past 2**53 (exact as int64)
-        self.bool = Column(np.int64)  # 0 / 1
-        self.tag = Column(object)  # the strings of list values, one entry each
+        self.str = Values(object)
+        self.num = Values(np.float64)  # floats, and ints exact as floats
+        self.big = Values(np.int64)  # ints past 2**53 (exact as int64)
+        self.bool = Values(np.int64)  # 0 / 1
+        self.tag = Values(object)  # the strings of list values, one entry each
         self.odd: dict[int, object] = {}  # slot -> an int past int64 (old stores): tested in Python
 
-    def columns(self) -> tuple[Column, ...]:
+    def columns(self) -> tuple:
         return (self.str, self.num, self.big, self.bool, self.tag)
+
+    def put(self, kind: str, slots: np.ndarray, vals: np.ndarray, bulk: bool) -> None:
+        """Add entries of one type (``bulk``: into a field being built from nothing)."""
+        column = getattr(self, kind)
+        if bulk and isinstance(column, Values) and not len(column):
+            distinct = len(set(vals.tolist())) if vals.dtype.kind == "O" else len(np.unique(vals))
+            if distinct > MAX_DISTINCT:
+                column = Column(vals.dtype)
+                column.load(vals, slots, presorted=False)
+                setattr(self, kind, column)
+                return
+        column.add(slots, vals)
+        if isinstance(column, Values) and column.distinct() > MAX_DISTINCT:
+            setattr(self, kind, column.as_column())
 
 
 class AttributeIndex:
@@ -56,7 +75,7 @@ class AttributeIndex:
         self.codes = np.zeros((self.words, 1024), np.uint64)
         self.live = BitMap()
         self.free = BitMap()
-        self.id_col = Column(np.int64)
+        self.id_col = Column(np.int64, tree=False)
         self.key_col = Column(object)
         self.fields: dict[str, FieldColumns] = {}
         self.version = 0
@@ -150,17 +169,10 @@ class AttributeIndex:
             if field is None:
                 field = self.fields[name] = FieldColumns()
             field.present |= bitmap(np.array(group["present"], np.uint32))
-            for kind, dtype in (("str", object), ("num", np.float64), ("big", np.int64),
-                                ("bool", np.int64), ("tag", object)):
+            for kind, dtype in FieldColumns.TYPES:
                 slots, vals = group[kind + "_slots"], group[kind]
-                if not slots:
-                    continue
-                column = getattr(field, kind)
-                slots, vals = np.array(slots, np.uint32), np.array(vals, dtype)
-                if bulk:
-                    column.load(vals, slots, presorted=False)
-                else:
-                    column.add(slots, vals)
+                if slots:
+                    field.put(kind, np.array(slots, np.uint32), np.array(vals, dtype), bulk)
             for slot, value in zip(group["odd_slots"], group["odd"]):
                 field.odd[slot] = value
 
@@ -309,30 +321,47 @@ class AttributeIndex:
                 "memory_bytes": int(held), "code_bytes": int(self.codes.nbytes)}
 
 
+def _new_group() -> dict:
+    group = {"present": []}
+    for kind in ("str", "num", "big", "bool", "tag", "odd"):
+        group[kind], group[kind + "_slots"] = [], []
+    return group
+
+
 def _group(groups: dict, slots: np.ndarray, metadata: list[dict]) -> None:
-    """Sort each item's fields by name and type into ``groups`` (lists of slots and values)."""
+    """Sort each item's fields by name and type into ``groups`` (lists of slots and values);
+    the hot loop of a rebuild, so types are asked of ``type`` first (JSON gives exact types)."""
     for slot, meta in zip(slots.tolist(), metadata):
-        for name, value in (meta or {}).items():
+        if not meta:
+            continue
+        for name, value in meta.items():
             group = groups.get(name)
             if group is None:
-                group = groups[name] = {"present": []}
-                for kind in ("str", "num", "big", "bool", "tag", "odd"):
-                    group[kind], group[kind + "_slots"] = [], []
+                group = groups[name] = _new_group()
             group["present"].append(slot)
-            kind = kind_of(value)
-            if kind == "num":
-                if isinstance(value, float) or abs(value) <= EXACT_FLOAT:
-                    value = float(value)
-                else:
-                    kind = "big" if abs(value) <= INT64_MAX else "odd"
-            elif kind == "bool":
+            t = type(value)
+            if t is str:
+                kind = "str"
+            elif t is float:
+                kind = "num"
+            elif t is bool:
+                kind, value = "bool", int(value)
+            elif t is int or (isinstance(value, int) and not isinstance(value, bool)):
                 value = int(value)
-            elif kind == "list":
-                tags = [e for e in value if isinstance(e, str)]
+                kind = "num" if -EXACT_FLOAT <= value <= EXACT_FLOAT else \
+                    "big" if -INT64_MAX - 1 <= value <= INT64_MAX else "odd"
+                if kind == "num":
+                    value = float(value)
+            elif isinstance(value, list):
+                tags = [e for e in value if type(e) is str or isinstance(e, str)]
                 group["tag"] += tags
                 group["tag_slots"] += [slot] * len(tags)
                 continue
-            elif kind != "str":
+            elif isinstance(value, float):
+                kind, value = "num", float(value)
+            elif isinstance(value, str):
+                kind, value = "str", str(value)
+            else:
                 continue  # null, an object: present, and nothing else
             group[kind].append(value)
             group[kind + "_slots"].append(slot)

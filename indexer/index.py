@@ -186,8 +186,8 @@ class BinaryIndex(FilteredIndex, Upkeep, Index):
             # it wrote enters it as stored
             if len(write.replaced):
                 self.attributes.remove(np.asarray(write.replaced, np.int64))
-            self._index_rows([(int(write.ids[i]), keys[i], codes[i].tobytes(), metadata_json[i])
-                              for i in np.flatnonzero(kept)])
+            self._index_rows(self.attributes, [(int(write.ids[i]), keys[i], codes[i].tobytes(),
+                                                metadata_json[i]) for i in np.flatnonzero(kept)])
             self._changes += len(out)
             retrain = getattr(self.backend, "needs_retrain", bool)() and self._retraining is None
             if retrain:

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from crossbit.indexer import attribute_snapshot
 from crossbit.indexer.attributes import AttributeIndex, metadata_of
 from crossbit.indexer.filters import Filter
 from crossbit.indexer.hamming import words
@@ -44,21 +45,30 @@ class FilteredIndex:
 
     # -- the attribute index ----------------------------------------------------------------------
     def _open_attributes(self) -> None:
-        """Build the attribute index from the store (the truth), whatever was saved."""
+        """The attribute index: its snapshot brought up to the store, or, when that cannot be
+        trusted (missing, damaged, ahead of the store, its log gone), rebuilt from the store."""
         start = time.perf_counter()
-        attributes = AttributeIndex(self.bits)
-        attributes.load(self.store.iter_rows())
+        attributes, how = None, "rebuilt"
+        if not self.opened_from.startswith("rebuilt"):  # else the store changed under the snapshots
+            attributes, how = attribute_snapshot.load(self.directory, self.store, self.bits,
+                                                      self._index_rows)
+        if attributes is None:
+            why = how
+            attributes = AttributeIndex(self.bits)
+            attributes.load(self.store.iter_rows())
+            how = f"rebuilt from the store ({why})"
         self.attributes = attributes
-        log.info("index %s: attribute index of %d items, %d fields built in %.2fs", self.directory,
-                 len(attributes), len(attributes.fields), time.perf_counter() - start)
+        self.attributes_from = how
+        log.info("index %s: attribute index of %d items, %d fields %s in %.2fs", self.directory,
+                 len(attributes), len(attributes.fields), how, time.perf_counter() - start)
 
-    def _index_rows(self, rows: list[tuple]) -> None:
-        """Put stored rows (id, key, code blob, metadata JSON) into the attribute index."""
+    def _index_rows(self, attrs: AttributeIndex, rows: list[tuple]) -> None:
+        """Put stored rows (id, key, code blob, metadata JSON) into an attribute index."""
         if not rows:
             return
         codes = np.frombuffer(b"".join(r[2] for r in rows), np.uint8).reshape(len(rows), -1)
-        self.attributes.add(np.array([r[0] for r in rows], np.int64), [r[1] for r in rows],
-                            [metadata_of(r[3]) for r in rows], codes)
+        attrs.add(np.array([r[0] for r in rows], np.int64), [r[1] for r in rows],
+                  [metadata_of(r[3]) for r in rows], codes)
 
     # -- searches -----------------------------------------------------------------------------
     def _filtered_search(self, codes: np.ndarray, k: int, nprobe, flt: Filter):
@@ -206,4 +216,4 @@ class FilteredIndex:
         return len(changed)
 
     def _attribute_stats(self) -> dict:
-        return self.attributes.stats()
+        return {**self.attributes.stats(), "opened_from": self.attributes_from}
