@@ -74,7 +74,8 @@ reliability: ## long fault, fuzz and soak runs (figures in bench/results/, see R
 	CROSSBIT_RELIABILITY_ROUNDS=20 CROSSBIT_FUZZ_EXAMPLES=400 \
 		CROSSBIT_RELIABILITY_JSON=bench/results/reliability.jsonl \
 		$(BIN)/python -m pytest -q tests/test_reliability.py tests/test_trust.py tests/test_crash.py \
-		tests/test_images.py tests/test_guard.py
+		tests/test_images.py tests/test_guard.py tests/test_filters.py tests/test_filter_index.py \
+		tests/test_filter_crash.py
 	$(BIN)/python bench/soak.py --seconds 60
 
 clean: ## remove caches (not the venv)
