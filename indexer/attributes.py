@@ -45,16 +45,20 @@ class FieldColumns:
     def columns(self) -> tuple:
         return (self.str, self.num, self.big, self.bool, self.tag)
 
-    def put(self, kind: str, slots: np.ndarray, vals: np.ndarray, bulk: bool) -> None:
-        """Add entries of one type (``bulk``: into a field being built from nothing)."""
+    def put(self, kind: str, slots: np.ndarray, vals: np.ndarray) -> None:
+        """Add entries of one type: to its :class:`Values` while it keeps few distinct values,
+        else to a sorted :class:`Column` (made here, at once when the values come many)."""
         column = getattr(self, kind)
-        if bulk and isinstance(column, Values) and not len(column):
+        if isinstance(column, Values):
             distinct = len(set(vals.tolist())) if vals.dtype.kind == "O" else len(np.unique(vals))
-            if distinct > MAX_DISTINCT:
-                column = Column(vals.dtype)
-                column.load(vals, slots, presorted=False)
+            if column.distinct() + distinct > MAX_DISTINCT:  # a sorted column from the start
+                if not len(column):
+                    column = Column(vals.dtype)
+                    column.load(vals, slots, presorted=False)
+                    setattr(self, kind, column)
+                    return
+                column = column.as_column()
                 setattr(self, kind, column)
-                return
         column.add(slots, vals)
         if isinstance(column, Values) and column.distinct() > MAX_DISTINCT:
             setattr(self, kind, column.as_column())
@@ -155,15 +159,15 @@ class AttributeIndex:
         self.live = BitMap(range(self.n))
         self.id_col.load(np.concatenate(all_ids), np.arange(self.n), presorted=True)
         self.key_col.load(np.array(keyed, object), np.array(keyed_slots, np.uint32), presorted=False)
-        self._apply(groups, bulk=True)
+        self._apply(groups)
         self._changed()
 
     def _add_metadata(self, slots: np.ndarray, metadata: list[dict]) -> None:
         groups: dict[str, dict[str, list]] = {}
         _group(groups, slots, metadata)
-        self._apply(groups, bulk=False)
+        self._apply(groups)
 
-    def _apply(self, groups: dict, bulk: bool) -> None:
+    def _apply(self, groups: dict) -> None:
         for name, group in groups.items():
             field = self.fields.get(name)
             if field is None:
@@ -172,7 +176,7 @@ class AttributeIndex:
             for kind, dtype in FieldColumns.TYPES:
                 slots, vals = group[kind + "_slots"], group[kind]
                 if slots:
-                    field.put(kind, np.array(slots, np.uint32), np.array(vals, dtype), bulk)
+                    field.put(kind, np.array(slots, np.uint32), np.array(vals, dtype))
             for slot, value in zip(group["odd_slots"], group["odd"]):
                 field.odd[slot] = value
 

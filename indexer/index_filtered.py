@@ -22,12 +22,37 @@ from crossbit.indexer.metadata_rule import check_metadata
 
 log = logging.getLogger(__name__)
 
-# IVF and HNSW: a filter matching under this share of the items is answered by the exact
-# filtered scan (cheaper there than an over-fetching approximate search, and exact); above it
-# the approximate search fetches OVERFETCH x k / share candidates and keeps the matching ones,
-# falling back to the exact scan for any query left short (bench/filter_bench.py measured it)
-EXACT_BELOW = 0.05
-OVERFETCH = 3.0
+# IVF and HNSW choose per call from the filter's share of the items (bench/filter_bench.py,
+# 1M clustered 64-bit codes, nlist 4096 / nprobe 16, HNSW M 16 / efSearch 64): under
+# EXACT_BELOW the exact filtered scan is both exact and no slower than an approximate search
+# that would keep recall@10 >= 0.95 (IVF needs 4x its probes and 2x over-fetch at a 50% filter
+# for 0.99, and could not reach 0.95 at 10% even so); above it the approximate search fetches
+# OVERFETCH x k / share candidates (IVF with NPROBE_BOOST x the probes) and keeps the matching
+# ones, and any query left short of min(k, matches) gets the exact scan.
+EXACT_BELOW = {"ivf": 0.3, "hnsw": 0.3}
+OVERFETCH = {"ivf": 2.0, "hnsw": 4.0}
+NPROBE_BOOST = 4
+
+
+_PLAIN = (str, int, float)
+
+
+def plain_metadata(meta) -> bool:
+    """Whether a caller's metadata dict is exactly what its JSON reads back as (string keys;
+    strings, bools, ints, floats, lists of strings), so that it can be indexed without
+    parsing the JSON stored for it."""
+    if meta is None or type(meta) is not dict:
+        return meta is None
+    for name, value in meta.items():
+        if type(name) is not str:
+            return False
+        t = type(value)
+        if t is list:
+            if any(type(e) is not str for e in value):
+                return False
+        elif t not in _PLAIN and t is not bool:
+            return False
+    return True
 
 
 def check_filter(flt) -> Filter | None:
@@ -63,12 +88,13 @@ class FilteredIndex:
                  len(attributes), len(attributes.fields), how, time.perf_counter() - start)
 
     def _index_rows(self, attrs: AttributeIndex, rows: list[tuple]) -> None:
-        """Put stored rows (id, key, code blob, metadata JSON) into an attribute index."""
+        """Put stored rows (id, key, code blob, metadata as JSON or as a plain dict) into an
+        attribute index."""
         if not rows:
             return
         codes = np.frombuffer(b"".join(r[2] for r in rows), np.uint8).reshape(len(rows), -1)
         attrs.add(np.array([r[0] for r in rows], np.int64), [r[1] for r in rows],
-                  [metadata_of(r[3]) for r in rows], codes)
+                  [r[3] if isinstance(r[3], dict) else metadata_of(r[3]) for r in rows], codes)
 
     # -- searches -----------------------------------------------------------------------------
     def _filtered_search(self, codes: np.ndarray, k: int, nprobe, flt: Filter):
@@ -81,11 +107,14 @@ class FilteredIndex:
         if not matches:
             return (np.full((len(codes), k), -1, np.int64),
                     np.full((len(codes), k), self.bits + 1, np.int32))
-        if self.backend.exact or matches <= EXACT_BELOW * total:
+        kind = self.backend.kind
+        if self.backend.exact or matches < EXACT_BELOW.get(kind, 1.0) * total:
             return self._exact_in(codes, k, found)
         share = matches / total
         fetch = int(min(getattr(self.backend, "max_k", 1 << 30), total,
-                        max(k, math.ceil(OVERFETCH * k / share))))
+                        max(k, math.ceil(OVERFETCH.get(kind, 3.0) * k / share))))
+        if kind == "ivf":
+            nprobe = NPROBE_BOOST * int(nprobe or self.backend.default_nprobe)
         ids, distances = self.backend.search(codes, fetch, nprobe)
         ids = np.asarray(ids, np.int64)
         keep = is_member(member_bits(found, attrs.n), attrs.slots_of(ids.ravel()).reshape(ids.shape))
