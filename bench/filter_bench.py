@@ -11,6 +11,7 @@ centres. Attributes: a category of 100 values, a year of 25, a long-tailed price
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -43,7 +44,7 @@ def attributes(n: int, rng) -> tuple[list[dict], dict]:
 
 def expressions(columns: dict) -> dict[float, list[str]]:
     """Two filters per selectivity: a plain one and a range or a compound."""
-    q = np.quantile(columns["price"], [0.001, 0.01, 0.1, 0.2, 0.5, 0.51]).tolist()
+    q = [round(v, 2) for v in np.quantile(columns["price"], [0.001, 0.01, 0.1, 0.2, 0.5, 0.51])]
     ten = ", ".join(f'"c{i}"' for i in range(10))
     return {1.0: ["year >= 2000", "exists category"],
             0.5: ["in_stock == true", f"price < {q[4]}"],
@@ -105,18 +106,23 @@ def bench_flat(flat, queries, exprs, args, out):
             rows[text] = {"target": target, "selectivity": share, "flt": flt,
                           "times": {k: [] for k in ("base", "eval_cold", "eval_warm",
                                                     "search_cold", "search_warm")}}
+    def block(times: list, fn, query: bool = True, fresh: bool = False, **kw) -> None:
+        """Each operation timed in a block of its own after one call (its own cache state:
+        the attribute index keeps its own copy of the codes, the backend another)."""
+        fn(*((queries[:1],) if query else ()), **kw)
+        for q in queries[:args.queries]:
+            if fresh:
+                attrs._changed()  # the cache emptied: the filter is evaluated again
+            times.append(clock(fn, *((q[None, :],) if query else ()), **kw))
+
     for _ in range(args.rounds):
         for row in rows.values():
             flt, t = row["flt"], row["times"]
-            for q in queries[:args.queries]:
-                q = q[None, :]
-                t["base"].append(clock(flat.search, q, 10))
-                t["eval_cold"].append(clock(attrs.evaluate, flt.root))
-                attrs.select_slots(flt)
-                t["eval_warm"].append(clock(attrs.select_slots, flt))
-                attrs._changed()  # the cache emptied: the search evaluates the filter itself
-                t["search_cold"].append(clock(flat.search, q, 10, filter=flt))
-                t["search_warm"].append(clock(flat.search, q, 10, filter=flt))
+            block(t["base"], flat.search, k=10)
+            block(t["eval_cold"], functools.partial(attrs.evaluate, flt.root), query=False)
+            block(t["eval_warm"], functools.partial(attrs.select_slots, flt), query=False)
+            block(t["search_cold"], flat.search, fresh=True, k=10, filter=flt)
+            block(t["search_warm"], flat.search, k=10, filter=flt)
     for text, row in rows.items():
         med = {k: float(np.median(v)) for k, v in row.pop("times").items()}
         row.pop("flt")

@@ -91,10 +91,13 @@ class Values:
             self._sorted = (np.array(keys, self.dtype), keys)
         return self._sorted
 
-    def equal(self, value):
+    def equal(self, value, within=None):
         return self.maps.get(value, EMPTY)
 
-    def range(self, lo=None, lo_incl: bool = True, hi=None, hi_incl: bool = True):
+    def count(self, value) -> int:
+        return len(self.maps.get(value, EMPTY))
+
+    def range(self, lo=None, lo_incl: bool = True, hi=None, hi_incl: bool = True, within=None):
         order, keys = self._order()
         end = len(order)
         if self.dtype.kind == "f":
@@ -104,10 +107,10 @@ class Values:
                                                                  else "left")))
         if b - a == len(keys):
             return self.every
-        return union([self.maps[v] for v in keys[a:b]])
+        return union([self.maps[v] for v in keys[a:b]], within)
 
-    def prefix(self, text: str):
-        return self.range(text, True, successor(text), False) if text else self.every
+    def prefix(self, text: str, within=None):
+        return self.range(text, True, successor(text), False, within) if text else self.every
 
     def nbytes(self) -> int:
         total = sum(bitmap_bytes(m) for m in self.maps.values()) + bitmap_bytes(self.every)

@@ -8,16 +8,16 @@ of slots, the codes are kept word-major by slot for crossbit's kernel (``hamming
 from __future__ import annotations
 
 import json
-import math
 import threading
 from collections import OrderedDict
 
 import numpy as np
 from pyroaring import BitMap
 
-from crossbit.indexer.attribute_columns import EMPTY, Column, bitmap, bitmap_bytes, union
+from crossbit.indexer.attribute_columns import Column, bitmap, bitmap_bytes
+from crossbit.indexer.attribute_eval import evaluate
 from crossbit.indexer.attribute_values import MAX_DISTINCT, Values
-from crossbit.indexer.filter_nodes import Compare, Contains, Exists, In, Like, Node, kind_of
+from crossbit.indexer.filter_nodes import Node
 from crossbit.indexer.filters import Filter
 from crossbit.indexer.hamming import words
 
@@ -85,6 +85,7 @@ class AttributeIndex:
         self.version = 0
         self._cache: OrderedDict = OrderedDict()
         self._cache_lock = threading.Lock()
+        self._serial: dict = {}  # filter text -> (its cached bitmap, that bitmap serialized)
 
     def __len__(self) -> int:
         return len(self.live)
@@ -225,6 +226,7 @@ class AttributeIndex:
         self.version += 1
         with self._cache_lock:
             self._cache.clear()
+            self._serial = {}
 
     # -- reads --------------------------------------------------------------------------------
     def slots_of(self, ids: np.ndarray) -> np.ndarray:
@@ -245,75 +247,23 @@ class AttributeIndex:
                 self._cache.popitem(last=False)
         return found
 
+    def serialized(self, found) -> bytes:
+        """``found.serialize()``, kept beside a cached filter's bitmap (one per cache entry)."""
+        with self._cache_lock:
+            for bm, raw in self._serial.values():
+                if bm is found:
+                    return raw
+        raw = found.serialize()
+        with self._cache_lock:
+            self._serial = {k: v for k, v in self._serial.items() if k in self._cache}
+            for key, bm in self._cache.items():
+                if bm is found:
+                    self._serial[key] = (found, raw)
+        return raw
+
     def evaluate(self, node: Node):
-        """A node's matching slots, uncached."""
-        name = type(node).__name__
-        if name == "And":
-            parts = sorted((self.evaluate(p) for p in node.parts), key=len)
-            found = parts[0]
-            for part in parts[1:]:
-                if not found:
-                    break
-                found = found & part
-            return found
-        if name == "Or":
-            return union([self.evaluate(p) for p in node.parts])
-        if name == "Not":
-            return self.live - self.evaluate(node.part)
-        field = node.field
-        if field.kind == "id":
-            return self._on_column(node, self.id_col, "id")
-        if field.kind == "key":
-            return self._on_column(node, self.key_col, "str")
-        columns = self.fields.get(field.name)
-        if columns is None:
-            return EMPTY
-        if isinstance(node, Exists):
-            return columns.present
-        if isinstance(node, Contains):
-            return columns.tag.equal(node.value)
-        if isinstance(node, Like):
-            return self._like(node, columns.str)
-        kind = kind_of(node.value if isinstance(node, Compare) else node.values[0])
-        if kind == "str":
-            return self._on_column(node, columns.str, "str")
-        if kind == "bool":
-            return self._on_column(node, columns.bool, "bool")
-        found = union([self._on_column(node, columns.num, "num"),
-                       self._on_column(node, columns.big, "big")])
-        if columns.odd:
-            found = union([found, bitmap(np.array([s for s, v in columns.odd.items()
-                                                   if _odd_test(node, v)], np.uint32))])
-        return found
-
-    def _like(self, node: Like, column: Column):
-        return column.prefix(node.prefix) if node.wildcard else column.equal(node.prefix)
-
-    def _on_column(self, node: Node, column: Column, kind: str):
-        """Compare / In / Exists / Like on one typed column."""
-        if not len(column):
-            return EMPTY
-        if isinstance(node, Exists):
-            return column.every
-        if isinstance(node, Like):
-            return self._like(node, column)
-        if isinstance(node, In):
-            found = union([self._equal(column, v, kind) for v in node.values])
-            return column.every - found if node.negated else found
-        op, value = node.op, node.value
-        if op in ("==", "!="):
-            found = self._equal(column, value, kind)
-            return column.every - found if op == "!=" else found
-        span = bounds(op, value, kind)
-        return EMPTY if span is None else column.range(*span)
-
-    def _equal(self, column: Column, value, kind: str):
-        if kind == "str":
-            return column.equal(value)
-        if kind == "bool":
-            return column.equal(int(value))
-        span = bounds("==", value, kind)
-        return EMPTY if span is None else column.range(*span)
+        """A node's matching slots, uncached (:func:`~crossbit.indexer.attribute_eval.evaluate`)."""
+        return evaluate(self, node)
 
     def stats(self) -> dict:
         """Fields, items and memory (bytes) of the attribute index, the codes' copy apart."""
@@ -369,52 +319,6 @@ def _group(groups: dict, slots: np.ndarray, metadata: list[dict]) -> None:
                 continue  # null, an object: present, and nothing else
             group[kind].append(value)
             group[kind + "_slots"].append(slot)
-
-
-def bounds(op: str, value, kind: str):
-    """(lo, lo_incl, hi, hi_incl) of ``x op value`` over a column of ``kind`` ("num": float64;
-    "big" or "id": int64), exact for every int and float literal; None when nothing can match."""
-    if kind == "num":
-        lo, hi = _float_near(value)  # the least float >= value, the greatest <= value
-    elif isinstance(value, float):
-        lo, hi = math.ceil(value), math.floor(value)  # the least int >= value, the greatest <=
-    else:
-        lo = hi = value
-    if op == "==":
-        if lo != hi:
-            return None  # no value of the column's type equals it
-        out = (lo, True, hi, True)
-    elif op in ("<", "<="):
-        out = (None, True, hi, not (op == "<" and hi == value))
-    else:
-        out = (lo, not (op == ">" and lo == value), None, True)
-    if kind == "num":
-        return out
-    lo, lo_incl, hi, hi_incl = out
-    if (lo is not None and lo > INT64_MAX) or (hi is not None and hi < -INT64_MAX - 1):
-        return None
-    if lo is not None and lo < -INT64_MAX - 1:
-        lo, lo_incl = None, True
-    if hi is not None and hi > INT64_MAX:
-        hi, hi_incl = None, True
-    return lo, lo_incl, hi, hi_incl
-
-
-def _float_near(value) -> tuple[float, float]:
-    """(the least float >= value, the greatest float <= value): equal when value is a float
-    or an int exact as one."""
-    if isinstance(value, float):
-        return value, value
-    f = float(value)
-    if int(f) == value:
-        return f, f
-    if int(f) > value:
-        return f, math.nextafter(f, -math.inf)
-    return math.nextafter(f, math.inf), f
-
-
-def _odd_test(node: Node, value) -> bool:
-    return node.test(0, None, {node.field.name: value})
 
 
 def metadata_of(text: str | bytes) -> dict:

@@ -102,7 +102,7 @@ class FilteredIndex:
         attrs = self.attributes
         found = attrs.select_slots(flt)
         matches, total = len(found), len(attrs)
-        if matches and matches == total:  # the filter excludes nothing
+        if matches and matches == total and self.backend.exact:  # the filter excludes nothing
             return self.backend.search(codes, k, nprobe)
         if not matches:
             return (np.full((len(codes), k), -1, np.int64),
@@ -117,7 +117,12 @@ class FilteredIndex:
             nprobe = NPROBE_BOOST * int(nprobe or self.backend.default_nprobe)
         ids, distances = self.backend.search(codes, fetch, nprobe)
         ids = np.asarray(ids, np.int64)
-        keep = is_member(member_bits(found, attrs.n), attrs.slots_of(ids.ravel()).reshape(ids.shape))
+        slots = attrs.slots_of(ids.ravel())
+        if len(slots) <= 4096:  # a few candidates: asked of the bitmap one by one
+            keep = np.fromiter((s >= 0 and int(s) in found for s in slots.tolist()), bool,
+                               len(slots)).reshape(ids.shape)
+        else:
+            keep = is_member(member_bits(found, attrs.n), slots).reshape(ids.shape)
         keep &= ids >= 0
         out_ids = np.full((len(codes), k), -1, np.int64)
         out_d = np.full((len(codes), k), self.bits + 1, np.int32)
@@ -134,7 +139,8 @@ class FilteredIndex:
 
     def _exact_in(self, codes: np.ndarray, k: int, found):
         attrs = self.attributes
-        slots, distances = top_k_in(words(codes), attrs.codes, attrs.n, found, k)
+        slots, distances = top_k_in(words(codes), attrs.codes, attrs.n, found, k,
+                                    attrs.serialized(found))
         ids = np.where(slots >= 0, attrs.ids[np.clip(slots, 0, None)], -1)
         return ids, distances
 

@@ -198,4 +198,5 @@ class MilvusReads:
                 "params": {"uri": self.uri, "collection": self.collection,
                            "index_type": self.index_type, "nlist": self.nlist,
                            "nprobe": self.nprobe, "consistency": self.consistency},
-                "opened_from": self.opened_from, "directory": str(self.directory)}
+                "opened_from": self.opened_from, "directory": str(self.directory),
+                "attribute_index": {"evaluated_by": "milvus"}}

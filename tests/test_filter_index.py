@@ -42,12 +42,14 @@ def open_kind(kind, folder):
 @pytest.fixture
 def tiny(monkeypatch):
     """The attribute index's sizes made tiny, so that a few items take every path: sorted
-    columns past 2 distinct values, buckets of 8 entries, merges every few writes."""
+    columns past 2 distinct values, buckets of 8 entries (prefix bitmaps past 32 buckets),
+    merges every few writes."""
     from crossbit.indexer import attribute_columns, attributes
 
     monkeypatch.setattr(attributes, "MAX_DISTINCT", 2)
     monkeypatch.setattr(attribute_columns, "BUCKET", 8)
     monkeypatch.setattr(attribute_columns, "MERGE_MIN", 4)
+    monkeypatch.setattr(attribute_columns, "FAST_FROM", 1)  # numba builds every bitmap
 
 
 def apply(index, items: dict, op, arg, rng) -> None:
