@@ -24,6 +24,8 @@ from crossbit.indexer.hamming import words
 EXACT_FLOAT = 2**53  # integers up to this size are exact as float64
 INT64_MAX = 2**63 - 1
 CACHE = 64  # evaluated filters kept (per write version)
+PACK_MAX = 65_536  # a cached filter with at most this many matches gets its codes packed...
+PACKED = 16  # ...for at most this many filters at once
 
 
 class FieldColumns:
@@ -85,7 +87,7 @@ class AttributeIndex:
         self.version = 0
         self._cache: OrderedDict = OrderedDict()
         self._cache_lock = threading.Lock()
-        self._serial: dict = {}  # filter text -> (its cached bitmap, that bitmap serialized)
+        self._extras: dict = {}  # filter text -> what is kept beside its cached bitmap
 
     def __len__(self) -> int:
         return len(self.live)
@@ -226,7 +228,7 @@ class AttributeIndex:
         self.version += 1
         with self._cache_lock:
             self._cache.clear()
-            self._serial = {}
+            self._extras = {}
 
     # -- reads --------------------------------------------------------------------------------
     def slots_of(self, ids: np.ndarray) -> np.ndarray:
@@ -244,22 +246,51 @@ class AttributeIndex:
         with self._cache_lock:
             self._cache[flt.text] = found
             while len(self._cache) > CACHE:
-                self._cache.popitem(last=False)
+                self._extras.pop(self._cache.popitem(last=False)[0], None)
         return found
 
+    def _extra(self, found) -> dict | None:
+        """What is kept beside a cached filter's bitmap (under the cache lock), or None."""
+        for text, bm in self._cache.items():
+            if bm is found:
+                return self._extras.setdefault(text, {})
+        return None
+
     def serialized(self, found) -> bytes:
-        """``found.serialize()``, kept beside a cached filter's bitmap (one per cache entry)."""
+        """``found.serialize()``, kept beside a cached filter's bitmap."""
         with self._cache_lock:
-            for bm, raw in self._serial.values():
-                if bm is found:
-                    return raw
+            extra = self._extra(found)
+            if extra is not None and "raw" in extra:
+                return extra["raw"]
         raw = found.serialize()
         with self._cache_lock:
-            self._serial = {k: v for k, v in self._serial.items() if k in self._cache}
-            for key, bm in self._cache.items():
-                if bm is found:
-                    self._serial[key] = (found, raw)
+            extra = self._extra(found)
+            if extra is not None:
+                extra["raw"] = raw
         return raw
+
+    def packed(self, found):
+        """(word-major codes, slots) of a cached filter's matches, made on its second use when
+        they are at most PACK_MAX (the scan then reads them contiguously instead of gathering
+        them); None otherwise."""
+        if len(found) > PACK_MAX:
+            return None
+        with self._cache_lock:
+            extra = self._extra(found)
+            if extra is None:
+                return None
+            if "packed" in extra:
+                return extra["packed"]
+            extra["uses"] = extra.get("uses", 0) + 1
+            if extra["uses"] < 2 or sum("packed" in e for e in self._extras.values()) >= PACKED:
+                return None
+        slots = np.frombuffer(found.to_array(), np.uint32).astype(np.int64)
+        made = (np.ascontiguousarray(self.codes[:, slots]), slots)
+        with self._cache_lock:
+            extra = self._extra(found)
+            if extra is not None:
+                extra["packed"] = made
+        return made
 
     def evaluate(self, node: Node):
         """A node's matching slots, uncached (:func:`~crossbit.indexer.attribute_eval.evaluate`)."""

@@ -15,7 +15,7 @@ import numpy as np
 from crossbit.indexer import attribute_snapshot
 from crossbit.indexer.attributes import AttributeIndex, metadata_of
 from crossbit.indexer.filters import Filter
-from crossbit.indexer.hamming import words
+from crossbit.indexer.hamming import top_k, words
 from crossbit.indexer.hamming_filtered import distances_in, is_member, member_bits, top_k_in
 from crossbit.indexer.items import Item
 from crossbit.indexer.metadata_rule import check_metadata
@@ -139,8 +139,14 @@ class FilteredIndex:
 
     def _exact_in(self, codes: np.ndarray, k: int, found):
         attrs = self.attributes
-        slots, distances = top_k_in(words(codes), attrs.codes, attrs.n, found, k,
-                                    attrs.serialized(found))
+        packed = attrs.packed(found)
+        if packed is not None:  # a filter used again: its codes side by side, a plain scan
+            held, slots = packed
+            at, distances = top_k(words(codes), held, k, 1, len(slots))
+            slots = np.where(at >= 0, slots[np.clip(at, 0, None)], -1)
+        else:
+            slots, distances = top_k_in(words(codes), attrs.codes, attrs.n, found, k,
+                                        attrs.serialized(found))
         ids = np.where(slots >= 0, attrs.ids[np.clip(slots, 0, None)], -1)
         return ids, distances
 

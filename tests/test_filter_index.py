@@ -107,6 +107,8 @@ def check(index, items: dict, kind: str, flt, rng) -> None:
     query[:, 1:] &= 3
     k = int(rng.integers(1, 8))
     res = index.search(query, k, filter=flt)
+    again = index.search(query, k, filter=flt)  # a filter used again: its codes packed (exact)
+    assert np.array_equal(again.distances, res.distances)
     for q in range(2):
         got = res.ids[q][res.ids[q] >= 0].tolist()
         assert len(got) == min(k, len(want)), (kind, str(flt), res.ids[q], want)  # never short
