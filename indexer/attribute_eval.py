@@ -179,7 +179,7 @@ def _on_column(node: Node, column, kind: str, within):
     if isinstance(node, Like):
         return _like(node, column, within)
     if isinstance(node, In):
-        found = union([_equal(column, v, kind, within) for v in node.values], within)
+        found = union([_equal(column, v, kind, within) for v in node.values])
         return column.every - found if node.negated else found
     op, value = node.op, node.value
     if op in ("==", "!="):

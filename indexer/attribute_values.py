@@ -92,7 +92,8 @@ class Values:
         return self._sorted
 
     def equal(self, value, within=None):
-        return self.maps.get(value, EMPTY)
+        found = self.maps.get(value, EMPTY)
+        return found if within is None else found & within
 
     def count(self, value) -> int:
         return len(self.maps.get(value, EMPTY))
