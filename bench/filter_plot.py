@@ -16,18 +16,18 @@ def plot(out: dict, path: Path) -> None:
     fig, (left, mid, right) = plt.subplots(1, 3, figsize=(17, 5))
     rows = sorted(out["flat"].values(), key=lambda r: -r["selectivity"])
     x = [max(r["selectivity"], 1e-5) for r in rows]
-    for key, style, label in (("eval_cold_ratio", "o-", "filter evaluation, cold"),
-                              ("eval_warm_ratio", "o:", "filter evaluation, cached"),
-                              ("search_cold_ratio", "s-", "filtered exact search, cold"),
-                              ("search_warm_ratio", "s:", "filtered exact search, cached filter")):
-        left.plot(x, [r[key] for r in rows], style, label=label)
+    for key, style, label in (("eval_cold_ratio", "o", "filter evaluation, cold"),
+                              ("eval_warm_ratio", "x", "filter evaluation, cached"),
+                              ("search_cold_ratio", "s", "filtered exact search, cold"),
+                              ("search_warm_ratio", "D", "filtered exact search, cached filter")):
+        left.plot(x, [r[key] for r in rows], style, label=label, alpha=0.8)
     for y, label in ((1.1, "target: search <= 1.1x"), (0.2, "target at 1%: < 0.2x"),
                      (0.1, "target: evaluation < 0.1x")):
         left.axhline(y, color="grey", lw=0.8, ls="--")
         left.text(x[-1], y * 1.05, label, fontsize=7, color="grey")
     left.set(xscale="log", yscale="log", xlabel="selectivity (share of items matching)",
              ylabel="time / unfiltered exact scan (one query)",
-             title=f"{out['items']:,} items, 64-bit codes, 1 thread")
+             title=f"{out['items']:,} items, 64-bit codes, 1 thread (2 filters per selectivity)")
     left.invert_xaxis()
     left.legend(fontsize=7)
     for name, marker in (("ivf", "o"), ("hnsw", "s"), ("milvus", "^")):
