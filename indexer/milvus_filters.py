@@ -124,8 +124,8 @@ class _Writer:
                 return 'key == ""' if negate else 'key != ""'
             if negate:
                 return None
-            if not self.lite:
-                return f"exists {f}"
+            if not self.lite:  # in parentheses: Milvus 2.3 reads "exists a and b" as exists (a and b)
+                return f"(exists {f})"
             return (f"({self.guard(f, 'str')} or {self.guard(f, 'num')[1:-1]} or "
                     f"{self.guard(f, 'bool')[1:-1]} or {self.guard(f + '[0]', 'str')} or "
                     f"{self.guard(f + '[0]', 'num')[1:-1]} or {self.guard(f + '[0]', 'bool')[1:-1]})")

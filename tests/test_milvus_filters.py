@@ -151,7 +151,8 @@ CASES = ['s != "a"', 'n != 5', 'b != true', 's not in ["a"]', "n not in [5, 2.5]
          'n == 9007199254740992', "n > 9007199254740992", 't contains "x"', 's contains "x"',
          's like "q\\"%"', 's like ""', "not (n > 3)", "not exists t", "exists z", "exists t",
          'key like "k%"', 'not key like "k1%"', 'key != "k1"', 'not key != "k1"', "exists key",
-         'key not in ["k1"]', 'not key in ["k1"]', "id > 3 and not id in [5]", "not (n < 3 or s == \"a\")"]
+         'key not in ["k1"]', 'not key in ["k1"]', "id > 3 and not id in [5]", "not (n < 3 or s == \"a\")",
+         "exists missing and exists key", 'exists t and s == "x"']
 
 
 @pytest.mark.parametrize("backend", ["lite", "server"])
