@@ -84,7 +84,8 @@ reliability: ## long fault, fuzz and soak runs (figures in bench/results/, see R
 		$(BIN)/python -m pytest -q tests/test_reliability.py tests/test_trust.py tests/test_crash.py \
 		tests/test_images.py tests/test_guard.py tests/test_sizes.py tests/test_callers.py \
 		tests/test_integrity.py tests/test_milvus_scale.py tests/test_tenants.py \
-		tests/test_filter_index.py tests/test_batch_invariance.py
+		tests/test_filter_index.py tests/test_batch_invariance.py tests/test_filters.py \
+		tests/test_filter_crash.py
 	$(BIN)/python bench/soak.py --seconds 60
 
 clean: ## remove caches (not the venv)

@@ -12,17 +12,30 @@ from pyroaring import BitMap, FrozenBitMap
 BUCKET = 4096  # entries per bucket of the sorted order (a value with BUCKET / 4 or more: its own)
 MERGE_MIN = 8192  # the delta and the removed entries are merged in past this many...
 MERGE_SHARE = 16  # ...or past 1 / MERGE_SHARE of the column's entries, whichever is more
+FAST_FROM = 4096  # slots from which a bitmap is built by numba (bench/filter_bench.py)
+PREFIX_EVERY = 16  # buckets between two prefix bitmaps (a wide range is their difference)
 EMPTY = FrozenBitMap()
 
 
 def bitmap(slots: np.ndarray) -> BitMap:
-    """A bitmap of uint32 slots (any order, repeats allowed), through pyroaring's fast array path."""
+    """A bitmap of uint32 slots (any order, repeats allowed): a few through pyroaring's array
+    path, many through numba's serialization (about 6x faster at 10^5 slots here)."""
     if not len(slots):
         return BitMap()
+    if len(slots) >= FAST_FROM:
+        from crossbit.indexer.hamming_filtered import portable_bitmap
+
+        raw = portable_bitmap(slots)
+        if raw is not None:
+            return BitMap.deserialize(raw)
     return BitMap(array.array("I", np.sort(slots.astype(np.uint32, copy=False)).tobytes()))
 
 
-def union(parts: list) -> BitMap | FrozenBitMap:
+def union(parts: list, within=None) -> BitMap | FrozenBitMap:
+    """The union of bitmaps (only what lies ``within`` one, when given: cheap when it is small,
+    the union of the large parts is never made)."""
+    if within is not None:
+        parts = [p & within for p in parts if p]
     parts = [p for p in parts if p]
     if not parts:
         return EMPTY
@@ -53,8 +66,9 @@ class Column:
     Readers never see a half-made change: the index's write lock covers every mutation.
     """
 
-    def __init__(self, dtype):
+    def __init__(self, dtype, tree: bool = True):
         self.dtype = np.dtype(dtype)
+        self.with_tree = tree  # False: no bucket bitmaps (the id column: lookups, rare ranges)
         self.vals = np.empty(0, self.dtype)
         self.slots = np.empty(0, np.uint32)
         self.cuts = np.zeros(1, np.int64)
@@ -67,6 +81,7 @@ class Column:
         self.every = BitMap()  # slots with at least one live entry
         self.finite = len(self.vals)  # entries before the first NaN (floats sort NaN last)
         self._main_bytes = 0
+        self.prefix_at, self.prefixes = np.zeros(0, np.int64), []
 
     def __len__(self) -> int:
         return len(self.vals) + len(self.dvals)
@@ -139,9 +154,10 @@ class Column:
 
     def _build(self) -> None:
         n = len(self.vals)
-        if n == 0:
+        self.prefix_at, self.prefixes = np.zeros(0, np.int64), []
+        if n == 0 or not self.with_tree:
             self.cuts, self.size, self.tree = np.zeros(1, np.int64), 1, [EMPTY, EMPTY]
-            self._main_bytes = 0
+            self._main_bytes = self.vals.nbytes + self.slots.nbytes + bitmap_bytes(self.main)
             return
         change = np.flatnonzero(self.vals[1:] != self.vals[:-1]) + 1
         starts = np.concatenate([[0], change]).astype(np.int64)
@@ -161,16 +177,42 @@ class Column:
             left, right = tree[2 * node], tree[2 * node + 1]
             tree[node] = left | right if right else left
         self.tree = tree
+        # the slots of entries 0..at[i]-1, every PREFIX_EVERY buckets: a range over many buckets
+        # is P[j] - P[i] (one pass over two bitmaps) and two short runs; only where a slot has
+        # one entry (a list's strings would be taken out with their neighbours')
+        self.prefix_at, self.prefixes = np.zeros(0, np.int64), []
+        if len(self.main) == n and buckets > 2 * PREFIX_EVERY:
+            self.prefix_at = self.cuts[::PREFIX_EVERY].copy()
+            acc = BitMap()
+            for i, at in enumerate(self.prefix_at):
+                if i:
+                    acc |= bitmap(self.slots[self.prefix_at[i - 1]:at])
+                self.prefixes.append(FrozenBitMap(acc))
         self._main_bytes = self.vals.nbytes + self.slots.nbytes + bitmap_bytes(self.main) + \
-            sum(bitmap_bytes(t) for t in tree if t)
+            sum(bitmap_bytes(t) for t in tree if t) + sum(bitmap_bytes(p) for p in self.prefixes)
         if self.dtype.kind == "O":  # each distinct string once (equal values share one object)
             self._main_bytes += sum(len(v) + 49 for v in set(self.vals.tolist()))
 
     # -- reads --------------------------------------------------------------------------------
-    def _main_run(self, a: int, b: int):
+    def _main_run(self, a: int, b: int, within=None):
         """The slots of main entries a..b-1 (sorted positions), removals not yet taken out."""
         if a >= b:
             return EMPTY
+        if len(self.prefix_at):
+            i = int(np.searchsorted(self.prefix_at, a, side="left"))
+            j = int(np.searchsorted(self.prefix_at, b, side="right")) - 1
+            if i < j:
+                inner, outer = self.prefixes[j], self.prefixes[i]
+                mid = (within & inner) - outer if within is not None else inner - outer
+                return union([mid, self._tree_run(a, int(self.prefix_at[i]), within),
+                              self._tree_run(int(self.prefix_at[j]), b, within)])
+        return self._tree_run(a, b, within)
+
+    def _tree_run(self, a: int, b: int, within=None):
+        if a >= b:
+            return EMPTY
+        if not self.with_tree:
+            return bitmap(self.slots[a:b])
         cuts = self.cuts
         first = int(np.searchsorted(cuts, a, side="left"))
         last = int(np.searchsorted(cuts, b, side="right")) - 1
@@ -191,17 +233,18 @@ class Column:
             parts.append(bitmap(self.slots[a:cuts[first]]))
         if cuts[last] < b:
             parts.append(bitmap(self.slots[cuts[last]:b]))
-        return union(parts)
+        return union(parts, within)
 
     def _between(self, vals: np.ndarray, lo, lo_incl: bool, hi, hi_incl: bool, end: int):
         a = 0 if lo is None else int(np.searchsorted(vals, lo, side="left" if lo_incl else "right"))
         b = end if hi is None else int(np.searchsorted(vals, hi, side="right" if hi_incl else "left"))
         return a, min(b, end)
 
-    def range(self, lo=None, lo_incl: bool = True, hi=None, hi_incl: bool = True):
-        """Slots with an entry between ``lo`` and ``hi`` (None: unbounded; NaN is in no range)."""
+    def range(self, lo=None, lo_incl: bool = True, hi=None, hi_incl: bool = True, within=None):
+        """Slots with an entry between ``lo`` and ``hi`` (None: unbounded; NaN is in no range);
+        with ``within``, only those in it (not necessarily all of them: the caller intersects)."""
         a, b = self._between(self.vals, lo, lo_incl, hi, hi_incl, self.finite)
-        found = self._main_run(a, b)
+        found = self._main_run(a, b, within)
         if self.dead and found:
             found = found - self.dead
         if len(self.dvals):
@@ -213,12 +256,17 @@ class Column:
                 found = union([found, bitmap(self.dslots[da:db])])
         return found
 
-    def equal(self, value):
-        return self.range(value, True, value, True)
+    def equal(self, value, within=None):
+        return self.range(value, True, value, True, within)
 
-    def prefix(self, text: str):
+    def prefix(self, text: str, within=None):
         """Slots with a string entry starting with ``text``."""
-        return self.range(text, True, successor(text), False) if text else self.every
+        return self.range(text, True, successor(text), False, within) if text else self.every
+
+    def count(self, value) -> int:
+        """Entries equal to ``value`` (an estimate: removals not taken out)."""
+        return int(np.searchsorted(self.vals, value, side="right") -
+                   np.searchsorted(self.vals, value, side="left"))
 
     def lookup(self, values: np.ndarray) -> np.ndarray:
         """For a column of unique values (ids): the slot of each value, -1 where absent."""

@@ -8,37 +8,62 @@ of slots, the codes are kept word-major by slot for crossbit's kernel (``hamming
 from __future__ import annotations
 
 import json
-import math
 import threading
 from collections import OrderedDict
 
 import numpy as np
 from pyroaring import BitMap
 
-from crossbit.indexer.attribute_columns import EMPTY, Column, bitmap, bitmap_bytes, union
-from crossbit.indexer.filter_nodes import Compare, Contains, Exists, In, Like, Node, kind_of
+from crossbit.indexer.attribute_columns import Column, bitmap, bitmap_bytes
+from crossbit.indexer.attribute_eval import evaluate
+from crossbit.indexer.attribute_values import MAX_DISTINCT, Values
+from crossbit.indexer.filter_nodes import Node
 from crossbit.indexer.filters import Filter
 from crossbit.indexer.hamming import words
 
 EXACT_FLOAT = 2**53  # integers up to this size are exact as float64
 INT64_MAX = 2**63 - 1
 CACHE = 64  # evaluated filters kept (per write version)
+PACK_MAX = 65_536  # a cached filter with at most this many matches gets its codes packed...
+PACKED = 16  # ...for at most this many filters at once
 
 
 class FieldColumns:
-    """One metadata field: which slots have it, and its values by type."""
+    """One metadata field: which slots have it, and its values by type (each a :class:`Values`
+    while it has few distinct values, a sorted :class:`Column` past that)."""
+
+    TYPES = (("str", object), ("num", np.float64), ("big", np.int64), ("bool", np.int64),
+             ("tag", object))
 
     def __init__(self):
         self.present = BitMap()
-        self.str = Column(object)
-        self.num = Column(np.float64)  # floats, and ints exact as floats
-        self.big = Column(np.int64)  # ints past 2**53 (exact as int64)
-        self.bool = Column(np.int64)  # 0 / 1
-        self.tag = Column(object)  # the strings of list values, one entry each
+        self.str = Values(object)
+        self.num = Values(np.float64)  # floats, and ints exact as floats
+        self.big = Values(np.int64)  # ints past 2**53 (exact as int64)
+        self.bool = Values(np.int64)  # 0 / 1
+        self.tag = Values(object)  # the strings of list values, one entry each
         self.odd: dict[int, object] = {}  # slot -> an int past int64 (old stores): tested in Python
 
-    def columns(self) -> tuple[Column, ...]:
+    def columns(self) -> tuple:
         return (self.str, self.num, self.big, self.bool, self.tag)
+
+    def put(self, kind: str, slots: np.ndarray, vals: np.ndarray) -> None:
+        """Add entries of one type: to its :class:`Values` while it keeps few distinct values,
+        else to a sorted :class:`Column` (made here, at once when the values come many)."""
+        column = getattr(self, kind)
+        if isinstance(column, Values):
+            distinct = len(set(vals.tolist())) if vals.dtype.kind == "O" else len(np.unique(vals))
+            if column.distinct() + distinct > MAX_DISTINCT:  # a sorted column from the start
+                if not len(column):
+                    column = Column(vals.dtype)
+                    column.load(vals, slots, presorted=False)
+                    setattr(self, kind, column)
+                    return
+                column = column.as_column()
+                setattr(self, kind, column)
+        column.add(slots, vals)
+        if isinstance(column, Values) and column.distinct() > MAX_DISTINCT:
+            setattr(self, kind, column.as_column())
 
 
 class AttributeIndex:
@@ -56,12 +81,13 @@ class AttributeIndex:
         self.codes = np.zeros((self.words, 1024), np.uint64)
         self.live = BitMap()
         self.free = BitMap()
-        self.id_col = Column(np.int64)
+        self.id_col = Column(np.int64, tree=False)
         self.key_col = Column(object)
         self.fields: dict[str, FieldColumns] = {}
         self.version = 0
         self._cache: OrderedDict = OrderedDict()
         self._cache_lock = threading.Lock()
+        self._extras: dict = {}  # filter text -> what is kept beside its cached bitmap
 
     def __len__(self) -> int:
         return len(self.live)
@@ -136,31 +162,24 @@ class AttributeIndex:
         self.live = BitMap(range(self.n))
         self.id_col.load(np.concatenate(all_ids), np.arange(self.n), presorted=True)
         self.key_col.load(np.array(keyed, object), np.array(keyed_slots, np.uint32), presorted=False)
-        self._apply(groups, bulk=True)
+        self._apply(groups)
         self._changed()
 
     def _add_metadata(self, slots: np.ndarray, metadata: list[dict]) -> None:
         groups: dict[str, dict[str, list]] = {}
         _group(groups, slots, metadata)
-        self._apply(groups, bulk=False)
+        self._apply(groups)
 
-    def _apply(self, groups: dict, bulk: bool) -> None:
+    def _apply(self, groups: dict) -> None:
         for name, group in groups.items():
             field = self.fields.get(name)
             if field is None:
                 field = self.fields[name] = FieldColumns()
             field.present |= bitmap(np.array(group["present"], np.uint32))
-            for kind, dtype in (("str", object), ("num", np.float64), ("big", np.int64),
-                                ("bool", np.int64), ("tag", object)):
+            for kind, dtype in FieldColumns.TYPES:
                 slots, vals = group[kind + "_slots"], group[kind]
-                if not slots:
-                    continue
-                column = getattr(field, kind)
-                slots, vals = np.array(slots, np.uint32), np.array(vals, dtype)
-                if bulk:
-                    column.load(vals, slots, presorted=False)
-                else:
-                    column.add(slots, vals)
+                if slots:
+                    field.put(kind, np.array(slots, np.uint32), np.array(vals, dtype))
             for slot, value in zip(group["odd_slots"], group["odd"]):
                 field.odd[slot] = value
 
@@ -209,6 +228,7 @@ class AttributeIndex:
         self.version += 1
         with self._cache_lock:
             self._cache.clear()
+            self._extras = {}
 
     # -- reads --------------------------------------------------------------------------------
     def slots_of(self, ids: np.ndarray) -> np.ndarray:
@@ -226,78 +246,55 @@ class AttributeIndex:
         with self._cache_lock:
             self._cache[flt.text] = found
             while len(self._cache) > CACHE:
-                self._cache.popitem(last=False)
+                self._extras.pop(self._cache.popitem(last=False)[0], None)
         return found
+
+    def _extra(self, found) -> dict | None:
+        """What is kept beside a cached filter's bitmap (under the cache lock), or None."""
+        for text, bm in self._cache.items():
+            if bm is found:
+                return self._extras.setdefault(text, {})
+        return None
+
+    def serialized(self, found) -> bytes:
+        """``found.serialize()``, kept beside a cached filter's bitmap."""
+        with self._cache_lock:
+            extra = self._extra(found)
+            if extra is not None and "raw" in extra:
+                return extra["raw"]
+        raw = found.serialize()
+        with self._cache_lock:
+            extra = self._extra(found)
+            if extra is not None:
+                extra["raw"] = raw
+        return raw
+
+    def packed(self, found):
+        """(word-major codes, slots) of a cached filter's matches, made on its second use when
+        they are at most PACK_MAX (the scan then reads them contiguously instead of gathering
+        them); None otherwise."""
+        if len(found) > PACK_MAX:
+            return None
+        with self._cache_lock:
+            extra = self._extra(found)
+            if extra is None:
+                return None
+            if "packed" in extra:
+                return extra["packed"]
+            extra["uses"] = extra.get("uses", 0) + 1
+            if extra["uses"] < 2 or sum("packed" in e for e in self._extras.values()) >= PACKED:
+                return None
+        slots = np.frombuffer(found.to_array(), np.uint32).astype(np.int64)
+        made = (np.ascontiguousarray(self.codes[:, slots]), slots)
+        with self._cache_lock:
+            extra = self._extra(found)
+            if extra is not None:
+                extra["packed"] = made
+        return made
 
     def evaluate(self, node: Node):
-        """A node's matching slots, uncached."""
-        name = type(node).__name__
-        if name == "And":
-            parts = sorted((self.evaluate(p) for p in node.parts), key=len)
-            found = parts[0]
-            for part in parts[1:]:
-                if not found:
-                    break
-                found = found & part
-            return found
-        if name == "Or":
-            return union([self.evaluate(p) for p in node.parts])
-        if name == "Not":
-            return self.live - self.evaluate(node.part)
-        field = node.field
-        if field.kind == "id":
-            return self._on_column(node, self.id_col, "id")
-        if field.kind == "key":
-            return self._on_column(node, self.key_col, "str")
-        columns = self.fields.get(field.name)
-        if columns is None:
-            return EMPTY
-        if isinstance(node, Exists):
-            return columns.present
-        if isinstance(node, Contains):
-            return columns.tag.equal(node.value)
-        if isinstance(node, Like):
-            return self._like(node, columns.str)
-        kind = kind_of(node.value if isinstance(node, Compare) else node.values[0])
-        if kind == "str":
-            return self._on_column(node, columns.str, "str")
-        if kind == "bool":
-            return self._on_column(node, columns.bool, "bool")
-        found = union([self._on_column(node, columns.num, "num"),
-                       self._on_column(node, columns.big, "big")])
-        if columns.odd:
-            found = union([found, bitmap(np.array([s for s, v in columns.odd.items()
-                                                   if _odd_test(node, v)], np.uint32))])
-        return found
-
-    def _like(self, node: Like, column: Column):
-        return column.prefix(node.prefix) if node.wildcard else column.equal(node.prefix)
-
-    def _on_column(self, node: Node, column: Column, kind: str):
-        """Compare / In / Exists / Like on one typed column."""
-        if not len(column):
-            return EMPTY
-        if isinstance(node, Exists):
-            return column.every
-        if isinstance(node, Like):
-            return self._like(node, column)
-        if isinstance(node, In):
-            found = union([self._equal(column, v, kind) for v in node.values])
-            return column.every - found if node.negated else found
-        op, value = node.op, node.value
-        if op in ("==", "!="):
-            found = self._equal(column, value, kind)
-            return column.every - found if op == "!=" else found
-        span = bounds(op, value, kind)
-        return EMPTY if span is None else column.range(*span)
-
-    def _equal(self, column: Column, value, kind: str):
-        if kind == "str":
-            return column.equal(value)
-        if kind == "bool":
-            return column.equal(int(value))
-        span = bounds("==", value, kind)
-        return EMPTY if span is None else column.range(*span)
+        """A node's matching slots, uncached (:func:`~crossbit.indexer.attribute_eval.evaluate`)."""
+        return evaluate(self, node)
 
     def stats(self) -> dict:
         """Fields, items and memory (bytes) of the attribute index, the codes' copy apart."""
@@ -309,79 +306,50 @@ class AttributeIndex:
                 "memory_bytes": int(held), "code_bytes": int(self.codes.nbytes)}
 
 
+def _new_group() -> dict:
+    group = {"present": []}
+    for kind in ("str", "num", "big", "bool", "tag", "odd"):
+        group[kind], group[kind + "_slots"] = [], []
+    return group
+
+
 def _group(groups: dict, slots: np.ndarray, metadata: list[dict]) -> None:
-    """Sort each item's fields by name and type into ``groups`` (lists of slots and values)."""
+    """Sort each item's fields by name and type into ``groups`` (lists of slots and values);
+    the hot loop of a rebuild, so types are asked of ``type`` first (JSON gives exact types)."""
     for slot, meta in zip(slots.tolist(), metadata):
-        for name, value in (meta or {}).items():
+        if not meta:
+            continue
+        for name, value in meta.items():
             group = groups.get(name)
             if group is None:
-                group = groups[name] = {"present": []}
-                for kind in ("str", "num", "big", "bool", "tag", "odd"):
-                    group[kind], group[kind + "_slots"] = [], []
+                group = groups[name] = _new_group()
             group["present"].append(slot)
-            kind = kind_of(value)
-            if kind == "num":
-                if isinstance(value, float) or abs(value) <= EXACT_FLOAT:
-                    value = float(value)
-                else:
-                    kind = "big" if abs(value) <= INT64_MAX else "odd"
-            elif kind == "bool":
+            t = type(value)
+            if t is str:
+                kind = "str"
+            elif t is float:
+                kind = "num"
+            elif t is bool:
+                kind, value = "bool", int(value)
+            elif t is int or (isinstance(value, int) and not isinstance(value, bool)):
                 value = int(value)
-            elif kind == "list":
-                tags = [e for e in value if isinstance(e, str)]
+                kind = "num" if -EXACT_FLOAT <= value <= EXACT_FLOAT else \
+                    "big" if -INT64_MAX - 1 <= value <= INT64_MAX else "odd"
+                if kind == "num":
+                    value = float(value)
+            elif isinstance(value, list):
+                tags = [e for e in value if type(e) is str or isinstance(e, str)]
                 group["tag"] += tags
                 group["tag_slots"] += [slot] * len(tags)
                 continue
-            elif kind != "str":
+            elif isinstance(value, float):
+                kind, value = "num", float(value)
+            elif isinstance(value, str):
+                kind, value = "str", str(value)
+            else:
                 continue  # null, an object: present, and nothing else
             group[kind].append(value)
             group[kind + "_slots"].append(slot)
-
-
-def bounds(op: str, value, kind: str):
-    """(lo, lo_incl, hi, hi_incl) of ``x op value`` over a column of ``kind`` ("num": float64;
-    "big" or "id": int64), exact for every int and float literal; None when nothing can match."""
-    if kind == "num":
-        lo, hi = _float_near(value)  # the least float >= value, the greatest <= value
-    elif isinstance(value, float):
-        lo, hi = math.ceil(value), math.floor(value)  # the least int >= value, the greatest <=
-    else:
-        lo = hi = value
-    if op == "==":
-        if lo != hi:
-            return None  # no value of the column's type equals it
-        out = (lo, True, hi, True)
-    elif op in ("<", "<="):
-        out = (None, True, hi, not (op == "<" and hi == value))
-    else:
-        out = (lo, not (op == ">" and lo == value), None, True)
-    if kind == "num":
-        return out
-    lo, lo_incl, hi, hi_incl = out
-    if (lo is not None and lo > INT64_MAX) or (hi is not None and hi < -INT64_MAX - 1):
-        return None
-    if lo is not None and lo < -INT64_MAX - 1:
-        lo, lo_incl = None, True
-    if hi is not None and hi > INT64_MAX:
-        hi, hi_incl = None, True
-    return lo, lo_incl, hi, hi_incl
-
-
-def _float_near(value) -> tuple[float, float]:
-    """(the least float >= value, the greatest float <= value): equal when value is a float
-    or an int exact as one."""
-    if isinstance(value, float):
-        return value, value
-    f = float(value)
-    if int(f) == value:
-        return f, f
-    if int(f) > value:
-        return f, math.nextafter(f, -math.inf)
-    return math.nextafter(f, math.inf), f
-
-
-def _odd_test(node: Node, value) -> bool:
-    return node.test(0, None, {node.field.name: value})
 
 
 def metadata_of(text: str | bytes) -> dict:

@@ -215,7 +215,61 @@ if HAVE_NUMBA:
         return out
 
 
-def top_k_in(queries: np.ndarray, db: np.ndarray, n: int, slots, k: int) -> tuple[np.ndarray, np.ndarray]:
+if HAVE_NUMBA:
+    @njit(cache=True, nogil=True, boundscheck=False)
+    def _portable(slots, first, top):  # pragma: no cover - compiled
+        """Slots (uint32, any order, repeats allowed) as a roaring bitmap in the portable
+        serialization, without runs: through a dense array of bits over chunks first..top."""
+        base = first << 10  # in words
+        nwords = (top >> 6) + 1 - base
+        words = np.zeros(nwords, np.uint64)
+        for s in slots:
+            words[(s >> 6) - base] |= np.uint64(1) << np.uint64(s & 63)
+        nchunks = (nwords + 1023) >> 10
+        cards = np.zeros(nchunks, np.int64)
+        for w in range(nwords):
+            cards[w >> 10] += np.int64(_popcount(words[w]))
+        size, total = 0, 8
+        for c in range(nchunks):
+            if cards[c]:
+                size += 1
+                total += 8 + (8192 if cards[c] > 4096 else 2 * cards[c])
+        out = np.zeros(total, np.uint8)
+        o16 = out.view(np.uint16)  # every field and container starts at an even byte
+        o16[0], o16[1], o16[2], o16[3] = 12346, 0, size & 0xFFFF, size >> 16
+        head, offs, pos = 4, 4 + 2 * size, 8 + 8 * size
+        for c in range(nchunks):
+            card = cards[c]
+            if not card:
+                continue
+            o16[head], o16[head + 1] = first + c, card - 1
+            o16[offs], o16[offs + 1] = pos & 0xFFFF, pos >> 16
+            head, offs, p = head + 2, offs + 2, pos >> 1
+            for w in range(c * 1024, min(nwords, c * 1024 + 1024)):
+                x = words[w]
+                if card > 4096:
+                    for q in range(4):
+                        o16[p + 4 * (w - c * 1024) + q] = (x >> np.uint64(16 * q)) & np.uint64(0xFFFF)
+                    continue
+                while x:
+                    o16[p] = ((w - c * 1024) << 6) + np.int64(_trailing_zeros(x))
+                    p += 1
+                    x &= x - np.uint64(1)
+            pos += 8192 if card > 4096 else 2 * card
+        return out
+
+
+def portable_bitmap(slots: np.ndarray) -> bytes | None:
+    """A roaring bitmap of uint32 slots in its portable serialization (for
+    ``BitMap.deserialize``), or None where numba is absent."""
+    if not HAVE_NUMBA or not len(slots):
+        return None
+    slots = np.ascontiguousarray(slots, np.uint32)
+    return _portable(slots, int(slots.min()) >> 16, int(slots.max())).tobytes()
+
+
+def top_k_in(queries: np.ndarray, db: np.ndarray, n: int, slots, k: int,
+             serialized: bytes | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Exact k nearest codes of ``db[:, :n]`` among ``slots`` for each query.
 
     Args:
@@ -224,6 +278,7 @@ def top_k_in(queries: np.ndarray, db: np.ndarray, n: int, slots, k: int) -> tupl
         n: slots in use.
         slots: a pyroaring bitmap of the slots to search.
         k: neighbours per query.
+        serialized: ``slots.serialize()``, when the caller has it already.
 
     Returns:
         int64 slots (nq, k), -1 past the set's size, and int32 distances (NO_DISTANCE there),
@@ -235,7 +290,7 @@ def top_k_in(queries: np.ndarray, db: np.ndarray, n: int, slots, k: int) -> tupl
     if not slots:
         return out_i, out_d
     if HAVE_NUMBA:
-        buf = np.frombuffer(slots.serialize(), np.uint8)
+        buf = np.frombuffer(serialized or slots.serialize(), np.uint8)
         _subset(np.ascontiguousarray(queries), db, n, buf, out_d, out_i)
         return out_i, out_d
     picked = np.frombuffer(slots.to_array(), np.uint32).astype(np.int64)

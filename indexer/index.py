@@ -23,7 +23,7 @@ from crossbit.indexer.backends import (
 from crossbit.indexer.embeddings import EmbeddingTable
 from crossbit.indexer.filters import Filter
 from crossbit.indexer.folder import ID_MARK, STORE, check_integrity, check_model, lock_directory
-from crossbit.indexer.index_filtered import FilteredIndex, check_filter
+from crossbit.indexer.index_filtered import FilteredIndex, check_filter, plain_metadata
 from crossbit.indexer.index_upkeep import Upkeep
 from crossbit.indexer.interface import (
     MAX_K,
@@ -190,8 +190,11 @@ class BinaryIndex(FilteredIndex, Upkeep, Index):
             # it wrote enters it as stored
             if len(write.replaced):
                 self.attributes.remove(np.asarray(write.replaced, np.int64))
-            self._index_rows([(int(write.ids[i]), keys[i], codes[i].tobytes(), metadata_json[i])
-                              for i in np.flatnonzero(kept)])
+            given = [None] * len(codes) if metadata is None else list(metadata)
+            self._index_rows(self.attributes, [
+                (int(write.ids[i]), keys[i], codes[i].tobytes(),
+                 given[i] if plain_metadata(given[i]) else metadata_json[i])
+                for i in np.flatnonzero(kept)])
             self._changes += len(out)
             retrain = getattr(self.backend, "needs_retrain", bool)() and self._retraining is None
             if retrain:

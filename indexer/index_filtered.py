@@ -12,21 +12,47 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from crossbit.indexer import attribute_snapshot
 from crossbit.indexer.attributes import AttributeIndex, metadata_of
 from crossbit.indexer.filters import Filter
-from crossbit.indexer.hamming import words
+from crossbit.indexer.hamming import top_k, words
 from crossbit.indexer.hamming_filtered import distances_in, is_member, member_bits, top_k_in
 from crossbit.indexer.items import Item
 from crossbit.indexer.metadata_rule import check_metadata
 
 log = logging.getLogger(__name__)
 
-# IVF and HNSW: a filter matching under this share of the items is answered by the exact
-# filtered scan (cheaper there than an over-fetching approximate search, and exact); above it
-# the approximate search fetches OVERFETCH x k / share candidates and keeps the matching ones,
-# falling back to the exact scan for any query left short (bench/filter_bench.py measured it)
-EXACT_BELOW = 0.05
-OVERFETCH = 3.0
+# IVF and HNSW choose per call from the filter's share of the items (bench/filter_bench.py,
+# 1M clustered 64-bit codes, nlist 4096 / nprobe 16, HNSW M 16 / efSearch 64): under
+# EXACT_BELOW the exact filtered scan is both exact and no slower than an approximate search
+# that would keep recall@10 >= 0.95 (IVF needs 4x its probes and 2x over-fetch at a 50% filter
+# for 0.99, and could not reach 0.95 at 10% even so); above it the approximate search fetches
+# OVERFETCH x k / share candidates (IVF with NPROBE_BOOST x the probes) and keeps the matching
+# ones, and any query left short of min(k, matches) gets the exact scan.
+EXACT_BELOW = {"ivf": 0.3, "hnsw": 0.3}
+OVERFETCH = {"ivf": 2.0, "hnsw": 4.0}
+NPROBE_BOOST = 4
+
+
+_PLAIN = (str, int, float)
+
+
+def plain_metadata(meta) -> bool:
+    """Whether a caller's metadata dict is exactly what its JSON reads back as (string keys;
+    strings, bools, ints, floats, lists of strings), so that it can be indexed without
+    parsing the JSON stored for it."""
+    if meta is None or type(meta) is not dict:
+        return meta is None
+    for name, value in meta.items():
+        if type(name) is not str:
+            return False
+        t = type(value)
+        if t is list:
+            if any(type(e) is not str for e in value):
+                return False
+        elif t not in _PLAIN and t is not bool:
+            return False
+    return True
 
 
 def check_filter(flt) -> Filter | None:
@@ -44,21 +70,31 @@ class FilteredIndex:
 
     # -- the attribute index ----------------------------------------------------------------------
     def _open_attributes(self) -> None:
-        """Build the attribute index from the store (the truth), whatever was saved."""
+        """The attribute index: its snapshot brought up to the store, or, when that cannot be
+        trusted (missing, damaged, ahead of the store, its log gone), rebuilt from the store."""
         start = time.perf_counter()
-        attributes = AttributeIndex(self.bits)
-        attributes.load(self.store.iter_rows())
+        attributes, how = None, "rebuilt"
+        if not self.opened_from.startswith("rebuilt"):  # else the store changed under the snapshots
+            attributes, how = attribute_snapshot.load(self.directory, self.store, self.bits,
+                                                      self._index_rows)
+        if attributes is None:
+            why = how
+            attributes = AttributeIndex(self.bits)
+            attributes.load(self.store.iter_rows())
+            how = f"rebuilt from the store ({why})"
         self.attributes = attributes
-        log.info("index %s: attribute index of %d items, %d fields built in %.2fs", self.directory,
-                 len(attributes), len(attributes.fields), time.perf_counter() - start)
+        self.attributes_from = how
+        log.info("index %s: attribute index of %d items, %d fields %s in %.2fs", self.directory,
+                 len(attributes), len(attributes.fields), how, time.perf_counter() - start)
 
-    def _index_rows(self, rows: list[tuple]) -> None:
-        """Put stored rows (id, key, code blob, metadata JSON) into the attribute index."""
+    def _index_rows(self, attrs: AttributeIndex, rows: list[tuple]) -> None:
+        """Put stored rows (id, key, code blob, metadata as JSON or as a plain dict) into an
+        attribute index."""
         if not rows:
             return
         codes = np.frombuffer(b"".join(r[2] for r in rows), np.uint8).reshape(len(rows), -1)
-        self.attributes.add(np.array([r[0] for r in rows], np.int64), [r[1] for r in rows],
-                            [metadata_of(r[3]) for r in rows], codes)
+        attrs.add(np.array([r[0] for r in rows], np.int64), [r[1] for r in rows],
+                  [r[3] if isinstance(r[3], dict) else metadata_of(r[3]) for r in rows], codes)
 
     # -- searches -----------------------------------------------------------------------------
     def _filtered_search(self, codes: np.ndarray, k: int, nprobe, flt: Filter):
@@ -66,19 +102,27 @@ class FilteredIndex:
         attrs = self.attributes
         found = attrs.select_slots(flt)
         matches, total = len(found), len(attrs)
-        if matches and matches == total:  # the filter excludes nothing
+        if matches and matches == total and self.backend.exact:  # the filter excludes nothing
             return self.backend.search(codes, k, nprobe)
         if not matches:
             return (np.full((len(codes), k), -1, np.int64),
                     np.full((len(codes), k), self.bits + 1, np.int32))
-        if self.backend.exact or matches <= EXACT_BELOW * total:
+        kind = self.backend.kind
+        if self.backend.exact or matches < EXACT_BELOW.get(kind, 1.0) * total:
             return self._exact_in(codes, k, found)
         share = matches / total
         fetch = int(min(getattr(self.backend, "max_k", 1 << 30), total,
-                        max(k, math.ceil(OVERFETCH * k / share))))
+                        max(k, math.ceil(OVERFETCH.get(kind, 3.0) * k / share))))
+        if kind == "ivf":
+            nprobe = NPROBE_BOOST * int(nprobe or self.backend.default_nprobe)
         ids, distances = self.backend.search(codes, fetch, nprobe)
         ids = np.asarray(ids, np.int64)
-        keep = is_member(member_bits(found, attrs.n), attrs.slots_of(ids.ravel()).reshape(ids.shape))
+        slots = attrs.slots_of(ids.ravel())
+        if len(slots) <= 4096:  # a few candidates: asked of the bitmap one by one
+            keep = np.fromiter((s >= 0 and int(s) in found for s in slots.tolist()), bool,
+                               len(slots)).reshape(ids.shape)
+        else:
+            keep = is_member(member_bits(found, attrs.n), slots).reshape(ids.shape)
         keep &= ids >= 0
         out_ids = np.full((len(codes), k), -1, np.int64)
         out_d = np.full((len(codes), k), self.bits + 1, np.int32)
@@ -95,7 +139,14 @@ class FilteredIndex:
 
     def _exact_in(self, codes: np.ndarray, k: int, found):
         attrs = self.attributes
-        slots, distances = top_k_in(words(codes), attrs.codes, attrs.n, found, k)
+        packed = attrs.packed(found)
+        if packed is not None:  # a filter used again: its codes side by side, a plain scan
+            held, slots = packed
+            at, distances = top_k(words(codes), held, k, 1, len(slots))
+            slots = np.where(at >= 0, slots[np.clip(at, 0, None)], -1)
+        else:
+            slots, distances = top_k_in(words(codes), attrs.codes, attrs.n, found, k,
+                                        attrs.serialized(found))
         ids = np.where(slots >= 0, attrs.ids[np.clip(slots, 0, None)], -1)
         return ids, distances
 
@@ -206,4 +257,4 @@ class FilteredIndex:
         return len(changed)
 
     def _attribute_stats(self) -> dict:
-        return self.attributes.stats()
+        return {**self.attributes.stats(), "opened_from": self.attributes_from}

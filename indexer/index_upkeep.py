@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 
+from crossbit.indexer import attribute_snapshot
 from crossbit.indexer.snapshot import id_differences, replay, write_snapshot
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,8 @@ class Upkeep:
 
     # -- persistence ----------------------------------------------------------------------------
     def snapshot(self) -> bool:
-        """Write the backend to disk (temp file, fsync, rename) with the store's high-water mark.
+        """Write the backend and the attribute index to disk (temp file, fsync, rename) with the
+        store's high-water mark; the change log before it is forgotten once both are written.
 
         Returns:
             True when written, False when the disk refused (logged; the store keeps everything).
@@ -73,11 +75,13 @@ class Upkeep:
             next_id = max(self.store.id_counter())
             payload = self.backend.to_bytes()
             extra = self.backend.snapshot_extra()
+            attr_header, attr_payload = attribute_snapshot.snapshot_of(self.attributes, seq)
             self._changes = 0
             count = len(self.backend)
         header = {"kind": self.kind, "bits": self.bits, "seq": seq, "extra": extra,
                   "count": count, "next_id": next_id, "written": time.time()}
         try:
+            attribute_snapshot.save(self.directory, attr_header, attr_payload)
             write_snapshot(self.directory, header, payload)
         except OSError as exc:
             log.error("index %s: snapshot failed (%s); the store still holds every item",

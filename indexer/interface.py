@@ -180,8 +180,10 @@ class Index(abc.ABC):
     """What the service core calls on an index, whatever its kind.
 
     Writes: :meth:`add_items` (per-item outcomes), :meth:`add` (all or nothing),
-    :meth:`remove`. Reads: :meth:`search`, :meth:`search_rerank`, :meth:`range_search`
-    and the stored items' keys, metadata, thumbnails, codes and embeddings.
+    :meth:`remove`, :meth:`update_metadata`. Reads: :meth:`search`, :meth:`search_rerank`,
+    :meth:`range_search` (each with an optional :class:`~crossbit.indexer.filters.Filter`),
+    :meth:`count`, :meth:`select` and :meth:`scroll` by filter, and the stored items' keys,
+    metadata, thumbnails, codes and embeddings.
     """
 
     kind: str

@@ -27,6 +27,7 @@ import numpy as np
 from crossbit.indexer import call_context
 from crossbit.indexer.interface import Index, check_items
 from crossbit.indexer.items import StoreWrite, repeated_items, takes_claimed
+from crossbit.indexer.metadata_rule import check_metadata
 from crossbit.indexer.milvus_reads import EMPTY_ANSWER, MilvusReads
 from crossbit.indexer.milvus_rows import (
     MilvusUnavailable,
@@ -282,6 +283,33 @@ class MilvusIndex(CollectionSchema, MilvusReads, Index):
             for chunk in chunks(ids, 5000):
                 self._call(self._client.delete, self.collection, ids=list(chunk))
         return len(ids)
+
+    def update_metadata(self, ids: Sequence[int], set_fields: dict | None = None,
+                        remove_fields: Sequence[str] = (), replace: bool = False) -> int:
+        """As :meth:`BinaryIndex.update_metadata`: the rows are read (Strong) and upserted again
+        with the new metadata, everything else as it was; unknown ids are skipped."""
+        fields = check_metadata(set_fields)
+        if isinstance(remove_fields, str):
+            raise TypeError("remove_fields is a list of field names, not one string")
+        dropped = [str(f) for f in remove_fields]
+        changed = []
+        with self._lock:
+            for row in self._by_ids([int(i) for i in np.asarray(ids).ravel()],
+                                    ["id", "code", "key", "metadata", "embedding", "thumbnail",
+                                     "added"], "Strong"):
+                meta = {} if replace else dict(row["metadata"] or {})
+                meta.update(fields)
+                for name in dropped:
+                    meta.pop(name, None)
+                if json.dumps(meta) == json.dumps(row["metadata"] or {}):
+                    continue
+                changed.append({"id": int(row["id"]), "code": code_bytes(row["code"]),
+                                "key": row["key"], "metadata": meta,
+                                "embedding": list(row["embedding"]), "thumbnail": row["thumbnail"],
+                                "added": row["added"]})
+            for chunk in chunks(changed, 2000):
+                self._call(self._client.upsert, self.collection, list(chunk))
+        return len(changed)
 
     def ids_for_keys(self, keys: Sequence[str]) -> dict[str, int]:
         """Stored keys' ids (Strong: what any server has acknowledged)."""

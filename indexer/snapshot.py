@@ -22,11 +22,12 @@ SNAPSHOT = "index.snapshot"
 MAGIC = b"CROSSBIT-SNAPSHOT-1\n"
 
 
-def write_snapshot(directory: Path, header: dict, payload: bytes) -> None:
-    """Write ``payload`` under ``header`` atomically: a temp file, fsync, rename, fsync of
-    the folder. OSError when the disk refuses (the temp file is then removed)."""
+def write_snapshot(directory: Path, header: dict, payload: bytes, name: str = SNAPSHOT) -> None:
+    """Write ``payload`` under ``header`` atomically to ``directory / name``: a temp file,
+    fsync, rename, fsync of the folder. OSError when the disk refuses (the temp file is then
+    removed)."""
     header = {**header, "size": len(payload), "crc32": zlib.crc32(payload)}
-    path = directory / SNAPSHOT
+    path = directory / name
     tmp = path.with_suffix(".tmp")
     try:
         with open(tmp, "wb") as f:

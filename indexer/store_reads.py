@@ -50,6 +50,12 @@ class StoreReads:
         row = self._reader.execute("SELECT seq FROM sqlite_sequence WHERE name='log'").fetchone()
         return int(row[0]) if row else 0
 
+    def log_floor(self) -> int:
+        """The first log sequence number still kept (max_seq + 1 when the log is empty):
+        entries below it were compacted away."""
+        row = self._reader.execute("SELECT MIN(seq) FROM log").fetchone()
+        return int(row[0]) if row and row[0] is not None else self.max_seq() + 1
+
     def log_since(self, seq: int) -> list[tuple[int, int, int]]:
         return self._reader.execute("SELECT seq, op, id FROM log WHERE seq > ? ORDER BY seq",
                                     (seq,)).fetchall()

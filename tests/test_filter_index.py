@@ -20,8 +20,8 @@ from filter_gen import brute, distances, expression, keys, metadata
 
 EXAMPLES = int(os.environ.get("CROSSBIT_FUZZ_EXAMPLES", "0")) or 12
 KINDS = {"flat": {}, "flat-faiss": {"engine": "faiss"}, "ivf": {"train_size": 20, "nprobe": 2},
-         "hnsw": {}, "gpu": {"device": "cpu"}}
-EXACT = {"flat", "flat-faiss", "gpu"}
+         "hnsw": {}, "gpu": {"device": "cpu"}, "flat-tiny": {}}
+EXACT = {"flat", "flat-faiss", "gpu", "flat-tiny"}
 runs = itertools.count()
 
 write_st = st.one_of(
@@ -37,6 +37,19 @@ write_st = st.one_of(
 
 def open_kind(kind, folder):
     return open_index(folder, 64, kind.split("-")[0], snapshot_interval=0, **KINDS[kind])
+
+
+@pytest.fixture
+def tiny(monkeypatch):
+    """The attribute index's sizes made tiny, so that a few items take every path: sorted
+    columns past 2 distinct values, buckets of 8 entries (prefix bitmaps past 32 buckets),
+    merges every few writes."""
+    from crossbit.indexer import attribute_columns, attributes
+
+    monkeypatch.setattr(attributes, "MAX_DISTINCT", 2)
+    monkeypatch.setattr(attribute_columns, "BUCKET", 8)
+    monkeypatch.setattr(attribute_columns, "MERGE_MIN", 4)
+    monkeypatch.setattr(attribute_columns, "FAST_FROM", 1)  # numba builds every bitmap
 
 
 def apply(index, items: dict, op, arg, rng) -> None:
@@ -97,8 +110,9 @@ def check(index, items: dict, kind: str, flt, rng) -> None:
     query = rng.integers(0, 256, (2, 8), dtype=np.uint8)
     query[:, 1:] &= 3
     k = int(rng.integers(1, 8))
-    res = index.search(query, k, filter=flt)
-    for q in range(2):
+    first = index.search(query, k, filter=flt)
+    again = index.search(query, k, filter=flt)  # a filter used again: its codes packed (exact)
+    for res, q in itertools.product((first, again), range(2)):
         got = res.ids[q][res.ids[q] >= 0].tolist()
         assert len(got) == min(k, len(want)), (kind, str(flt), res.ids[q], want)  # never short
         assert set(got) <= set(want) and len(set(got)) == len(got)
@@ -113,7 +127,9 @@ def check(index, items: dict, kind: str, flt, rng) -> None:
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
-def test_generated_writes_and_filters_against_brute_force(kind, tmp_path):
+def test_generated_writes_and_filters_against_brute_force(kind, tmp_path, request):
+    if kind.endswith("tiny"):
+        request.getfixturevalue("tiny")
     @settings(max_examples=EXAMPLES, deadline=None, database=None,
               suppress_health_check=list(HealthCheck), phases=[Phase.generate])
     @given(ops=st.lists(write_st, min_size=1, max_size=8),
