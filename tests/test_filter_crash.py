@@ -17,6 +17,8 @@ from crossbit.indexer import open_index
 from crossbit.indexer.attributes import metadata_of
 from crossbit.indexer.filters import parse
 
+from helpers import record
+
 WRITER = Path(__file__).with_name("filter_crash_writer.py")
 KILLS = 6 if os.environ.get("CROSSBIT_RELIABILITY_ROUNDS") else 3
 FILTERS = ['album == "2022"', "year < 2000", "year >= 2010 and ok == true", 'tags contains "t1"',
@@ -49,6 +51,7 @@ def test_sigkill_leaves_the_attribute_index_in_step(tmp_path, kind):
             opened.append(index.stats()["attribute_index"]["opened_from"])
             check_against_store(index)
     assert any(o.startswith("loaded") for o in opened), opened  # the saved copy was used
+    record("filter_sigkill", kind=kind, kills=KILLS, opened=opened)
 
 
 def test_lost_wal_rebuilds_the_attribute_index(tmp_path):

@@ -17,6 +17,7 @@ from crossbit.indexer import open_index
 from crossbit.indexer.filters import parse
 
 from filter_gen import brute, distances, expression, keys, metadata
+from helpers import record
 
 EXAMPLES = int(os.environ.get("CROSSBIT_FUZZ_EXAMPLES", "0")) or 12
 KINDS = {"flat": {}, "flat-faiss": {"engine": "faiss"}, "ivf": {"train_size": 20, "nprobe": 2},
@@ -135,6 +136,7 @@ def test_generated_writes_and_filters_against_brute_force(kind, tmp_path, reques
     @given(ops=st.lists(write_st, min_size=1, max_size=8),
            exprs=st.lists(expression(4), min_size=1, max_size=3), seed=st.integers(0, 1000))
     def run(ops, exprs, seed):
+        done.append((len(ops), len(exprs)))
         rng = np.random.default_rng(seed)
         folder = tmp_path / f"r{next(runs)}"
         index = open_kind(kind, folder)
@@ -153,7 +155,10 @@ def test_generated_writes_and_filters_against_brute_force(kind, tmp_path, reques
         finally:
             index.close()
 
+    done: list[tuple[int, int]] = []
     run()
+    record("filters_generated", kind=kind, runs=len(done), writes_and_restarts=sum(o for o, _ in done),
+           filters=sum(e for _, e in done))
 
 
 @pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from crossbit.indexer import open_index
 
-from helpers import popcount_distances
+from helpers import popcount_distances, record
 
 K = 4
 EXAMPLES = int(os.environ.get("CROSSBIT_FUZZ_EXAMPLES", "0")) or 12
@@ -111,9 +111,12 @@ def test_every_size_and_emptied_again(kind, tmp_path):
               phases=[Phase.generate])
     @given(st.lists(op_st, min_size=1, max_size=8))
     def check(ops):
+        done.append(len(ops))
         run_sequence(kind, tmp_path / f"g{next(names)}", ops)
 
+    done: list[int] = []
     check()
+    record("sizes_generated", kind=kind, sequences=len(done), operations=sum(done))
 
 
 @pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw", "milvus"])
