@@ -54,10 +54,13 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
 
 class _NoPreprocessingAdvice(logging.Filter):
     """Drops ONNX Runtime's advice to pre-process the graph before quantizing it (shape
-    inference for static quantization; nothing to act on for this dynamic one)."""
+    inference for static quantization; nothing to act on for this dynamic one), and its
+    per-tensor INFO lines ("Quantization parameters for tensor ... not specified", "Ignore
+    MatMul due to non constant B"), which a terminal at INFO would show by the dozen."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("Please consider to run pre-processing")
+        return (record.levelno >= logging.WARNING
+                and not record.getMessage().startswith("Please consider to run pre-processing"))
 
 
 def per_token_activations(model) -> None:

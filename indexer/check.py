@@ -8,9 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
-from crossbit.indexer import open_index
+from crossbit.indexer import attribute_snapshot, open_index
+from crossbit.indexer.attribute_check import attribute_differences
 from crossbit.indexer.backends import make_backend
 from crossbit.indexer.folder import ID_MARK, STORE, lock_directory
+from crossbit.indexer.index_filtered import index_rows
 from crossbit.indexer.items import StoreError
 from crossbit.indexer.snapshot import SNAPSHOT, id_differences, read_snapshot, replay, store_behind
 from crossbit.indexer.store import Store
@@ -89,6 +91,7 @@ def check_index(directory: str | Path, repair: bool = False) -> CheckReport:
             if repair:
                 store.raise_mark(counter)
         kind, snapshot_ok = _check_snapshot(directory, store, stored, report)
+        _check_attributes(directory, store, report)
     finally:
         store.close()
     if repair and not report.ok and snapshot_ok is not None:
@@ -96,6 +99,7 @@ def check_index(directory: str | Path, repair: bool = False) -> CheckReport:
         # not while a server holds the folder: it would write its own snapshot over it)
         with lock_directory(directory):
             (directory / SNAPSHOT).unlink(missing_ok=True)
+            (directory / attribute_snapshot.ATTRIBUTES).unlink(missing_ok=True)
         if kind in ("flat", "hnsw"):
             with open_index(directory, report.bits, kind, snapshot_interval=0) as index:
                 left = index.verify()
@@ -138,3 +142,13 @@ def _check_snapshot(directory: Path, store: Store, stored: np.ndarray,
         report.problems.append(f"the snapshot saw ids up to {next_id}, past the store's counter "
                                f"{counter} and the id mark {mark}")
     return header["kind"], True
+
+
+def _check_attributes(directory: Path, store: Store, report: CheckReport) -> None:
+    """Compare the saved attribute index (the change log replayed, as on start) with the
+    store's rows, field by field."""
+    attrs, why = attribute_snapshot.load(directory, store, report.bits, index_rows)
+    if attrs is None:
+        report.notes.append(f"attribute index: {why}; the server rebuilds it from the store")
+        return
+    report.problems += attribute_differences(attrs, store)

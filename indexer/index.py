@@ -161,6 +161,7 @@ class BinaryIndex(FilteredIndex, Upkeep, Index):
         if len(codes) == 0:
             return StoreWrite(np.zeros(0, dtype=np.int64), [], {}, [])
         with self._lock.write():
+            sent_json = metadata_json
             keyed = [k for k in keys if k is not None]
             if keyed:  # a re-add keeps the fields it does not send (under the write lock)
                 metadata_json = merged_metadata(keys, metadata_json,
@@ -190,10 +191,13 @@ class BinaryIndex(FilteredIndex, Upkeep, Index):
             # it wrote enters it as stored
             if len(write.replaced):
                 self.attributes.remove(np.asarray(write.replaced, np.int64))
+            # as stored: the merged fields when the re-add kept some (the caller's dict, saving
+            # a JSON parse, only when it is what was stored)
             given = [None] * len(codes) if metadata is None else list(metadata)
             self._index_rows(self.attributes, [
                 (int(write.ids[i]), keys[i], codes[i].tobytes(),
-                 given[i] if plain_metadata(given[i]) else metadata_json[i])
+                 given[i] if metadata_json[i] is sent_json[i] and plain_metadata(given[i])
+                 else metadata_json[i])
                 for i in np.flatnonzero(kept)])
             self._changes += len(out)
             retrain = getattr(self.backend, "needs_retrain", bool)() and self._retraining is None

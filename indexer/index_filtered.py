@@ -88,13 +88,7 @@ class FilteredIndex:
                  len(attributes), len(attributes.fields), how, time.perf_counter() - start)
 
     def _index_rows(self, attrs: AttributeIndex, rows: list[tuple]) -> None:
-        """Put stored rows (id, key, code blob, metadata as JSON or as a plain dict) into an
-        attribute index."""
-        if not rows:
-            return
-        codes = np.frombuffer(b"".join(r[2] for r in rows), np.uint8).reshape(len(rows), -1)
-        attrs.add(np.array([r[0] for r in rows], np.int64), [r[1] for r in rows],
-                  [r[3] if isinstance(r[3], dict) else metadata_of(r[3]) for r in rows], codes)
+        index_rows(attrs, rows)
 
     # -- searches -----------------------------------------------------------------------------
     def _filtered_search(self, codes: np.ndarray, k: int, nprobe, flt: Filter):
@@ -258,3 +252,13 @@ class FilteredIndex:
 
     def _attribute_stats(self) -> dict:
         return {**self.attributes.stats(), "opened_from": self.attributes_from}
+
+
+def index_rows(attrs: AttributeIndex, rows: list[tuple]) -> None:
+    """Put stored rows (id, key, code blob, metadata as JSON or as a plain dict) into an
+    attribute index."""
+    if not rows:
+        return
+    codes = np.frombuffer(b"".join(r[2] for r in rows), np.uint8).reshape(len(rows), -1)
+    attrs.add(np.array([r[0] for r in rows], np.int64), [r[1] for r in rows],
+              [r[3] if isinstance(r[3], dict) else metadata_of(r[3]) for r in rows], codes)

@@ -9,6 +9,7 @@ import time
 import numpy as np
 
 from crossbit.indexer import attribute_snapshot
+from crossbit.indexer.attribute_check import attribute_differences
 from crossbit.indexer.snapshot import id_differences, replay, write_snapshot
 
 log = logging.getLogger(__name__)
@@ -51,16 +52,18 @@ class Upkeep:
         if thread is not None:
             thread.join(timeout)
 
-    def verify(self) -> str:
-        """Check the invariant (the backend holds exactly the store's ids, each once); "" when
-        it holds, else what differs."""
+    def verify(self, deep: bool = True) -> str:
+        """Check the invariant (the backend holds exactly the store's ids, each once, and the
+        attribute index what the store's rows say, field by field, when ``deep``); "" when it
+        holds, else what differs."""
         with self._lock.read():
             stored = self.store.all_ids()
             held = self.backend.all_ids()
             attributes = self.attributes.ids[np.frombuffer(self.attributes.live.to_array(),
                                                            np.uint32)]
+            fields = attribute_differences(self.attributes, self.store) if deep else []
         return "; ".join(id_differences(held, stored, "the index") +
-                         id_differences(attributes, stored, "the attribute index"))
+                         id_differences(attributes, stored, "the attribute index") + fields)
 
     # -- persistence ----------------------------------------------------------------------------
     def snapshot(self) -> bool:

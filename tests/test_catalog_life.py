@@ -19,9 +19,9 @@ from crossbit.server.cli import main
 CLI = [sys.executable, "-m", "crossbit"]
 
 
-def run(*args, check=True) -> subprocess.CompletedProcess:
+def run(*args, check=True, cwd=None) -> subprocess.CompletedProcess:
     done = subprocess.run(CLI + [str(a) for a in args], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONUNBUFFERED": "1"}, timeout=300)
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"}, timeout=300, cwd=cwd)
     if check:
         assert done.returncode == 0, done.stdout + done.stderr
     return done
@@ -51,7 +51,15 @@ def test_reindexing_keeps_other_writers_metadata(served):
     assert "0 added, 0 replaced, 4 unchanged" in third.stdout, third.stdout
     [item] = client.get(keys=[coffee])
     assert item.metadata["album"] == 2024 and item.metadata["source"] == "camera-roll"
-    assert item.metadata["path"].endswith("coffee.jpg")
+    assert item.metadata["path"] == coffee  # absolute, like the key
+    for spelled, cwd in ((".", folder), (folder.name, folder.parent), (f"{folder}/", None)):
+        out = run("index", spelled, "--meta", "source=camera-roll", *address, cwd=cwd)
+        assert "0 added, 0 replaced, 4 unchanged" in out.stdout, (spelled, out.stdout)
+    # the merged fields are what filters see, also after a re-add that changed the item
+    assert client.count(filter="album == 2024") == 1
+    run("index", folder, "--meta", "source=scanner", *address)
+    assert client.count(filter='album == 2024 and source == "scanner"') == 1
+    assert client.count(filter='exists path and source == "scanner"') == 4
 
 
 def test_prune_with_a_dry_run_first(served):
@@ -64,6 +72,13 @@ def test_prune_with_a_dry_run_first(served):
     pruned = run("index", folder, "--prune", *address)
     assert "1 image pruned" in pruned.stdout and "3 images:" in pruned.stdout
     assert Client(f"127.0.0.1:{running.port}").count() == 3
+    moved = folder.rename(folder.with_name("elsewhere"))  # like a disk that is not mounted
+    folder.mkdir()
+    refused = run("index", folder, "--prune", *address, check=False)
+    assert refused.returncode == 1 and "holds no images" in refused.stderr, refused.stderr
+    assert Client(f"127.0.0.1:{running.port}").count() == 3
+    folder.rmdir()
+    moved.rename(folder)
 
 
 def test_deletes_and_missing_files(served, photos, tmp_path):
@@ -76,11 +91,13 @@ def test_deletes_and_missing_files(served, photos, tmp_path):
     assert "nope.jpg: no such file" in reasons[1] and "folder" in reasons[3]
     key = str((folder / "coffee.jpg").resolve())
     out = run("delete", "--key", key, "--key", "/never/added.jpg", *address)
-    assert "1 image deleted; not found: 0 ids, 1 keys" in out.stdout
+    assert "1 image deleted; not found: 1 key\n" in out.stdout
     again = run("delete", "--key", key, *address)  # a retried delete succeeds
     assert "0 images deleted" in again.stdout
     dry = run("delete", "--prefix", folder, "--dry-run", *address)
-    assert "camera.jpg" in dry.stdout and "1 images would be deleted" in dry.stdout
+    assert "camera.jpg" in dry.stdout and "1 image would be deleted" in dry.stdout
+    both = run("delete", "--id", ids[2], "--prefix", folder, "--dry-run", *address)
+    assert "1 image would be deleted" in both.stdout  # named twice, counted once
     run("delete", "--prefix", folder, *address)
     assert client.count() == 0
 
@@ -100,6 +117,22 @@ def test_export_and_import(served, tmp_path):
     assert client.count() == 4 and client.count(modality="text") == 2
     hit = client.search(text="a cup of coffee", top_k=1)[0]
     assert hit.key.endswith("coffee.jpg") and hit.metadata["album"] == 2024
+    # bad rows are refused one by one, by line, and the rest go in
+    import json
+
+    rows = [json.loads(line) for line in lines]
+    images = [n for n, r in enumerate(rows) if r.get("modality") != "text" and n]
+    rows[images[0]]["metadata"]["album"] = None  # a value that cannot be kept
+    rows[images[1]]["code"] = "zz"  # not hex
+    bad = [json.dumps(r) for r in rows]
+    bad.insert(images[2], "{not json")
+    run("collections", "create", "copy2", *address)
+    done = run("import", write_lines(tmp_path / "bad.jsonl", bad), "--collection", "copy2",
+               *address, check=False)
+    assert done.returncode == 1 and "4 added" in done.stdout and "3 refused" in done.stdout
+    for n in (images[0] + 1, images[1] + 1, images[2] + 1):
+        assert f"bad.jsonl:{n}" in done.stderr, done.stderr
+    assert "album" in done.stderr and "not JSON" in done.stderr
 
 
 def write_lines(path: Path, lines: list[str]) -> Path:
@@ -157,6 +190,13 @@ def test_backup_under_writes_and_restore(served, tmp_path):
                     snapshot_interval=0) as index:
         assert [i.key for i in index.page(0, 10)] == ["o"]
     assert run("restore", tmp_path / "backup", "--data", restored, check=False).returncode == 2
+    live = run("restore", tmp_path / "backup", "--data", running.core.config.data, "--force",
+               check=False)  # a served folder is never replaced under its server
+    assert live.returncode == 2 and "is in use by" in live.stderr, live.stderr
+    assert client.count(modality="text") > 0  # the server still has its own
+    for aside in ["restored.before-restore", "restored.before-restore.1"]:
+        out = run("restore", tmp_path / "backup", "--data", restored, "--force")
+        assert aside in out.stdout and (tmp_path / aside / "texts").is_dir()  # none deleted
 
 
 def test_small_things(capsys):

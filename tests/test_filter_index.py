@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from crossbit.indexer import open_index
 from crossbit.indexer.filters import parse
 
-from filter_gen import brute, distances, expression, keys, metadata
+from filter_gen import FIELDS, brute, distances, expression, keys, metadata
 from helpers import record
 
 EXAMPLES = int(os.environ.get("CROSSBIT_FUZZ_EXAMPLES", "0")) or 12
@@ -24,6 +24,7 @@ KINDS = {"flat": {}, "flat-faiss": {"engine": "faiss"}, "ivf": {"train_size": 20
          "hnsw": {}, "gpu": {"device": "cpu"}, "flat-tiny": {}}
 EXACT = {"flat", "flat-faiss", "gpu", "flat-tiny"}
 runs = itertools.count()
+EVERY_FIELD = [parse(f"exists {name}") for name in FIELDS]
 
 write_st = st.one_of(
     st.tuples(st.just("add"), st.lists(st.tuples(keys, metadata, st.integers(0, 255)), min_size=1,
@@ -151,6 +152,8 @@ def test_generated_writes_and_filters_against_brute_force(kind, tmp_path, reques
                     apply(index, items, op, arg, rng)
                 for flt in filters:
                     check(index, items, kind, flt, rng)
+                for flt in EVERY_FIELD:  # what filters see is what is stored, field by field
+                    assert index.count(flt) == len(brute(items, flt)), (str(flt), items)
             assert index.verify() == ""
         finally:
             index.close()
@@ -230,3 +233,38 @@ def test_update_metadata_rules(tmp_path):
             index.scroll(None, 0)
         stats = index.stats()["attribute_index"]
         assert stats["fields"] == 3 and stats["items"] == 3 and stats["memory_bytes"] > 0
+
+
+def test_a_re_add_keeps_the_merged_fields_filterable_and_check_compares_fields(tmp_path):
+    """The merged metadata of a re-add is what filters see (with new fields, none, or other
+    values), through a restart; ``crossbit check`` compares the saved attribute index with the
+    store field by field and ``--repair`` rebuilds it."""
+    from crossbit.indexer.check import check_index
+
+    rng = np.random.default_rng(3)
+    codes = rng.integers(0, 256, (4, 8), dtype=np.uint8)
+    keys_ = ["a", "b", "c", "d"]
+    with open_index(tmp_path, 64, "flat", snapshot_interval=0) as index:
+        index.add_items(codes, keys=keys_, metadata=[{"album": "2024", "n": 1}] * 4)
+        index.add_items(codes[:2] ^ 1, keys=keys_[:2])  # changed codes, no metadata
+        index.add_items(codes[2:] ^ 1, keys=keys_[2:], metadata=[{"y": True}] * 2)
+        assert index.count(parse('album == "2024"')) == 4
+        assert index.count(parse("n == 1 and exists y")) == 2
+        assert index.verify() == ""
+        index.snapshot()
+    assert check_index(tmp_path).ok
+    with open_index(tmp_path, 64, "flat", snapshot_interval=0) as index:
+        assert index.stats()["attribute_index"]["opened_from"].startswith("loaded")
+        assert index.count(parse('album == "2024"')) == 4
+        gone = index.store.ids_for_keys(["a"])["a"]  # break the saved copy: one item's fields
+        index.attributes.remove(np.array([gone]))
+        index.attributes.add(np.array([gone]), ["a"], [{"n": 1}], codes[:1] ^ 1)
+        assert "field 'album'" in index.verify()
+        index.snapshot()
+    report = check_index(tmp_path)
+    assert not report.ok and any("field 'album'" in p and f"({gone})" in p
+                                 for p in report.problems), report.problems
+    assert check_index(tmp_path, repair=True).repaired
+    assert check_index(tmp_path).ok
+    with open_index(tmp_path, 64, "flat", snapshot_interval=0) as index:
+        assert index.count(parse('album == "2024"')) == 4

@@ -32,7 +32,8 @@ def add_backup_commands(sub) -> None:
     p.add_argument("backup", help="a folder written by crossbit backup")
     p.add_argument("--data", default="data", help="the data directory to restore into")
     p.add_argument("--force", action="store_true",
-                   help="replace what DATA holds (it is moved aside to DATA.before-restore)")
+                   help="replace what DATA holds, when no server runs on it (it is moved aside to "
+                   "DATA.before-restore, or .before-restore.1, .2... if that exists)")
 
 
 def index_folders(data: Path) -> list[Path]:
@@ -77,8 +78,9 @@ def cmd_backup(args) -> int:
     if not folders:
         print(f"crossbit backup: no crossbit stores under {data}", file=sys.stderr)
         return 2
-    if out.exists() and any(out.iterdir()):
-        print(f"crossbit backup: {out} is not empty: give a new folder", file=sys.stderr)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        print(f"crossbit backup: {out} is {'not empty' if out.is_dir() else 'a file'}: give a new "
+              "folder", file=sys.stderr)
         return 2
     started = time.time()
     manifest = {"crossbit_backup": 1, "source": str(data.resolve()), "started": started,
@@ -104,24 +106,45 @@ def cmd_backup(args) -> int:
     return 0
 
 
+def free_name(path: Path) -> Path:
+    """``path``, or ``path.1``, ``path.2``... the first that does not exist (an earlier copy set
+    aside is never deleted)."""
+    n, out = 0, path
+    while out.exists():
+        n += 1
+        out = path.with_name(f"{path.name}.{n}")
+    return out
+
+
 def cmd_restore(args) -> int:
     from crossbit.indexer import open_index
     from crossbit.indexer.check import stored_bits
+    from crossbit.indexer.folder import DirectoryInUse, lock_directory
 
-    backup, data = Path(args.backup), Path(args.data)
+    backup, data = Path(args.backup), Path(args.data).resolve()
     if not (backup / MANIFEST).is_file():
         print(f"crossbit restore: {backup} is not a crossbit backup (no {MANIFEST})",
               file=sys.stderr)
         return 2
-    if data.exists() and any(data.iterdir()):
-        if not args.force:
+    if data.exists() and (not data.is_dir() or any(data.iterdir())):
+        if not args.force or not data.is_dir():
             print(f"crossbit restore: {data} is not empty: stop its server and give --force to "
                   "replace it (it is kept as DATA.before-restore)", file=sys.stderr)
             return 2
-        aside = data.with_name(data.name + ".before-restore")
-        if aside.exists():
-            shutil.rmtree(aside)
-        os.replace(data, aside)
+        held = []
+        try:  # no server (nor reindex, nor check --repair) may hold any of its folders
+            for folder in index_folders(data):
+                held.append(lock_directory(folder))
+        except DirectoryInUse as exc:
+            print(f"crossbit restore: {exc}", file=sys.stderr)
+            return 2
+        try:
+            aside = free_name(data.with_name(data.name + ".before-restore"))
+            os.replace(data, aside)
+        finally:
+            for f in held:
+                f.close()
+        print(f"what {data} held is kept in {aside}")
     staging = data.with_name(data.name + ".restoring")
     shutil.rmtree(staging, ignore_errors=True)
     shutil.copytree(backup, staging, ignore=shutil.ignore_patterns(MANIFEST))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 
-from crossbit.server.cli.client import _client, _client_args, meta_text
+from crossbit.server.cli.client import _client, _client_args, meta_text, plural
 
 
 def add_catalog_commands(sub) -> None:
@@ -116,6 +116,14 @@ def parse_fields(pairs: list[str], flag: str = "--set") -> dict:
     return out
 
 
+def one_line(text: str | None) -> str:
+    """A key as one line: control characters (a newline in a key) written as escapes."""
+    if text is None:
+        return ""
+    return "".join(c if c.isprintable() or c == " " else c.encode("unicode_escape").decode()
+                   for c in text)
+
+
 def _print_items(items, as_json: bool, codes: bool = False) -> None:
     for item in items:
         if as_json:
@@ -126,7 +134,7 @@ def _print_items(items, as_json: bool, codes: bool = False) -> None:
             print(json.dumps(row))
         else:
             meta = meta_text(item.metadata, skip=())
-            print(f"id={item.id:<8d} {item.key}" + (f"  {meta}" if meta else "")
+            print(f"id={item.id:<8d} {one_line(item.key)}" + (f"  {meta}" if meta else "")
                   + (f"  code={item.code.hex()}" if codes and item.code is not None else ""))
 
 
@@ -194,6 +202,13 @@ def prefix_filter(prefix: str) -> str:
     return f'key like "{escaped}%"'
 
 
+def _not_found(result) -> str:
+    """"; not found: 1 id, 2 keys" (only what was missing), or nothing."""
+    parts = [plural(len(m), word) for m, word in ((result.missing_ids, "id"),
+                                                  (result.missing_keys, "key")) if m]
+    return f"; not found: {', '.join(parts)}" if parts else ""
+
+
 def cmd_delete(args) -> int:
     filters = [f for f in (args.filter, prefix_filter(args.prefix) if args.prefix else None) if f]
     expr = " and ".join(f"({f})" for f in filters) if filters else None
@@ -206,13 +221,13 @@ def cmd_delete(args) -> int:
                 args.keys else []
             if expr is not None:
                 items += list(client.scroll(expr, args.modality, page_size=500))
+            items = list({i.id: i for i in items}.values())  # an item named twice goes once
             _print_items(items, False)
-            print(f"{len(items)} {args.modality}s would be deleted (dry run)")
+            print(f"{plural(len(items), args.modality)} would be deleted (dry run)")
             return 0
         deleted = client.delete(args.ids, args.keys, args.modality, filter=expr)
-    print(f"{deleted} {args.modality}{'' if deleted == 1 else 's'} deleted"
-          + (f"; not found: {len(deleted.missing_ids)} ids, {len(deleted.missing_keys)} keys"
-             if deleted.missing_ids or deleted.missing_keys else ""))
+    print(f"{plural(int(deleted), args.modality)} deleted"
+          + _not_found(deleted))
     return 0
 
 
@@ -220,9 +235,8 @@ def cmd_update_metadata(args) -> int:
     with _client(args) as client:
         updated = client.update_metadata(args.ids, args.keys, parse_fields(args.fields),
                                          args.remove, args.replace, args.filter, args.modality)
-    print(f"{updated} {args.modality}{'' if updated == 1 else 's'} updated"
-          + (f"; not found: {len(updated.missing_ids)} ids, {len(updated.missing_keys)} keys"
-             if updated.missing_ids or updated.missing_keys else ""))
+    print(f"{plural(int(updated), args.modality)} updated"
+          + _not_found(updated))
     return 0
 
 

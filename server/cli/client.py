@@ -165,6 +165,13 @@ def cmd_index(args) -> int:
     keys = [str(p.resolve()) for p in files]
     with _client(args) as client:
         stale = stale_items(client, folders, args.recursive, set(keys)) if args.prune else []
+        empty = [f for f in folders if not any(k.startswith(str(f.resolve()).rstrip("/") + "/")
+                                               for k in keys)]
+        if stale and empty and not args.dry_run:  # an unmounted disk looks like this
+            print(f"crossbit index: {', '.join(map(str, empty))} holds no images, so --prune "
+                  f"would remove every stored image under it ({len(stale)} in all); if that is "
+                  "what you want, run crossbit delete --prefix FOLDER", file=sys.stderr)
+            return 1
         if args.dry_run:
             print(f"{plural(len(files), 'image')} would be sent (added, replaced or unchanged)"
                   + (f"; {plural(len(stale), 'stored image')} would be pruned (files gone):"
@@ -177,7 +184,7 @@ def cmd_index(args) -> int:
             with tqdm(total=len(files), unit="img", desc="indexing",
                       disable=not sys.stderr.isatty()) as bar:
                 response = client.add_images_detailed(
-                    files, keys=keys, metadata=[{"path": str(p), **meta} for p in files],
+                    files, keys=keys, metadata=[{"path": key, **meta} for key in keys],
                     progress=bar.update)
         pruned = client.delete([i.id for i in stale], modality="image") if stale else 0
     failed = response.failed if response is not None else 0

@@ -65,14 +65,17 @@ def cmd_export(args) -> int:
 
 
 def _rows(path: str):
+    """(line number, the row's dict or the reason it cannot be read) of every non-blank line."""
     f = sys.stdin if path == "-" else open(path, encoding="utf-8")
     try:
         for n, line in enumerate(f, 1):
             if line.strip():
                 try:
-                    yield n, json.loads(line)
+                    row = json.loads(line)
                 except ValueError as exc:
-                    raise ValueError(f"{path}:{n}: not JSON ({exc})") from None
+                    yield n, f"not JSON ({exc})"
+                    continue
+                yield n, row if isinstance(row, dict) else "not a JSON object"
     finally:
         if f is not sys.stdin:
             f.close()
@@ -83,7 +86,7 @@ def cmd_import(args) -> int:
 
     rows = _rows(args.file)
     first = next(rows, None)
-    if first is None or "crossbit_export" not in first[1]:
+    if first is None or not isinstance(first[1], dict) or "crossbit_export" not in first[1]:
         raise ValueError(f"{args.file} does not start with a crossbit export header")
     header = first[1]
     counts = {"added": 0, "replaced": 0, "unchanged": 0, "failed": 0}
@@ -94,20 +97,34 @@ def cmd_import(args) -> int:
 
         def flush_texts():
             if texts:
-                r = client.add_texts_detailed([t["metadata"].get("text", "") for t in texts],
-                                              keys=[t["key"] for t in texts],
-                                              metadata=[{k: v for k, v in t["metadata"].items()
-                                                         if k != "text"} for t in texts])
+                metas = [t.get("metadata") if isinstance(t.get("metadata"), dict) else {}
+                         for t in texts]
+                r = client.add_texts_detailed([str(m.get("text", "")) for m in metas],
+                                              keys=[t.get("key") for t in texts],
+                                              metadata=[{k: v for k, v in m.items() if k != "text"}
+                                                        for m in metas])
                 tally(r)
                 texts.clear()
 
         def flush_images():
-            if images:
-                stream = (pb.ImageItem(key=i["key"], code=bytes.fromhex(i["code"]),
-                                       embedding=i["embedding"], collection=args.collection,
-                                       attributes=_attributes(i["metadata"])) for i in images)
-                tally(client._call(client.stub.AddImagesStream, stream, retry=False))
+            if images:  # the messages made before sending: a bad row is refused alone
+                tally(client._call(client.stub.AddImagesStream, iter(images), retry=False))
                 images.clear()
+
+        def image_item(n: int, row: dict):
+            try:
+                return pb.ImageItem(key=row.get("key") or "", code=bytes.fromhex(row["code"]),
+                                    embedding=row.get("embedding") or [],
+                                    collection=args.collection,
+                                    attributes=_attributes(row.get("metadata") or {}))
+            except (ValueError, TypeError, KeyError) as exc:
+                refuse(n, row.get("key"), str(exc))
+                return None
+
+        def refuse(n: int, key, why: str):
+            counts["failed"] += 1
+            print(f"  refused: {args.file}:{n}" + (f" ({key})" if key else "") + f": {why}",
+                  file=sys.stderr)
 
         def tally(r):
             for name in ("added", "replaced", "unchanged", "failed"):
@@ -118,7 +135,9 @@ def cmd_import(args) -> int:
                           file=sys.stderr)
 
         for n, row in rows:
-            if row.get("modality") == "text":
+            if isinstance(row, str):
+                refuse(n, None, row)
+            elif row.get("modality") == "text":
                 texts.append(row)
             elif "code" not in row:
                 raise ValueError(f"{args.file}:{n}: an image without its code: export with "
@@ -130,7 +149,9 @@ def cmd_import(args) -> int:
                                  f"({info['model_fingerprint']}): codes of one model mean "
                                  "nothing to another")
             else:
-                images.append(row)
+                item = image_item(n, row)
+                if item is not None:
+                    images.append(item)
             if len(texts) >= args.batch:
                 flush_texts()
             if len(images) >= args.batch:
