@@ -46,6 +46,8 @@ def test_collections_lifecycle_and_isolation(make_server, tmp_path, model32):
     assert c.create_collection("shop", exist_ok=True)["name"] == "shop"
     with pytest.raises(InvalidArgument, match="exists already"):
         c.create_collection("shop")
+    with pytest.raises(InvalidArgument, match="exist_ok returns it only when"):
+        c.create_collection("shop", index="hnsw", exist_ok=True)  # not the flat one
     for bad in ("Shop", "1x", "a-b", "", "x" * 64, "../etc"):
         with pytest.raises(InvalidArgument, match="collection name"):
             c.create_collection(bad)
@@ -208,3 +210,64 @@ def test_token_file_is_read_and_reread(tmp_path):
     table.path = str(tmp_path / "tokens.json")
     assert "reloaded" in table.reload()
     assert table.authenticate(["Bearer bbbbbbbb"]).may("anything", "drop")
+
+
+def test_collection_calls_while_others_create_and_drop(make_server, tmp_path):
+    """Creates and drops of generated names race with list, describe, create (exist_ok),
+    searches and adds on them and on a steady collection: every answer is OK, NOT_FOUND or
+    INVALID_ARGUMENT (exists already), never INTERNAL, and the steady collection never fails."""
+    import random
+
+    running = make_server(data=str(tmp_path / "data"))
+    c = Client(f"127.0.0.1:{running.port}", retries=0)
+    c.create_collection("steady")
+    c.add_texts(["a dog"], keys=["s"], collection="steady")
+    names = [f"churn{i}" for i in range(3)]
+    stop, seen, lock = threading.Event(), {}, threading.Lock()
+
+    def tally(what, code):
+        with lock:
+            seen.setdefault((what, code), 0)
+            seen[(what, code)] += 1
+
+    calls = {"create": lambda n: c.create_collection(n),
+             "drop": lambda n: c.drop_collection(n, confirm=n),
+             "list": lambda n: c.list_collections(),
+             "describe": lambda n: c.describe_collection(n),
+             "create_ok": lambda n: c.create_collection(n, exist_ok=True),
+             "search": lambda n: c.search(text="a dog", modality="text", collection=n),
+             "add": lambda n: c.add_texts(["a cat"], keys=["k"], collection=n)}
+
+    def attempt(what, name):
+        try:
+            calls[what](name)
+            tally(what, "OK")
+        except CrossbitError as exc:
+            tally(what, exc.code)
+            assert name != "steady" or what == "create_ok", (what, exc)
+
+    def churn(seed):
+        rng = random.Random(seed)
+        while not stop.is_set():
+            name = rng.choice(names)
+            attempt("create", name)
+            attempt("drop", name)
+
+    def reader(seed):
+        rng = random.Random(seed)
+        while not stop.is_set():
+            attempt(rng.choice(["list", "describe", "create_ok", "search", "add"]),
+                    rng.choice(names + ["steady"]))
+
+    threads = [threading.Thread(target=churn, args=(i,)) for i in range(2)] + \
+        [threading.Thread(target=reader, args=(10 + i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    time.sleep(8)
+    stop.set()
+    for t in threads:
+        t.join()
+    codes = {code for (_, code) in seen}
+    assert codes <= {"OK", "NOT_FOUND", "INVALID_ARGUMENT"}, seen
+    assert seen.get(("list", "OK"), 0) > 10 and seen.get(("drop", "OK"), 0) > 2, seen
+    assert c.search(text="a dog", modality="text", collection="steady")[0].key == "s"

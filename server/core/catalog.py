@@ -13,7 +13,7 @@ import numpy as np
 
 from crossbit.indexer.call_context import within
 from crossbit.server.core.collections import DEFAULT, Collection
-from crossbit.server.core.exceptions import UnavailableError
+from crossbit.server.core.exceptions import NotFoundError, UnavailableError
 from crossbit.server.core.filtering import parse_filter
 from crossbit.server.core.requests import MODALITIES, Missing, StoredItem
 
@@ -165,13 +165,20 @@ class CatalogCalls:
     def create_collection(self, name: str, model: str | None = None, index: str | None = None,
                           options: dict | None = None, exist_ok: bool = False) -> dict:
         self._writable()
-        return self.registry.create(name, model or None, index or None, options, exist_ok).info()
+        return self.registry.create(name, model or None, index or None, options,
+                                    exist_ok).describe()
 
     def list_collections(self) -> list[dict]:
-        return [c.info() for c in sorted(self.registry.all(), key=lambda c: c.name)]
+        out = []
+        for c in sorted(self.registry.all(), key=lambda c: c.name):
+            try:
+                out.append(c.describe())
+            except NotFoundError:  # dropped meanwhile: no longer listed
+                pass
+        return out
 
     def describe_collection(self, name: str) -> dict:
-        return self.registry.get(name).info()
+        return self.registry.get(name).describe()
 
     def drop_collection(self, name: str, confirm: str) -> None:
         self._writable()

@@ -107,8 +107,17 @@ class Collection:
         for m in MODALITIES:
             folder = self.folder / f"{m}s"
             if folder.is_dir():
-                total += sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
+                for p in folder.iterdir():
+                    try:
+                        total += p.stat().st_size if p.is_file() else 0
+                    except FileNotFoundError:  # a WAL or temp file gone meanwhile
+                        pass
         return total
+
+    def describe(self) -> dict:
+        """:meth:`info` within :meth:`use` (NotFoundError when it is being dropped)."""
+        with self.use():
+            return self.info()
 
     def info(self) -> dict:
         counts = {m: self.indexes[m].stats()["items"] for m in MODALITIES}
@@ -280,9 +289,15 @@ class Registry:
             if existing is None and self.catalog is not None and self.catalog.record(name):
                 existing = self.get(name)
             if existing is not None:
-                if exist_ok:
+                if existing.dropping:
+                    raise NotFoundError(f"collection {name!r} is being dropped; create it again "
+                                        "once the drop is done")
+                if exist_ok and not _differs(existing.record, model, index, options):
                     return existing
-                raise ValueError(f"collection {name!r} exists already")
+                raise ValueError(f"collection {name!r} exists already" + (
+                    f" with model {existing.record.model}, index {existing.record.index} "
+                    f"{existing.record.options}: exist_ok returns it only when what was asked "
+                    "matches" if exist_ok else ""))
             record = CollectionRecord(name, model_spec(model), kind, options, time.time())
             self.models.get(record.model)  # an unknown model fails here, before anything is written
             if kind == "milvus":
@@ -361,3 +376,12 @@ def _fsync_dir(folder: Path) -> None:
 
 def closed_error(name: str) -> UnavailableError:
     return UnavailableError(f"collection {name!r} was dropped during the call")
+
+
+def _differs(record: CollectionRecord, model: str | None, index: str | None,
+             options: dict) -> bool:
+    """Whether a create asks for something other than an existing collection (what it leaves
+    out is not compared)."""
+    return bool((model and model_spec(model) != record.model)
+                or (index and index != record.index)
+                or (options and options != record.options))
