@@ -337,3 +337,78 @@ def test_thumbnails_are_what_they_were(width, height, side):
     buf = io.BytesIO()
     old.save(buf, format="JPEG", quality=80)
     assert make_thumbnail(image, side) == buf.getvalue()
+
+
+def _png_1bit(side: int) -> bytes:
+    """A 1-bit all-black PNG of side x side, compressed row by row (a few KB per 10^8 pixels)."""
+    import struct
+    import zlib
+
+    row, co = b"\x00" * (1 + (side + 7) // 8), zlib.compressobj(9)
+    idat = b"".join(co.compress(row) for _ in range(side)) + co.flush()
+
+    def chunk(kind, body):
+        return (struct.pack(">I", len(body)) + kind + body
+                + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0))
+            + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+
+
+def _containers(png: bytes) -> dict[str, bytes]:
+    """Formats that hold a PNG under a header of their own: an ICO entry claiming 16x16, an ICNS
+    ic07 entry (claiming 128x128)."""
+    import struct
+
+    ico = struct.pack("<HHH", 0, 1, 1) + struct.pack("<BBBBHHII", 16, 16, 0, 0, 1, 32, len(png),
+                                                     22) + png
+    entry = b"ic07" + struct.pack(">I", 8 + len(png)) + png
+    icns = b"icns" + struct.pack(">I", 8 + len(entry)) + entry
+    return {"ICO": ico, "ICNS": icns}
+
+
+@settings(max_examples=max(4, FUZZ // 20), deadline=None)
+@given(side=st.integers(1, 2500), container=st.sampled_from(["ICO", "ICNS"]))
+def test_formats_that_decode_while_opening_are_refused_undecoded(side, container):
+    """ICO and ICNS decode their embedded image inside Image.open, before any size check: they
+    are refused before that, whatever size the embedded image has (a 48 KB ICO held 4*10^8
+    pixels)."""
+    data = _containers(_png_1bit(side))[container]
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match="not a readable image"):
+        decode_image(data, 20_000_000, 40_000_000)
+    assert image_pixels(data, 20_000_000, 40_000_000) == 0
+    assert time.perf_counter() - start < 0.5  # refused from the header: nothing decoded
+
+
+def test_a_huge_ico_is_refused_at_once():
+    data = _containers(_png_1bit(20_000))["ICO"]  # 4*10^8 pixels in about 50 KB
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match="not a readable image"):
+        decode_image(data, 20_000_000, 40_000_000)
+    assert time.perf_counter() - start < 0.5, "the embedded PNG was decoded"
+
+
+Image.init()  # every plugin registered, so that Image.SAVE lists them all
+
+
+@pytest.mark.parametrize("fmt", sorted(Image.SAVE))
+def test_every_format_pillow_writes_is_read_from_its_header_or_refused(fmt):
+    """Every format Pillow can write: the ones served decode to their size; every other is
+    refused as unreadable (never decoded to learn its size)."""
+    from crossbit.server.core.images import FORMATS
+
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 48, 3), np.uint8))
+    out = io.BytesIO()
+    try:
+        image.save(out, fmt)
+    except Exception:  # this format cannot write an RGB image here (a plugin, a library)
+        pytest.skip(f"Pillow cannot write {fmt} here")
+    data = out.getvalue()
+    if fmt in FORMATS + ("MPO",) or (fmt == "DIB" and data[:2] == b"BM"):
+        decoded = decode_image(data, 20_000_000, 40_000_000)
+        assert decoded.size == (48, 32)
+        assert image_pixels(data, 20_000_000, 40_000_000) == 48 * 32
+    else:
+        with pytest.raises(ValueError, match="not a readable image"):
+            decode_image(data, 20_000_000, 40_000_000)

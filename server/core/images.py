@@ -14,6 +14,11 @@ from crossbit.server.core.jpeg import read_frame
 from crossbit.server.core.pixels import PixelBudget
 
 Image.MAX_IMAGE_PIXELS = None  # our own limit below is checked first, with a clear message
+# the formats read: each opens from its header alone, so its size is checked before any pixel is
+# decoded (ICO and ICNS decode the embedded image inside Image.open: a 48 KB ICO held a
+# 20000x20000 PNG; they, and every other format, are refused as unreadable)
+FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")  # JPEG opens MPO files too
+Image.init()  # their plugins registered (Image.open with formats= looks each one up)
 
 __all__ = ["PixelBudget", "decode_image", "image_pixels", "make_thumbnail"]
 
@@ -25,7 +30,9 @@ def _open(data: bytes, max_bytes: int, max_pixels: int) -> Image.Image:
         raise ValueError("image is empty (0 bytes)")
     if len(data) > max_bytes:
         raise LimitError(f"image is {len(data)} bytes; the limit is {max_bytes}")
-    image = Image.open(io.BytesIO(bytes(data)))
+    image = Image.open(io.BytesIO(bytes(data)), formats=FORMATS)
+    if getattr(image, "_im", None) is not None:  # a format that decodes while it opens: never past this point
+        raise ValueError(f"{image.format} images are decoded before their size can be checked")
     width, height = image.size  # from the header only
     if width * height > max_pixels:
         raise LimitError(f"image is {width}x{height} = {width * height} pixels; "
