@@ -40,6 +40,7 @@ from crossbit.indexer.milvus_rows import (
     same_vector,
 )
 from crossbit.indexer.milvus_schema import (
+    ASSIGNED_FROM,
     MAX_EMBEDDING_DIM,
     MAX_KEY_BYTES,
     MAX_TEXT,
@@ -221,6 +222,10 @@ class MilvusIndex(CollectionSchema, MilvusReads, Index):
                 refused[i] = (f"key {keys[i]!r} with id {ids[i]}: on the milvus kind a keyed item "
                               "takes its key's id (so that every server gives a key the same id "
                               "without asking the others); send the key or the id, not both")
+            elif ids[i] is not None and ids[i] >= ASSIGNED_FROM:
+                refused[i] = (f"id {ids[i]}: on the milvus kind caller ids are below 2**58 "
+                              f"({ASSIGNED_FROM}); ids from there up are Milvus's allocator's, "
+                              "given to items with neither key nor id")
             elif keys[i] is not None and len(keys[i].encode()) > MAX_KEY_BYTES:
                 refused[i] = f"key is over {MAX_KEY_BYTES} bytes (the milvus kind's limit)"
             elif len(metas[i].encode()) > MAX_TEXT:
@@ -234,10 +239,19 @@ class MilvusIndex(CollectionSchema, MilvusReads, Index):
             return StoreWrite(out, replaced, refused, outcomes)
         target = {i: key_id(keys[i]) if keys[i] is not None else ids[i] for i in live}
         with self._lock:
-            wanted = sorted({t for t in target.values() if t is not None})
-            stored = {int(r["id"]): r for r in self._by_ids(
-                wanted, ["id", "key", "code", "metadata", "embedding"], "Strong")}
-            new_ids = iter(self._allocate(sum(t is None for t in target.values())))
+            # the allocator's ids are read with the rest: one that a key's hash happens to hold
+            # (about 2**-63 per pair) is skipped, never overwritten
+            need = sum(t is None for t in target.values())
+            fresh = self._allocate(need)
+            wanted = sorted({t for t in target.values() if t is not None} | set(fresh))
+            fields = ["id", "key", "code", "metadata", "embedding"]
+            stored = {int(r["id"]): r for r in self._by_ids(wanted, fields, "Strong")}
+            while any(f in stored for f in fresh):
+                fresh = [f for f in fresh if f not in stored]
+                more = self._allocate(need - len(fresh))
+                stored.update({int(r["id"]): r for r in self._by_ids(more, fields, "Strong")})
+                fresh += more
+            new_ids = iter(fresh)
             claimed: dict[int, int] = {}
             rows, now = [], time.time()
             for i in live:

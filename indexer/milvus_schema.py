@@ -12,6 +12,8 @@ log = logging.getLogger(__name__)
 
 SCHEMA = 3  # 1: a local id counter; 2: the key as a VARCHAR primary key (before 2026-12-03)
 MAX_TEXT = 65535  # Milvus's VARCHAR limit, in bytes
+# caller ids are below; the allocator's ids (Milvus auto ids: about 2**58.7, 2**58 since 2004) above
+ASSIGNED_FROM = 2**58
 MAX_KEY_BYTES = 4096
 MAX_EMBEDDING_DIM = 4096  # Milvus's ARRAY capacity limit
 

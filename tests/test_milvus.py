@@ -245,3 +245,33 @@ def test_key_and_caller_id_together_are_refused_alone(open_milvus):
     assert "send the key or the id, not both" in write.refused[1]
     other = open_milvus(name=None)  # another collection: the same key gets the same id
     assert other.add(codes[:1], keys=["a"]).tolist() == [write.ids[0]]
+
+
+@settings(max_examples=4, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@given(offsets=st.lists(st.integers(-400, 400), min_size=1, max_size=12, unique=True),
+       keyless=st.integers(1, 30))
+def test_assigned_ids_never_take_a_caller_item(offsets, keyless, tmp_path_factory):
+    """Caller ids near the allocator's ids (the ones an outside review raced): those at or past
+    2**58 are refused per item (the allocator's range), those below are kept, and keyless
+    items added afterwards never land on an id a caller item holds."""
+    from crossbit.indexer.milvus_schema import ASSIGNED_FROM
+
+    folder = tmp_path_factory.mktemp("assigned")
+    with open_index(folder / "i", 64, "milvus", uri=str(folder / "m.db"),
+                    collection="crossbit_test_assigned") as milvus:
+        codes = np.arange(8 * 64, dtype=np.uint8).reshape(64, 8)
+        [first] = milvus.add(codes[:1]).tolist()
+        assert first >= ASSIGNED_FROM
+        near = [first + o for o in offsets] + [ASSIGNED_FROM - 1 - abs(o) for o in offsets]
+        near = [i for i in dict.fromkeys(near) if i != first]
+        write = milvus.add_items(codes[:len(near)] ^ 0xFF, ids=near)
+        for item_id, outcome, why in zip(near, write.outcomes,
+                                         [write.refused.get(i) for i in range(len(near))]):
+            if item_id >= ASSIGNED_FROM:
+                assert outcome == "refused" and "below 2**58" in why
+            else:
+                assert outcome == "added", why
+        held = {i for i, o in zip(near, write.outcomes) if o == "added"}
+        assigned = milvus.add(codes[:keyless]).tolist()
+        assert not set(assigned) & (held | {first}) and len(set(assigned)) == keyless
+        assert milvus.count() == 1 + len(held) + keyless
