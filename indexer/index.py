@@ -253,6 +253,8 @@ class BinaryIndex(FilteredIndex, Upkeep, Index):
         with self._lock.read():
             if flt is None:
                 ids, distances = self.backend.search(codes, k, nprobe)
+                if not self.backend.exact:
+                    ids, distances = self._complete(codes, k, ids, distances)
             else:
                 ids, distances = self._filtered_search(codes, k, nprobe, flt)
         ids = np.asarray(ids, dtype=np.int64)
@@ -268,7 +270,7 @@ class BinaryIndex(FilteredIndex, Upkeep, Index):
     def range_search(self, codes: np.ndarray, radius: int,
                      filter: Filter | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
         """Hash lookup: per query, (ids, distances) of every (matching) item within Hamming
-        ``radius``; with a filter, exact on every kind."""
+        ``radius``, exact on every kind (IVF and HNSW answer it with the exact scan)."""
         self._check_open()
         codes = check_codes(codes, self.bits, "query codes")
         radius = check_radius(radius, self.bits)
@@ -277,6 +279,8 @@ class BinaryIndex(FilteredIndex, Upkeep, Index):
         with self._lock.read():
             if flt is not None:
                 return self._filtered_range(codes, radius, flt)
+            if not self.backend.exact:
+                return self._range_in(codes, radius, self.attributes.live)
             return self.backend.range_search(codes, radius)
 
     def items(self, ids: Sequence[int], max_bytes: int | None = None) -> dict[int, Item]:

@@ -145,8 +145,23 @@ class FilteredIndex:
         return ids, distances
 
     def _filtered_range(self, codes: np.ndarray, radius: int, flt: Filter):
+        return self._range_in(codes, radius, self.attributes.select_slots(flt))
+
+    def _complete(self, codes: np.ndarray, k: int, ids: np.ndarray, distances: np.ndarray):
+        """An approximate kind's answer, with every query left short of min(k, items) answered
+        by the exact scan instead (IVF lists left unprobed after deletes, HNSW graphs cut
+        apart): never fewer hits than items, at any size."""
+        ids = np.asarray(ids, np.int64)
+        want = min(k, len(self.attributes))
+        short = np.flatnonzero((ids >= 0).sum(1) < want)
+        if len(short):
+            ids, distances = ids.copy(), np.array(distances, copy=True)
+            ids[short], distances[short] = self._exact_in(codes[short], k, self.attributes.live)
+        return ids, distances
+
+    def _range_in(self, codes: np.ndarray, radius: int, found):
         attrs = self.attributes
-        slots = np.frombuffer(attrs.select_slots(flt).to_array(), np.uint32).astype(np.int64)
+        slots = np.frombuffer(found.to_array(), np.uint32).astype(np.int64)
         out = []
         for query in words(codes):
             d = distances_in(query, attrs.codes, slots)
