@@ -275,3 +275,18 @@ def test_assigned_ids_never_take_a_caller_item(offsets, keyless, tmp_path_factor
         assigned = milvus.add(codes[:keyless]).tolist()
         assert not set(assigned) & (held | {first}) and len(set(assigned)) == keyless
         assert milvus.count() == 1 + len(held) + keyless
+
+
+def test_a_scroll_right_after_deletes_sees_them(open_milvus):
+    """A server's own deletes are out of its next scroll at once (Session consistency), as
+    they are out of its counts and gets: rounds of add 6, delete 5, scroll."""
+    milvus = open_milvus()
+    rng = np.random.default_rng(5)
+    kept: set[int] = set()
+    for _ in range(4):
+        ids = milvus.add(rng.integers(0, 256, (6, 8), dtype=np.uint8)).tolist()
+        milvus.remove(ids[1:])
+        kept.add(ids[0])
+        page = [item.id for item in milvus.scroll(None, 100)]
+        assert sorted(page) == sorted(kept), (page, kept)
+        assert milvus.count() == len(kept)
