@@ -215,3 +215,36 @@ def test_call_scope_cancels_queued_work_when_the_call_fails():
     batcher.close()
     assert all(f.cancelled() for f in futures)
     assert np.all([f.done() for f in futures])
+
+
+def test_images_of_a_caller_who_has_gone_are_not_decoded(make_server, photos):
+    """AddImages and Encode of many images with a short deadline: decoding stops at the first
+    image after the deadline (each decode is slowed to 0.1 s here), and the call ends with
+    CallerGone (DEADLINE_EXCEEDED on the wire); nothing of the add is stored."""
+    from crossbit.server.core.requests import NewItem
+
+    running = make_server()
+    core = running.core
+    decoded = []
+    real = core.checks.decode
+
+    def slow(data, budget):
+        decoded.append(1)
+        time.sleep(0.1)
+        return real(data, budget)
+
+    core.checks.decode = slow
+    images = [photos[name] for name in sorted(photos)] * 10
+    for call in (lambda: core.add("image", [NewItem(p, key=f"g{n}") for n, p in
+                                            enumerate(images)], timeout=0.5),
+                 lambda: core.encode([], images, timeout=0.5)):
+        decoded.clear()
+        try:
+            call()
+        except (CallerGone, TimeoutError):
+            pass
+        else:
+            raise AssertionError("the call outlived its deadline")
+        assert len(decoded) <= 8, f"{len(decoded)} images decoded for a caller gone after 0.5 s"
+    with Client(f"127.0.0.1:{running.port}") as client:
+        assert client.count() == 0

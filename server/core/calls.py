@@ -57,6 +57,15 @@ def current() -> CallScope | None:
     return _current.get()
 
 
+def check_caller() -> None:
+    """Raise CallerGone when the call running on this thread has expired or was cancelled
+    (asked between the items of a call, before each decode)."""
+    scope = _current.get()
+    if scope is not None and scope.expired():
+        raise CallerGone("the caller's deadline passed or it cancelled: the rest of its items "
+                         "were not computed")
+
+
 @contextmanager
 def call_scope(timeout: float | None = None, on_done=None) -> Iterator[CallScope]:
     """Run one call in a scope: work it queues is tracked, and cancelled when the block ends

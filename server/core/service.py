@@ -13,7 +13,7 @@ import numpy as np
 from crossbit.indexer.call_context import within
 from crossbit.server.config import ServerConfig
 from crossbit.server.core.batching import MicroBatcher
-from crossbit.server.core.calls import ensure_scope
+from crossbit.server.core.calls import check_caller, ensure_scope
 from crossbit.server.core.catalog import CatalogCalls
 from crossbit.server.core.collections import DEFAULT, Collection, CollectionRecord, Registry
 from crossbit.server.core.exceptions import LimitError, UnavailableError
@@ -108,6 +108,7 @@ class RetrievalCore(SearchCalls, CatalogCalls):
         texts = [self.checks.text(t) for t in texts]
         decoded, budget = [], self.checks.budget(images, _remaining(deadline))
         for i, data in enumerate(images):
+            check_caller()
             try:
                 decoded.append(self.checks.decode(data, budget))
             except ValueError as exc:
@@ -162,6 +163,7 @@ class RetrievalCore(SearchCalls, CatalogCalls):
                     thumbs.append(None)
                     previews.append(None)
                 elif modality == "image":
+                    check_caller()  # CallerGone is no item's fault: it ends the call
                     image = self.checks.decode(item.payload, budget)
                     thumbs.append(make_thumbnail(image, self.config.thumbnail_size)
                                   if self.config.thumbnails else None)
