@@ -140,6 +140,9 @@ def decode(token: Token, expr: str) -> list[tuple[str, bool]]:
         code = int(digits, 16)
         if code > 0x10FFFF:
             raise FilterError(f"\\U{digits} is past the last Unicode code point", base + i, expr)
+        if 0xD800 <= code <= 0xDFFF:  # no stored text holds one: UTF-8 cannot carry it
+            raise FilterError(f"\\{nxt}{digits} is a surrogate, not a character (write the "
+                              "character itself, or \\U and its code point)", base + i, expr)
         out.append((chr(code), True))
         i += 2 + width
     return out

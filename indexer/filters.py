@@ -109,6 +109,9 @@ def parse(expr: str) -> Filter:
                           expr)
     if not expr.strip():
         raise FilterError("the expression is empty", 0, expr)
+    bad = next((i for i, c in enumerate(expr) if "\ud800" <= c <= "\udfff"), None)
+    if bad is not None:  # not text (UTF-8 cannot carry it): only a Python caller can send one
+        raise FilterError("a lone surrogate is not a character", bad, expr)
     try:
         tree = lark_parser().parse(expr)
     except UnexpectedInput as exc:

@@ -176,3 +176,13 @@ def test_check_metadata():
             check_metadata(bad)
     with pytest.raises(ValueError, match="dict of fields"):
         check_metadata(["a"])
+
+
+@pytest.mark.parametrize("expr, position", [('album == "\\uD800"', 10), ('t contains "\\udfff"', 12),
+                                            ('a == "\ud800"', 6), ("a == 1 or \udc00", 10)])
+def test_surrogates_are_refused_with_their_position(expr, position):
+    """A surrogate (escaped, or raw from a Python caller) is no character: no stored text
+    holds one, and Milvus could not be sent one; refused where it stands."""
+    with pytest.raises(FilterError) as info:
+        parse(expr)
+    assert info.value.position == position, str(info.value)

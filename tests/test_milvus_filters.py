@@ -141,6 +141,17 @@ def test_expressions_are_written_not_pasted():
         to_milvus(parse("not a < 1"), lite=True)
     with pytest.raises(Unsupported, match="line break"):
         to_milvus(parse('a == "x\\ny"'), lite=True)
+    # what Milvus cannot take is refused here (INVALID_ARGUMENT), never sent (UNAVAILABLE)
+    for expr in ("year == -9223372036854775808", "year > -9223372036854775808 or x == 1",
+                 'tags contains "a" and not p <= -9223372036854775808'):
+        with pytest.raises(Unsupported, match="int64 minimum"):
+            to_milvus(parse(expr))
+    assert "-9223372036854775807" in to_milvus(parse("year > -9223372036854775807"))
+    for n, joiner in ((257, " or "), (300, " and "), (257, " or not ")):
+        with pytest.raises(Unsupported, match=f"has {n} comparisons"):
+            to_milvus(parse(joiner.join(f"(year == {i})" for i in range(n))))
+    to_milvus(parse(" or ".join(f"year == {i}" for i in range(256))))
+    to_milvus(parse("year in [" + ", ".join(map(str, range(3000))) + "]"))  # one comparison
     assert fields_of(flt.root) == {'x"] or id >= 0 or metadata["y', "key"}
 
 
