@@ -92,6 +92,10 @@ def test_deletes_and_missing_files(served, photos, tmp_path):
     key = str((folder / "coffee.jpg").resolve())
     out = run("delete", "--key", key, "--key", "/never/added.jpg", *address)
     assert "1 image deleted; not found: 1 key\n" in out.stdout
+    typo = run("delete", "--filter", "year ==", *address, check=False)
+    assert typo.returncode != 0 and "position 7" in typo.stderr, typo.stderr  # as typed
+    null = run("update-metadata", "--key", key, "--set", "n=null", *address, check=False)
+    assert null.returncode != 0 and "--remove" in null.stderr, null.stderr
     again = run("delete", "--key", key, *address)  # a retried delete succeeds
     assert "0 images deleted" in again.stdout
     dry = run("delete", "--prefix", folder, "--dry-run", *address)

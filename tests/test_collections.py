@@ -203,6 +203,10 @@ def test_token_file_is_read_and_reread(tmp_path):
     assert table.authenticate(["Bearer aaaaaaaa"]).may("shop", "search")
     path.write_text("not = [valid")
     assert "not reloaded" in table.reload()
+    for typo in ("Shop", "sh*p", "../shop", ""):  # names no collection can have: a typo
+        path.write_text('[[token]]\nname = "a"\ntoken = "aaaaaaaa"\n'
+                        f'collections = {{ {json.dumps(typo)} = "read" }}\n')
+        assert "can never be a collection name" in table.reload()
     assert table.authenticate(["Bearer aaaaaaaa"]).name == "a"  # the old tokens stay
     path.write_text(json.dumps({"token": [{"name": "b", "token": "bbbbbbbb",
                                            "collections": {"*": "admin"}}]}))

@@ -73,6 +73,16 @@ def test_count_and_delete_by_filter_and_errors(served):
                                                 "filter": 'tags contains "space"'})
     assert r.status_code == 200 and {h["key"] for h in r.json()["hits"]} == {"rocket",
                                                                               "astronaut"}
+    # "more like this" pages and cuts as a search does
+    like = {"like": ids["coffee"], "k": 2}
+    whole = [h["id"] for h in httpx.get(f"{base}/api/search", params={**like, "k": 5}).json()["hits"]]
+    paged = [h["id"] for o in (0, 2, 4) for h in
+             httpx.get(f"{base}/api/search", params={**like, "offset": o}).json()["hits"]]
+    assert paged == whole and len(whole) == 5
+    scores = [h["score"] for h in httpx.get(f"{base}/api/search",
+                                            params={**like, "k": 5}).json()["hits"]]
+    cut = httpx.get(f"{base}/api/search", params={**like, "k": 5, "min_score": scores[1]})
+    assert [h["score"] for h in cut.json()["hits"]] == [s for s in scores if s >= scores[1]]
     bad = httpx.get(f"{base}/api/search", params={"q": "a", "filter": "year >>= 1"})
     assert bad.status_code == 400 and "position" in bad.json()["error"]["message"]
     assert httpx.get(f"{base}/api/count", params={"filter": "year < 2024"}).json()["count"] == 2

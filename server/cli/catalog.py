@@ -102,7 +102,9 @@ def _item_args(p) -> None:
 
 
 def parse_fields(pairs: list[str], flag: str = "--set") -> dict:
-    """``k=v`` pairs: v as JSON when it parses (numbers, true/false, lists), else a string."""
+    """``k=v`` pairs: v as JSON when it parses (numbers, true/false, lists of strings, a quoted
+    string), else the text as a string; JSON that metadata cannot hold (null, an object) is
+    refused, not stored as its text."""
     out = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -110,9 +112,13 @@ def parse_fields(pairs: list[str], flag: str = "--set") -> dict:
             raise ValueError(f"{flag} {pair!r}: expected NAME=VALUE")
         try:
             parsed = json.loads(value)
-            out[key] = parsed if isinstance(parsed, (int, float, bool, list)) else value
         except ValueError:
             out[key] = value
+            continue
+        if parsed is None or isinstance(parsed, dict):
+            raise ValueError(f"{flag} {pair!r}: metadata values are strings, numbers, true/false "
+                             "or lists of strings (to remove a field: --remove NAME)")
+        out[key] = parsed
     return out
 
 
@@ -211,7 +217,9 @@ def _not_found(result) -> str:
 
 def cmd_delete(args) -> int:
     filters = [f for f in (args.filter, prefix_filter(args.prefix) if args.prefix else None) if f]
-    expr = " and ".join(f"({f})" for f in filters) if filters else None
+    # one filter goes as typed (its error positions are the user's); two are joined
+    expr = filters[0] if len(filters) == 1 else \
+        " and ".join(f"({f})" for f in filters) if filters else None
     if not args.ids and not args.keys and expr is None:
         print("crossbit delete: give --id, --key, --prefix or --filter", file=sys.stderr)
         return 2

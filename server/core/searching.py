@@ -102,7 +102,7 @@ class SearchCalls:
                              rerank))
         found = [future.result(timeout=_remaining(deadline)) for future, _ in searches]
         for (rows, _, _), q, coll in zip(found, queries, colls):
-            rows[:] = [_page(r, q.offset, q.min_score, coll.bits) for r in rows]
+            rows[:] = [page_hits(r, q.offset, q.min_score, coll.bits) for r in rows]
         with within(deadline, fresh=any(q.fresh for q in queries)):
             hits = self.hits([q.modality for q in queries], [rows[0] for rows, _, _ in found],
                              [items for _, _, items in found], colls)
@@ -212,7 +212,7 @@ class SearchCalls:
                 "or fewer queries per call")
 
 
-def _page(row: tuple, offset: int, min_score: float | None, bits: int) -> tuple:
+def page_hits(row: tuple, offset: int, min_score: float | None, bits: int) -> tuple:
     """One query's hits from ``offset`` on, without those scoring under ``min_score``."""
     ids, dist, scores = row
     ids, dist = ids[offset:], dist[offset:]

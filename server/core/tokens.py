@@ -12,6 +12,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from crossbit.server.core.collections import NAME, NAME_RULE
 from crossbit.server.core.exceptions import PermissionDenied, Unauthenticated
 
 log = logging.getLogger(__name__)
@@ -167,6 +168,9 @@ def read_token_file(path: str) -> list[tuple[Principal, bytes]]:
             raise ValueError(f"{where} ({name}): 'collections' must map collection names (or "
                              "'*') to a role")
         for collection, role in roles.items():
+            if collection != ANY and not NAME.fullmatch(collection):  # a typo would grant nothing
+                raise ValueError(f"{where} ({name}): {collection!r} can never be a collection "
+                                 f"name ({NAME_RULE}; '*' for every collection)")
             if role not in ROLES:
                 raise ValueError(f"{where} ({name}): role {role!r} on {collection!r} is not one of "
                                  f"{', '.join(ROLES)}")

@@ -166,7 +166,8 @@ def build_app(core: RetrievalCore, config: ServerConfig,
                 raise NotFoundError(f"unknown id {like_id}")
             result = await run_in_threadpool(browser.like, like_id, source, params["top_k"],
                                               params["modality"], None, collection,
-                                              params["filter"])
+                                              params["filter"], params["offset"],
+                                              params["min_score"])
             return JSONResponse(result_json(result, started))
         text = request.query_params.get("q")
         if text is None:
