@@ -174,10 +174,10 @@ def catalog(tmp_path_factory):
     root = tmp_path_factory.mktemp("catalog")
     make_synthetic(root / "data", n_images=60, seed=2)
     base = ["train", "--captions", str(root / "data" / "captions.csv"), "--images",
-            str(root / "data" / "images"), "--cache", str(root / "cache"), "--val-images", "15"]
+            str(root / "data" / "images"), "--cache", str(root / "cache"), "--val-images", "20"]
     good = root / "good"  # fresh 16-bit heads trained well: a model to start from
     assert main([*base, "--out", str(good), "--bits", "16", "--epochs", "40",
-                 "--distill", "0"]) == 0
+                 "--distill", "0", "--keep-trained"]) == 0  # whatever the shipped model scores
     return root, base, good
 
 
@@ -193,7 +193,7 @@ def test_train_starts_from_a_model_and_writes_it_back_when_training_does_not_bea
     assert main([*wrecked, "--out", str(tmp_path / "kept")]) == 0
     out = capsys.readouterr().out
     assert f"heads start from the heads of {good}" in out
-    assert f"kept {good}: no epoch of training beat it on the 15 held-out images" in out
+    assert f"kept {good}: no epoch of training beat it on the 20 held-out images" in out
     written, source = HashModel.load(tmp_path / "kept"), HashModel.load(good)
     assert written.fingerprint()["fingerprint"] == source.fingerprint()["fingerprint"]
     assert extra(tmp_path / "kept")["written"] == "reference"
@@ -210,7 +210,7 @@ def test_train_starts_from_the_shipped_model_by_default_and_says_what_it_wrote(
     capsys.readouterr()
     assert main([*base, "--out", str(tmp_path / "m"), "--epochs", "2"]) == 0
     out = capsys.readouterr().out
-    assert "15 images held out for early stopping and the final comparison; batches of 32" in out
+    assert "20 images held out for early stopping and the final comparison; batches of 32" in out
     assert "heads start from the shipped model's heads" in out
     notes = extra(tmp_path / "m")
     assert notes["start"] == "default" and notes["verdict"]["reference"] == "default"
@@ -245,6 +245,10 @@ def test_train_replays_the_starting_models_data_when_given(catalog, tmp_path, ca
     (["--replay-share", "1"], "--replay-share must be between 0 and 1"),
     (["--seeds", "2", "--val-images", "0"], "--seeds above 1"),
     (["--crop-views", "-1"], "--crop-views must be >= 0"),
+    (["--val-images", "5"], "--val-images 5: at least 20 images"),
+    (["--lr", "-1"], "--lr must be > 0"),
+    (["--weight-decay", "-1"], "--weight-decay must be >= 0"),
+    (["--dropout", "2"], "--dropout must be in [0, 1)"),
 ])
 def test_refusals_speak_in_flags(flags, message, tmp_path, capsys):
     args = ["train", "--captions", "none.csv", "--images", str(tmp_path), "--out",
@@ -252,3 +256,61 @@ def test_refusals_speak_in_flags(flags, message, tmp_path, capsys):
     assert main(args) == 1
     err = capsys.readouterr().err
     assert message in err and "tune_text" not in err and "val_images" not in err
+
+
+
+def test_other_heads_are_still_compared_with_the_shipped_model(catalog, tmp_path, capsys):
+    """Heads of another shape (--hidden) read the same backbone features as the shipped
+    model: the comparison is made, and the better model written."""
+    root, base, _ = catalog
+    capsys.readouterr()
+    assert main([*base, "--out", str(tmp_path / "m"), "--hidden", "256", "--epochs", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "heads start from fresh heads: the shipped model differs in --hidden" in out
+    assert "no comparison" not in out
+    notes = extra(tmp_path / "m")
+    assert notes["verdict"]["reference"] == "default"
+    shipped = HashModel.load().fingerprint()["fingerprint"]
+    mine = HashModel.load(tmp_path / "m").fingerprint()["fingerprint"]
+    assert (mine == shipped) == (notes["written"] == "reference")
+
+
+def test_nothing_held_out_is_refused_unless_keep_trained(tmp_path, capsys, caplog):
+    """A catalog too small to hold images out (or --val-images 0) cannot be checked against
+    the shipped model: refused in flag words before any training, and written unchecked,
+    with a warning, only with --keep-trained."""
+    make_synthetic(tmp_path / "small", n_images=30, seed=4)
+    args = ["train", "--captions", str(tmp_path / "small" / "captions.csv"), "--images",
+            str(tmp_path / "small" / "images"), "--cache", str(tmp_path / "cache"),
+            "--epochs", "2"]
+    capsys.readouterr()
+    assert main([*args, "--out", str(tmp_path / "refused")]) == 1
+    err = capsys.readouterr().err
+    assert "cannot be checked against default" in err and "--keep-trained" in err
+    assert "val_images" not in err and not (tmp_path / "refused").exists()
+    with caplog.at_level(logging.WARNING):
+        assert main([*args, "--keep-trained", "--out", str(tmp_path / "told")]) == 0
+    assert any("written unchecked" in r.getMessage() for r in caplog.records)
+    assert extra(tmp_path / "told")["written"] == "trained"
+    assert main([*args, "--seeds", "2", "--out", str(tmp_path / "seeds")]) == 1
+    assert "none are held out from 30 images: give --val-images 20" in capsys.readouterr().err
+
+
+def test_a_result_is_whole_without_the_init_folder(catalog, tmp_path, capsys):
+    """A model started from a folder with its own text model (--tune-text writes one) is
+    written with its text model, so it loads when the --init folder is gone."""
+    import shutil
+
+    root, base, _ = catalog
+    tuned = tmp_path / "tuned"
+    assert main([*base, "--out", str(tuned), "--tune-text", "--tune-epochs", "1",
+                 "--tune-rounds", "1", "--epochs", "1", "--keep-trained"]) == 0
+    config = json.loads((tuned / "config.json").read_text())
+    assert "heads_verdict" in json.dumps(config)  # the heads were judged before tuning
+    moved = tmp_path / "moved"
+    shutil.copytree(tuned, moved)
+    assert main([*base, "--out", str(tmp_path / "again"), "--init", str(moved), "--epochs", "1"]) == 0
+    shutil.rmtree(moved)
+    shutil.rmtree(tuned)
+    again = HashModel.load(tmp_path / "again")
+    assert (tmp_path / "again" / "text_model").is_dir() and again.encode_texts(["a red circle"])

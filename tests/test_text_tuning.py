@@ -27,8 +27,8 @@ def tuned(tmp_path_factory):
     args = ["train", "--captions", str(root / "data" / "captions.csv"), "--images",
             str(root / "data" / "images"), "--out", str(out), "--bits", "32", "--epochs", "3",
             "--val-images", "0", "--batch-size", "16", "--cache", str(root / "cache"),
-            "--tune-text", "--tune-epochs", "2", "--text-lr", "1e-4"]
-    assert main(args) == 0  # nothing held out: fixed epochs, the last weights kept
+            "--tune-text", "--tune-epochs", "2", "--text-lr", "1e-4", "--keep-trained"]
+    assert main(args) == 0  # nothing held out: fixed epochs, the last weights kept (unchecked)
     return root, out, args
 
 
@@ -51,7 +51,7 @@ def test_early_stopping_keeps_the_best_epoch_counting_the_start(tuned, tmp_path)
     root, out, args = tuned
     held = tmp_path / "held"
     args = [str(held) if a == str(out) else a for a in args]
-    args[args.index("--val-images") + 1] = "12"
+    args[args.index("--val-images") + 1] = "20"
     assert main(args) == 0
     config = json.loads((held / "config.json").read_text())
     history = config["extra"]["results"]["history"]

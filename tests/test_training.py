@@ -213,18 +213,18 @@ def test_train_and_evaluate_commands(synthetic, tmp_path, capsys):
     out = tmp_path / "model"
     assert main(["train", "--captions", str(root / "captions.csv"), "--images",
                  str(root / "images"), "--out", str(out), "--bits", "32", "--epochs", "4",
-                 "--val-images", "10", "--batch-size", "16", "--crop-views", "2", "--cache",
-                 str(tmp_path / "cache")]) == 0
+                 "--val-images", "20", "--batch-size", "16", "--crop-views", "2", "--cache",
+                 str(tmp_path / "cache"), "--keep-trained"]) == 0
     config = json.loads((out / "config.json").read_text())
-    assert config["bits"] == 32 and config["extra"]["data"]["val_images"] == 10
+    assert config["bits"] == 32 and config["extra"]["data"]["val_images"] == 20
     assert config["extra"]["training"]["crop_views"] == 2
     held_out = config["extra"]["held_out"]  # the early-stopping images' figures
-    assert held_out["images"] == 10 and held_out["bits"] == 32
+    assert held_out["images"] == 20 and held_out["bits"] == 32
     assert 0 <= held_out["text_to_image"]["recall@10"] <= 100
     # the one-line summary puts the shipped model beside the new one, on the same images
     summary = [line for line in capsys.readouterr().out.splitlines() if line.startswith("held-out")]
     assert len(summary) == 1 and "the shipped model on the same images" in summary[0]
-    assert held_out["shipped_model"]["images"] == 10 and held_out["shipped_model"]["bits"] == 64
+    assert held_out["shipped_model"]["images"] == 20 and held_out["shipped_model"]["bits"] == 64
     cached = [np.load(f) for f in sorted((tmp_path / "cache").glob("img-*.npy"))]
     assert len(cached) == 4  # the images, mirrored, two crop views: all different
     assert all(a.shape == cached[0].shape for a in cached)

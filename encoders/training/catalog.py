@@ -24,13 +24,19 @@ FLAGS = {"bits": "--bits", "image_backbone": "--backbone", "image_weights": "--b
          "semantics": "class semantics"}
 
 
+MIN_HELD_OUT = 20  # fewer held-out images cannot tell a better model from a lucky one
+FEATURES = ("image_backbone", "image_weights", "text_model")  # what two models must share to
+# be scored on the same held-out features
+
+
 def auto_held_out(n_images: int) -> int:
     """Images held out for early stopping and the final comparison, from the data size.
 
-    None below 40 images; a quarter up to 50 images (so that a few lucky queries do not
-    decide); a tenth from 500 images on, at most 500.
+    None below 80 images (the comparison needs MIN_HELD_OUT, and they would be a quarter of
+    the data); a quarter up to 50 images (so that a few lucky queries do not decide); a tenth
+    from 500 images on, at most 500.
     """
-    if n_images < 40:
+    if n_images < 4 * MIN_HELD_OUT:
         return 0
     return min(500, max(min(50, n_images // 4), n_images // 10))
 
@@ -55,7 +61,7 @@ class Plan:
         """One line for the user: the values and where they came from."""
         held = (f"{self.val_images} images held out for early stopping and the final "
                 "comparison" if self.val_images else
-                "nothing held out (too few images): fixed epochs, no comparison")
+                "nothing held out: fixed epochs, no comparison")
         auto = ", ".join(f"--{name.replace('_', '-')}" for name in self.chosen)
         return (f"{held}; batches of {self.batch_size}, learning rate {self.lr:g}, up to "
                 f"{self.epochs} epochs, stopping after {self.patience} without a better held-out "
@@ -149,14 +155,24 @@ def reference_model(start: Start, model_config: ModelConfig,
 
     Returns:
         (a fresh copy of the starting model, its name), else (the shipped default,
-        "default") when its codes are the same kind (same architecture), else (None, None).
+        "default") when it reads the same backbone features (its heads, bits and code sizes
+        may differ: search quality is compared, not the codes), else (None, None).
     """
     if start.source is not None:
         return HashModel.load(start.source, device=device), start.source
     shipped = HashModel.load("default", device=device)
-    if differences(model_config, shipped.config):
+    if set(differences(model_config, shipped.config)) & set(FEATURES):
         return None, None
     return shipped, "default"
+
+
+def comparable(start: Start, model_config: ModelConfig) -> str | None:
+    """The name of the model a training run would be compared with, if it could hold images
+    out (None when none reads the same features)."""
+    if start.source is not None:
+        return start.source
+    shipped = HashModel.load("default").config
+    return None if set(differences(model_config, shipped)) & set(FEATURES) else "default"
 
 
 @dataclass

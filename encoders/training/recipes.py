@@ -13,9 +13,12 @@ import numpy as np
 from crossbit.encoders.config import ModelConfig
 from crossbit.encoders.model import HashModel
 from crossbit.encoders.runtime import use_image_runtime
+from crossbit.encoders.text_models import list_text_models as text_model_names
 from crossbit.encoders.training.catalog import (
+    MIN_HELD_OUT,
     Verdict,
     choose_start,
+    comparable,
     compare,
     reference_model,
     verdict_line,
@@ -257,6 +260,17 @@ def train_model(model_config: ModelConfig, train_config: TrainConfig, pairs: Pai
     start = choose_start("none" if train_config.finetune else init, model_config,
                          len(pairs.images), device)
     say(f"heads start from {start.reason}")
+    if not val_images and not train_config.finetune:  # never a silent loss: no unchecked model
+        against = comparable(start, model_config)
+        if against is not None and not keep_trained:
+            raise ValueError(
+                f"nothing is held out ({len(pairs.images)} images; under {4 * MIN_HELD_OUT} none "
+                f"are, or --val-images 0), so the trained model cannot be checked against "
+                f"{against}: give --val-images {MIN_HELD_OUT} or more to check it, or "
+                "--keep-trained to write it unchecked")
+        if against is not None:
+            log.warning("the trained model is written unchecked (--keep-trained): nothing was "
+                        "held out to compare it with %s", against)
     model = start.model if start.model is not None else new_model(model_config, device)
     model_config = model.config
     held = held_out_images(len(pairs.images), val_images, train_config.seed) if val_images \
@@ -275,8 +289,19 @@ def train_model(model_config: ModelConfig, train_config: TrainConfig, pairs: Pai
                            train_config.crop_views)
     notes = {"start": start.source or "fresh heads"}
     if train_config.tune_text:
-        result = _tune(model, start.model is not None, init not in ("auto", "none"), features,
-                       held, pairs, train_config, progress)
+        heads_given = init not in ("auto", "none")
+        if not heads_given and val_images:  # the heads first, judged like heads alone
+            reference, name = reference_model(start, model_config, device)
+            outcome = fit_and_judge(model, start.model is not None, features, held, train_config,
+                                    reference, name, None, replay_share, keep_trained, progress)
+            model, heads_given = outcome.model, True
+            if outcome.verdict is not None:
+                notes["heads_verdict"] = {"reference": name, **outcome.verdict.summary()}
+                line, warning = verdict_line(outcome.verdict, name, outcome.written,
+                                             "the text tuning")
+                (log.warning if warning else say)(line)
+        result = _tune(model, start.model is not None, heads_given, features, held, pairs,
+                       train_config, progress)
         written = "trained"
     else:
         replayed = None if replay is None else feature_set(
@@ -296,8 +321,13 @@ def train_model(model_config: ModelConfig, train_config: TrainConfig, pairs: Pai
     if val_images and written == "trained":
         result.report["shipped_model"] = shipped_model_on(subset_features(features, held),
                                                           model_config)
-    save_checkpoint(model, train_config, result, out, data, with_text_model=train_config.tune_text,
-                    notes=notes)
+    # a model whose text model (or backbone) is a folder of its own is written whole, so that
+    # the result does not point back at the --init folder
+    own_text = model.config.text_model not in text_model_names()
+    own_backbone = str(model.config.image_weights or "").endswith(".safetensors")
+    save_checkpoint(model, train_config, result, out, data,
+                    with_text_model=train_config.tune_text or own_text,
+                    with_backbones=own_backbone, notes=notes)
     log.info("saved model to %s", Path(out))
     return {**result.report, **notes}
 

@@ -188,8 +188,19 @@ def check_train_flags(args) -> None:
         refuse("--replay-images and --replay-split go with --replay")
     if not 0 < args.replay_share < 1:
         refuse(f"--replay-share must be between 0 and 1, got {args.replay_share}")
-    if args.keep_trained and args.val_images == 0:
-        refuse("--keep-trained needs held-out images to compare on: not with --val-images 0")
+    from crossbit.encoders.training.catalog import MIN_HELD_OUT
+
+    for flag, ok, rule in (("lr", lambda v: v > 0, "> 0"), ("weight_decay", lambda v: v >= 0, ">= 0"),
+                           ("dropout", lambda v: 0 <= v < 1, "in [0, 1)")):
+        value = getattr(args, flag, None)
+        if value is not None and not ok(value):
+            refuse(f"--{flag.replace('_', '-')} must be {rule}, got {value}")
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        refuse(f"--out {args.out} is a file: give a folder for the model")
+    if args.val_images is not None and 0 < args.val_images < MIN_HELD_OUT:
+        refuse(f"--val-images {args.val_images}: at least {MIN_HELD_OUT} images are needed to "
+               "tell a better model from a lucky one (or --val-images 0 with --keep-trained, "
+               "to write the trained model unchecked)")
 
 
 def need_full(command: str) -> None:
@@ -218,6 +229,9 @@ def cmd_train(args) -> int:
                          f"({len(pairs.images)} images)")
     plan = plan_for(len(pairs.images), args.val_images, args.batch_size, args.epochs, args.lr,
                     args.patience)
+    if args.seeds > 1 and plan.val_images == 0:
+        raise ValueError(f"--seeds above 1 keeps the best seed on held-out images, and none are "
+                         f"held out from {len(pairs.images)} images: give --val-images 20 or more")
     print(f"{len(pairs.images)} images, {len(pairs.captions)} texts; {plan.describe(len(pairs.images))}")
     replay = None
     if args.replay:
