@@ -199,8 +199,8 @@ def test_the_demo_says_which_queries_find_their_photo():
 def test_train_holds_out_what_the_data_size_allows():
     from crossbit.encoders.training.catalog import auto_held_out
 
-    sizes = (39, 40, 100, 200, 400, 1_000, 1_500, 6_000, 100_000)
-    assert [auto_held_out(n) for n in sizes] == [0, 10, 25, 50, 50, 100, 150, 500, 500]
+    sizes = (39, 40, 79, 80, 100, 200, 400, 1_000, 1_500, 6_000, 100_000)
+    assert [auto_held_out(n) for n in sizes] == [0, 0, 0, 20, 25, 50, 50, 100, 150, 500, 500]
 
 
 def test_the_readme_python_snippet_runs_as_written(make_server, photos, tmp_path, monkeypatch,

@@ -247,7 +247,7 @@ def test_key_and_caller_id_together_are_refused_alone(open_milvus):
     assert other.add(codes[:1], keys=["a"]).tolist() == [write.ids[0]]
 
 
-@settings(max_examples=4, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=3, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 @given(offsets=st.lists(st.integers(-400, 400), min_size=1, max_size=12, unique=True),
        keyless=st.integers(1, 30))
 def test_assigned_ids_never_take_a_caller_item(offsets, keyless, tmp_path_factory):
@@ -279,7 +279,10 @@ def test_assigned_ids_never_take_a_caller_item(offsets, keyless, tmp_path_factor
 
 def test_a_scroll_right_after_deletes_sees_them(open_milvus):
     """A server's own deletes are out of its next scroll at once (Session consistency), as
-    they are out of its counts and gets: rounds of add 6, delete 5, scroll."""
+    they are out of its counts and gets: rounds of add 6, delete 5, scroll (the real server:
+    milvus-lite was never behind)."""
+    if open_milvus.backend != "server":
+        pytest.skip("the real server's case")
     milvus = open_milvus()
     rng = np.random.default_rng(5)
     kept: set[int] = set()
