@@ -41,8 +41,14 @@ class StoreReads:
 
     def integrity(self) -> str:
         """SQLite's own ``PRAGMA integrity_check`` answer ("ok" when the file is sound)."""
-        rows = self._reader.execute("PRAGMA integrity_check").fetchall()
-        return "; ".join(str(r[0]) for r in rows)
+        # as bytes: a damaged page's text can be any bytes, which the answer (or the error
+        # SQLite raises, which Python then fails to decode) may quote
+        try:
+            rows = self._reader.execute("SELECT CAST(integrity_check AS BLOB) "
+                                        "FROM pragma_integrity_check").fetchall()
+        except UnicodeDecodeError as exc:
+            return f"damaged (SQLite's message quotes bytes that are not text: {exc.object[:80]!r})"
+        return "; ".join(bytes(r[0]).decode("utf-8", errors="replace") for r in rows)
 
     def max_seq(self) -> int:
         """The store's high-water mark: the highest log sequence number ever given out (0 for

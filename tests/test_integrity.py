@@ -35,9 +35,12 @@ def filled(folder, n=400):
 def integrity(path) -> str:
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        return "; ".join(str(r[0]) for r in conn.execute("PRAGMA integrity_check"))
+        rows = conn.execute("SELECT CAST(integrity_check AS BLOB) FROM pragma_integrity_check")
+        return "; ".join(bytes(r[0]).decode("utf-8", errors="replace") for r in rows)
     except sqlite3.DatabaseError as exc:
         return f"unreadable: {exc}"
+    except UnicodeDecodeError as exc:  # SQLite's error quoted a damaged page's bytes
+        return f"damaged: {exc.object[:80]!r}"
     finally:
         conn.close()
 
@@ -63,7 +66,20 @@ def test_damaged_store_is_refused_with_what_to_run(tmp_path):
 def test_generated_damage_is_never_served_silently(tmp_path_factory, flips):
     """Flip bytes anywhere in the file: whenever SQLite's own integrity_check (what crossbit
     check runs) sees damage, the index refuses to open; when it opens, the pages are sound."""
-    folder = tmp_path_factory.mktemp("damage") / "idx"
+    damage_case(tmp_path_factory.mktemp("damage") / "idx", flips)
+
+
+def test_damage_whose_report_quotes_bytes_that_are_not_utf8(tmp_path):
+    """A case CI generated: integrity_check's answer quoted a damaged page's bytes (not UTF-8),
+    which failed to decode instead of being reported."""
+    damage_case(tmp_path / "idx", [(0.224, 43), (0.24212290908937908, 217),
+                                   (0.556899883900073, 43), (0.3888431127834751, 59),
+                                   (0.224, 60), (0.04799103602956812, 190),
+                                   (0.1762366715738628, 222), (0.28561972219298637, 177),
+                                   (0.9999999999999999, 104)])
+
+
+def damage_case(folder, flips) -> None:
     filled(folder, n=120)
     path = folder / "store.sqlite3"
     data = bytearray(path.read_bytes())
