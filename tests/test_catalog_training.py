@@ -314,3 +314,20 @@ def test_a_result_is_whole_without_the_init_folder(catalog, tmp_path, capsys):
     shutil.rmtree(tuned)
     again = HashModel.load(tmp_path / "again")
     assert (tmp_path / "again" / "text_model").is_dir() and again.encode_texts(["a red circle"])
+
+
+def test_replay_never_holds_the_catalogs_own_images(tmp_path):
+    """Replay data that shares images with the catalog (a catalog drawn from the shipped
+    model's own training split) leaves those images out: the held-out ones judge the result."""
+    from crossbit.encoders.training.datasets import Pairs
+    from crossbit.encoders.training.recipes import without_images
+
+    catalog = [str(tmp_path / f"{n}.jpg") for n in range(5)]
+    replay = Pairs([str(tmp_path / "x" / ".." / "3.jpg"), str(tmp_path / "9.jpg"), catalog[0]],
+                   ["three", "nine", "zero", "nine again"], [0, 1, 2, 1])
+    said = []
+    kept = without_images(replay, catalog, said.append)
+    assert kept.images == [str(tmp_path / "9.jpg")] and kept.captions == ["nine", "nine again"]
+    assert "2 of its images are in the catalog too" in said[0]
+    assert without_images(replay, [], said.append) is replay
+    assert without_images(Pairs([catalog[1]], ["one"], [0]), catalog, said.append) is None

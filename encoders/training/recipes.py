@@ -68,6 +68,18 @@ def held_out_images(n_images: int, n_held_out: int, seed: int = 0) -> np.ndarray
     return np.sort(np.random.default_rng(seed).choice(n_images, n_held_out, replace=False))
 
 
+def without_images(replay: Pairs, images: list[str], say=log.info) -> Pairs | None:
+    """``replay`` less the images of ``images`` (by resolved path): replaying a held-out image
+    would train on what judges the result. None when nothing is left."""
+    mine = {str(Path(p).resolve()) for p in images}
+    keep = [i for i, p in enumerate(replay.images) if str(Path(p).resolve()) not in mine]
+    if len(keep) == len(replay.images):
+        return replay
+    say(f"replay: {len(replay.images) - len(keep)} of its images are in the catalog too and are "
+        "left out of it (the held-out ones judge the result)")
+    return _subset(replay, keep) if keep else None
+
+
 def _subset(pairs: Pairs, image_ids: list[int]) -> Pairs:
     remap = {old: new for new, old in enumerate(image_ids)}
     keep = [j for j, i in enumerate(pairs.caption_image) if int(i) in remap]
@@ -304,6 +316,8 @@ def train_model(model_config: ModelConfig, train_config: TrainConfig, pairs: Pai
                        train_config, progress)
         written = "trained"
     else:
+        if replay is not None:  # the catalog's own images (held-out ones too) are not replayed
+            replay = without_images(replay, pairs.images, say)
         replayed = None if replay is None else feature_set(
             model, replay, cache, train_config.flip, progress, train_config.crop_views)
         reference, name = reference_model(start, model_config, device) if val_images \
