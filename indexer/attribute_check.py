@@ -6,13 +6,13 @@ from __future__ import annotations
 import numpy as np
 
 from crossbit.indexer.attributes import AttributeIndex, metadata_of
+from crossbit.indexer.snapshot import id_differences
 
-SHOWN = 5  # differing ids named per problem
 FEW = 64  # a field's string and bool values are compared one by one up to this many
 
 
-def _ids(attrs: AttributeIndex, slots) -> set[int]:
-    return set(attrs.ids[np.frombuffer(slots.to_array(), np.uint32)].tolist())
+def _ids(attrs: AttributeIndex, slots) -> np.ndarray:
+    return attrs.ids[np.frombuffer(slots.to_array(), np.uint32)]
 
 
 def _scalar_kind(value) -> str | None:
@@ -23,49 +23,38 @@ def _scalar_kind(value) -> str | None:
     return None
 
 
-def attribute_differences(attrs: AttributeIndex, store) -> list[str]:
-    """What differs between ``attrs`` and the store's rows ([] when they agree): the live ids,
-    each field's items, and each string or bool value's items (fields of up to FEW values).
-    Reads every stored row (a JSON parse per item: about 10 s at 1M items here)."""
-    present: dict[str, set[int]] = {}
-    values: dict[tuple[str, str, object], set[int]] = {}
-    stored: set[int] = set()
+def attribute_differences(attrs: AttributeIndex, store, stored: np.ndarray | None = None,
+                          deep: bool = True) -> list[str]:
+    """What differs between ``attrs`` and the store ([] when they agree): its live ids against
+    ``stored`` (the store's sorted ids, read when not given); with ``deep``, each field's items
+    and each string or bool value's items (fields of up to FEW values), from every stored
+    row (a JSON parse per item: about 10 s at 1M items here)."""
+    stored = store.all_ids() if stored is None else stored
+    problems = id_differences(_ids(attrs, attrs.live), stored, "the attribute index")
+    if not deep:
+        return problems
+    present: dict[str, list[int]] = {}
+    values: dict[tuple[str, str, object], list[int]] = {}
     for ids, _keys, _codes, metas in store.iter_rows():
-        stored.update(ids)
         for item_id, raw in zip(ids, metas):
             for name, value in metadata_of(raw).items():
-                present.setdefault(name, set()).add(item_id)
+                present.setdefault(name, []).append(item_id)
                 kind = _scalar_kind(value)
                 if kind:
-                    values.setdefault((name, kind, value), set()).add(item_id)
-    problems = []
-    held = _ids(attrs, attrs.live)
-    if held != stored:
-        problems.append(_say("the attribute index's ids", held, stored))
+                    values.setdefault((name, kind, value), []).append(item_id)
     for name in sorted(set(present) | set(attrs.fields)):
-        want = present.get(name, set())
-        got = _ids(attrs, attrs.fields[name].present) if name in attrs.fields else set()
-        if got != want:
-            problems.append(_say(f"field {name!r} in the attribute index", got, want))
+        want = np.array(present.get(name, []), np.int64)
+        got = _ids(attrs, attrs.fields[name].present) if name in attrs.fields else want[:0]
+        found = id_differences(got, want, f"field {name!r} of the attribute index")
+        if found:
+            problems += found
             continue
         mine = {k: v for k, v in values.items() if k[0] == name}
         if len(mine) > FEW or name not in attrs.fields:
             continue
         for (_, kind, value), ids in mine.items():
             column = getattr(attrs.fields[name], kind)
-            lookup = value if kind == "str" else int(value)
-            found = column.equal(lookup)
-            if _ids(attrs, found) != ids:
-                problems.append(_say(f"{name} == {value!r} in the attribute index",
-                                     _ids(attrs, found), ids))
+            got = _ids(attrs, column.equal(value if kind == "str" else int(value)))
+            problems += id_differences(got, np.array(ids, np.int64),
+                                       f"{name} == {value!r} in the attribute index")
     return problems
-
-
-def _say(what: str, got: set[int], want: set[int]) -> str:
-    extra, missing = sorted(got - want), sorted(want - got)
-    parts = []
-    if missing:
-        parts.append(f"{len(missing)} stored items missing ({', '.join(map(str, missing[:SHOWN]))})")
-    if extra:
-        parts.append(f"{len(extra)} not in the store ({', '.join(map(str, extra[:SHOWN]))})")
-    return f"{what}: " + "; ".join(parts)

@@ -59,11 +59,8 @@ class Upkeep:
         with self._lock.read():
             stored = self.store.all_ids()
             held = self.backend.all_ids()
-            attributes = self.attributes.ids[np.frombuffer(self.attributes.live.to_array(),
-                                                           np.uint32)]
-            fields = attribute_differences(self.attributes, self.store) if deep else []
-        return "; ".join(id_differences(held, stored, "the index") +
-                         id_differences(attributes, stored, "the attribute index") + fields)
+            attributes = attribute_differences(self.attributes, self.store, stored, deep)
+        return "; ".join(id_differences(held, stored, "the index") + attributes)
 
     # -- persistence ----------------------------------------------------------------------------
     def snapshot(self) -> bool:
