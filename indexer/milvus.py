@@ -172,9 +172,9 @@ class MilvusIndex(CollectionSchema, MilvusReads, Index):
                 back_off = min(2 * back_off, 1.0)
 
     def _read_level(self) -> str:
-        # pymilvus's Session guarantee follows this client's inserts and upserts but not its
-        # deletes (Milvus 2.3.5: a Session read right after a delete still saw the rows), so
-        # reads are Strong for a while after this server deleted
+        # Session reads right after this client's delete still saw the deleted rows (Milvus
+        # 2.3.5; pymilvus records the delete's timestamp, the server does not hold the read
+        # back for it), so reads are Strong for a while after this server deleted
         recent = time.monotonic() - self._deleted_at < DELETES_SETTLE_S
         return "Strong" if call_context.fresh() or (recent and self.consistency == "Session") \
             else self.consistency
