@@ -79,6 +79,17 @@ def brute(items: dict, flt) -> list[int]:
     return sorted(i for i, (key, meta, _) in items.items() if flt.matches(i, key, meta))
 
 
+def scroll_all(index, flt, page: int) -> list[int]:
+    """The ids of every page of a scroll with ``flt``, ``page`` items at a time."""
+    ids, after = [], None
+    while True:
+        got = index.scroll(after, page, flt)
+        ids += [i.id for i in got]
+        if len(got) < page:
+            return ids
+        after = got[-1].id
+
+
 def distances(items: dict, ids: list[int], query: np.ndarray) -> np.ndarray:
     if not ids:
         return np.zeros(0, np.int64)

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from crossbit.indexer import open_index
 from crossbit.indexer.filters import parse
 
-from filter_gen import FIELDS, brute, distances, expression, keys, metadata
+from filter_gen import FIELDS, brute, distances, expression, keys, metadata, scroll_all
 from helpers import record
 
 EXAMPLES = int(os.environ.get("CROSSBIT_FUZZ_EXAMPLES", "0")) or 12
@@ -99,14 +99,7 @@ def check(index, items: dict, kind: str, flt, rng) -> None:
     assert index.count(flt) == len(want)
     assert index.select(flt).tolist() == want
     assert index.select(flt, limit=2).tolist() == want[:2]
-    pages, after = [], None
-    while True:
-        page = index.scroll(after, 3, flt)
-        pages += [i.id for i in page]
-        if len(page) < 3:
-            break
-        after = page[-1].id
-    assert pages == want
+    assert scroll_all(index, flt, 3) == want
     for item in index.scroll(None, 2, flt):
         assert item.metadata == items[item.id][1] and item.key == items[item.id][0]
     query = rng.integers(0, 256, (2, 8), dtype=np.uint8)

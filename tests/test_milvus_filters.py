@@ -21,7 +21,7 @@ from crossbit.indexer.filters import parse  # noqa: E402
 from crossbit.indexer.milvus_filters import Unsupported, to_milvus  # noqa: E402
 from crossbit.indexer.milvus_rows import key_id  # noqa: E402
 
-from filter_gen import expression, keys, metadata  # noqa: E402
+from filter_gen import expression, keys, metadata, scroll_all  # noqa: E402
 
 FUZZ = int(os.environ.get("CROSSBIT_FUZZ_EXAMPLES", "0"))
 names = itertools.count()
@@ -58,14 +58,7 @@ def same_answers(milvus, flat, flt, rng, lite: bool) -> bool:
     for (ia, da), (ib, db) in zip(milvus.range_search(query, 3, filter=flt),
                                   flat.range_search(query, 3, filter=flt)):
         assert sorted(ia.tolist()) == sorted(ib.tolist()) and sorted(da.tolist()) == sorted(db.tolist())
-    pages, after = [], None
-    while True:
-        page = milvus.scroll(after, 4, flt)
-        pages += [i.id for i in page]
-        if len(page) < 4:
-            break
-        after = page[-1].id
-    assert pages == want, str(flt)
+    assert scroll_all(milvus, flt, 4) == want, str(flt)
     return True
 
 
